@@ -1,0 +1,3 @@
+from rediffuse.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,44 @@
+"""Helpers shared by the samplers: grids as floats, noise with per-sample generators, callbacks."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor
+
+Denoiser = Callable[..., Tensor]
+Callback = Callable[[dict[str, Any]], None]
+Generator = torch.Generator | Sequence[torch.Generator] | None
+
+
+def grid(sigmas: Tensor | Sequence[float]) -> list[float]:
+    """The sigma grid as Python floats (float64 on the host; no device syncs in the loop)."""
+    values = sigmas.tolist() if isinstance(sigmas, Tensor) else [float(s) for s in sigmas]
+    if len(values) < 2:
+        raise ValueError("a sigma grid needs at least two entries (the last one usually 0)")
+    if any(b > a for a, b in zip(values, values[1:])):
+        raise ValueError("sigmas must be non-increasing (from sigma_max down to 0)")
+    return values
+
+
+def noise_like(x: Tensor, generator: Generator = None) -> Tensor:
+    """Standard normal noise of x's shape; a list of generators draws sample i from generator i."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    if len(generator) != x.shape[0]:
+        raise ValueError(f"got {len(generator)} generators for a batch of {x.shape[0]}")
+    return torch.stack([torch.randn(x.shape[1:], generator=g, dtype=x.dtype, device=x.device)
+                        for g in generator])
+
+
+def call(denoiser: Denoiser, x: Tensor, sigma: float, cond: Tensor | None) -> Tensor:
+    """D(x, sigma[, cond]) with sigma a float."""
+    return denoiser(x, sigma) if cond is None else denoiser(x, sigma, cond)
+
+
+def report(callback: Callback | None, i: int, x: Tensor, sigma: float, sigma_next: float,
+           denoised: Tensor) -> None:
+    """Send one step's state to the callback, if any."""
+    if callback is not None:
+        callback({"i": i, "x": x, "sigma": sigma, "sigma_next": sigma_next, "denoised": denoised})
