@@ -31,6 +31,9 @@ class GaussianMixture:
         self.evals, self.evecs = torch.linalg.eigh(self.covs)
         if (self.evals <= 0).any():
             raise ValueError("covariances must be positive definite")
+        k, d = means.shape
+        self._basis = self.evecs.permute(1, 0, 2).reshape(d, k * d)  # [d, K*d]: all eigenbases side by side
+        self._mean_coords = torch.einsum("kd,kde->ke", self.means, self.evecs).reshape(k * d)
 
     @property
     def dim(self) -> int:
@@ -38,7 +41,7 @@ class GaussianMixture:
 
     def _terms(self, x: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Per-component (log w_k N(x; mu_k, S_k + sigma^2 I), eigen-coordinates of x - mu_k, variances)."""
-        proj = torch.einsum("nkd,kde->nke", x[:, None, :] - self.means, self.evecs)
+        proj = (x @ self._basis - self._mean_coords).reshape(x.shape[0], *self.means.shape)
         var = self.evals + sigma.reshape(-1, 1, 1) ** 2
         log_norm = -0.5 * (self.dim * math.log(2 * math.pi) + var.log().sum(-1) + (proj**2 / var).sum(-1))
         return self.weights.log() + log_norm, proj, var
@@ -60,8 +63,8 @@ class GaussianMixture:
         x64, sig = self._flat(x, sigma)
         log_joint, proj, var = self._terms(x64, sig)
         gamma = (log_joint - torch.logsumexp(log_joint, dim=1, keepdim=True)).exp()
-        shrunk = torch.einsum("nke,kde->nkd", proj * self.evals / var, self.evecs)
-        out = torch.einsum("nk,nkd->nd", gamma, self.means + shrunk)
+        shrunk = (gamma[:, :, None] * proj * self.evals / var).reshape(x64.shape[0], -1)
+        out = gamma @ self.means + shrunk @ self._basis.T
         return out.reshape(x.shape).to(device=x.device, dtype=x.dtype)
 
     def denoiser(self) -> "MixtureDenoiser":

@@ -1,0 +1,26 @@
+"""Sample-quality metrics between two feature or sample sets ([N, D] Tensor or ndarray)."""
+
+from .energy import energy_distance
+from .frechet import feature_stats, frechet_distance, frechet_from_stats
+from .kid import kernel_inception_distance, polynomial_kernel
+from .mmd import median_distance, mmd_rbf, rbf_kernel, unbiased_mmd2
+from .prdc import density_coverage, precision_recall, prdc
+from .sliced import sliced_wasserstein, wasserstein_1d_pp
+
+__all__ = [
+    "density_coverage",
+    "energy_distance",
+    "feature_stats",
+    "frechet_distance",
+    "frechet_from_stats",
+    "kernel_inception_distance",
+    "median_distance",
+    "mmd_rbf",
+    "polynomial_kernel",
+    "precision_recall",
+    "prdc",
+    "rbf_kernel",
+    "sliced_wasserstein",
+    "unbiased_mmd2",
+    "wasserstein_1d_pp",
+]
