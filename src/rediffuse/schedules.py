@@ -111,8 +111,23 @@ class Schedule:
         return f"{type(self).__name__}({args})"
 
 
+def discrete_betas(kind: str, num_steps: int, beta_start: float, beta_end: float) -> Tensor:
+    """DDPM-style beta sequences by their diffusers names: linear, scaled_linear, squaredcos_cap_v2."""
+    if kind == "linear":
+        return torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64)
+    if kind == "scaled_linear":
+        return torch.linspace(beta_start**0.5, beta_end**0.5, num_steps, dtype=torch.float64) ** 2
+    if kind == "squaredcos_cap_v2":
+        t = torch.arange(num_steps + 1, dtype=torch.float64) / num_steps
+        abar = torch.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+        return (1 - abar[1:] / abar[:-1]).clamp(max=0.999)
+    raise ValueError(f"unknown beta_schedule {kind!r}; choose linear, scaled_linear or squaredcos_cap_v2")
+
+
 class VPLinear(Schedule):
     """DDPM's discrete schedule (Ho et al. 2020): betas linear in [beta_start, beta_end] over T steps.
+
+    `beta_schedule` also takes diffusers' scaled_linear and squaredcos_cap_v2 (for wrapped foreign models).
 
     sigma_t = sqrt((1 - abar_t) / abar_t) at integer t in [0, T-1]; between integers, log(sigma) is
     interpolated linearly, so t(sigma) gives a fractional index. c_noise is the index t.
@@ -120,9 +135,11 @@ class VPLinear(Schedule):
 
     name = "vp-linear"
 
-    def __init__(self, num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02):
+    def __init__(self, num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
+                 beta_schedule: str = "linear"):
         self.num_steps, self.beta_start, self.beta_end = num_steps, beta_start, beta_end
-        betas = torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64)
+        self.beta_schedule = beta_schedule
+        betas = discrete_betas(beta_schedule, num_steps, beta_start, beta_end)
         self.alphas_cumprod = torch.cumprod(1 - betas, dim=0)
         self.discrete_sigmas = ((1 - self.alphas_cumprod) / self.alphas_cumprod).sqrt()
         self.log_sigmas = self.discrete_sigmas.log()
@@ -131,7 +148,7 @@ class VPLinear(Schedule):
 
     def config(self) -> dict:
         return {"name": self.name, "num_steps": self.num_steps, "beta_start": self.beta_start,
-                "beta_end": self.beta_end}
+                "beta_end": self.beta_end, "beta_schedule": self.beta_schedule}
 
     def sigma(self, t: float | Tensor) -> Tensor:
         t = _as_f64(t)
