@@ -1,0 +1,248 @@
+"""A lean 2-D UNet for image diffusion: residual blocks with scale-shift noise conditioning and attention."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rediffuse.nets.embedding import NoiseEmbedding
+
+
+def _groups(ch: int) -> int:
+    """GroupNorm group count for ``ch`` channels: min(32, ch // 4), lowered until it divides ``ch``."""
+    g = min(32, max(1, ch // 4))
+    while ch % g:
+        g -= 1
+    return g
+
+
+def _heads(ch: int, head_channels: int) -> int:
+    """Attention head count: about ``ch / head_channels``, lowered until it divides ``ch``."""
+    n = max(1, ch // head_channels)
+    while ch % n:
+        n -= 1
+    return n
+
+
+def _zero(module: nn.Module) -> nn.Module:
+    """Zero a layer's parameters in place and return it."""
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+class ResBlock(nn.Module):
+    """Residual block: GroupNorm-SiLU-conv, then adaptive GroupNorm (noise scale-shift)-SiLU-dropout-conv."""
+
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.norm1 = nn.GroupNorm(_groups(in_ch), in_ch)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, 2 * out_ch)
+        self.norm2 = nn.GroupNorm(_groups(out_ch), out_ch, affine=False)  # the scale-shift is its affine
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.conv2 = _zero(nn.Conv2d(out_ch, out_ch, 3, padding=1))
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        """Map x [B, in_ch, H, W] and the activated embedding [B, emb_dim] to [B, out_ch, H, W]."""
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.emb(emb)[:, :, None, None].chunk(2, dim=1)
+        h = F.silu(torch.addcmul(shift, self.norm2(h), 1 + scale))
+        return self.skip(x) + self.conv2(self.dropout(h))
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over the pixels of a feature map, with a residual connection."""
+
+    def __init__(self, ch: int, head_channels: int = 32) -> None:
+        super().__init__()
+        self.heads = _heads(ch, head_channels)
+        self.norm = nn.GroupNorm(_groups(ch), ch)
+        self.qkv = nn.Linear(ch, 3 * ch)
+        self.proj = _zero(nn.Linear(ch, ch))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Attend x [B, C, H, W] to itself; same shape out."""
+        b, c, h, w = x.shape
+        tokens = self.norm(x).flatten(2).transpose(1, 2)  # [B, HW, C]; a view for channels_last input
+        q, k, v = self.qkv(tokens).view(b, h * w, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, h * w, c)
+        return x + self.proj(out).transpose(1, 2).unflatten(2, (h, w))
+
+
+class _Block(nn.Module):
+    """A residual block optionally followed by self-attention."""
+
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float, head_channels: int | None) -> None:
+        super().__init__()
+        self.res = ResBlock(in_ch, out_ch, emb_dim, dropout)
+        self.attn = SelfAttention(out_ch, head_channels) if head_channels else None
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        """Apply the residual block, then attention if present."""
+        x = self.res(x, emb)
+        return self.attn(x) if self.attn is not None else x
+
+
+class Downsample(nn.Module):
+    """Halve the spatial size with a stride-2 3x3 convolution."""
+
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, stride=2, padding=1)
+
+    def forward(self, x: Tensor, emb: Tensor | None = None) -> Tensor:
+        """Downsample x [B, C, H, W] to [B, C, H/2, W/2]."""
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Double the spatial size: nearest-neighbour upsampling then a 3x3 convolution."""
+
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, padding=1)
+
+    def forward(self, x: Tensor, emb: Tensor | None = None) -> Tensor:
+        """Upsample x [B, C, H, W] to [B, C, 2H, 2W]."""
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class UNet2D(nn.Module):
+    """Noise-conditioned UNet ``F(x, c_noise, cond)`` for images [B, C, H, W], optionally class-conditional.
+
+    Level ``i`` works at ``image_size / 2**i`` with ``channels * channel_mults[i]`` channels;
+    ``attn_resolutions`` lists the spatial sizes (relative to ``image_size``) that get self-attention.
+    Class labels ``num_classes`` (or -1, or ``cond=None``) select the learned null class used by
+    classifier-free guidance. Any input whose sides are multiples of ``downsample_factor`` is accepted.
+    """
+
+    def __init__(
+        self,
+        *,
+        in_channels: int = 1,
+        out_channels: int | None = None,
+        channels: int = 32,
+        channel_mults: Sequence[int] = (1, 2, 2),
+        num_res_blocks: int = 2,
+        attn_resolutions: Sequence[int] = (),
+        image_size: int = 32,
+        dropout: float = 0.0,
+        num_classes: int | None = None,
+        attn_head_channels: int = 32,
+        mid_attention: bool = True,
+        emb_dim: int | None = None,
+    ) -> None:
+        super().__init__()
+        out_channels = out_channels or in_channels
+        mults = tuple(int(m) for m in channel_mults)
+        if not mults or min(mults) < 1 or channels < 1 or num_res_blocks < 1:
+            raise ValueError("channels, num_res_blocks and every channel_mult must be >= 1")
+        factor = 2 ** (len(mults) - 1)
+        if image_size % factor:
+            raise ValueError(
+                f"image_size {image_size} cannot be halved {len(mults) - 1} times evenly; "
+                f"use a multiple of {factor} or fewer channel_mults"
+            )
+        resolutions = [image_size // 2**i for i in range(len(mults))]
+        bad = sorted(set(attn_resolutions) - set(resolutions))
+        if bad:
+            raise ValueError(f"attn_resolutions {bad} match no level; the levels are at {resolutions}")
+        self._config: dict[str, Any] = dict(
+            in_channels=in_channels,
+            out_channels=out_channels,
+            channels=channels,
+            channel_mults=list(mults),
+            num_res_blocks=num_res_blocks,
+            attn_resolutions=sorted(int(r) for r in attn_resolutions),
+            image_size=image_size,
+            dropout=float(dropout),
+            num_classes=num_classes,
+            attn_head_channels=attn_head_channels,
+            mid_attention=mid_attention,
+            emb_dim=emb_dim,
+        )
+        self.num_classes = num_classes
+        self.downsample_factor = factor
+        emb_dim = emb_dim or 4 * channels
+        self.noise_emb = NoiseEmbedding(emb_dim, freq_dim=channels)
+        self.class_emb = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
+
+        def block(cin: int, cout: int, attn: bool) -> _Block:
+            return _Block(cin, cout, emb_dim, dropout, attn_head_channels if attn else None)
+
+        self.conv_in = nn.Conv2d(in_channels, channels, 3, padding=1)
+        self.down = nn.ModuleList()
+        skip_chs, ch = [channels], channels
+        for i, (mult, res) in enumerate(zip(mults, resolutions)):
+            for _ in range(num_res_blocks):
+                self.down.append(block(ch, channels * mult, res in attn_resolutions))
+                ch = channels * mult
+                skip_chs.append(ch)
+            if i < len(mults) - 1:
+                self.down.append(Downsample(ch))
+                skip_chs.append(ch)
+        self.mid = nn.ModuleList([block(ch, ch, mid_attention), block(ch, ch, False)])
+        self.up = nn.ModuleList()
+        for i in reversed(range(len(mults))):
+            for _ in range(num_res_blocks + 1):
+                attn = resolutions[i] in attn_resolutions
+                self.up.append(block(ch + skip_chs.pop(), channels * mults[i], attn))
+                ch = channels * mults[i]
+            if i > 0:
+                self.up.append(Upsample(ch))
+        self.norm_out = nn.GroupNorm(_groups(ch), ch)
+        self.conv_out = _zero(nn.Conv2d(ch, out_channels, 3, padding=1))
+
+    def config(self) -> dict[str, Any]:
+        """Constructor keyword arguments as a JSON-serialisable dict."""
+        return {k: list(v) if isinstance(v, list) else v for k, v in self._config.items()}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "UNet2D":
+        """Build a model from ``config()`` output."""
+        return cls(**config)
+
+    def _embed(self, c_noise: Tensor | float, cond: Tensor | None, batch: int, device: torch.device) -> Tensor:
+        """Activated noise (+ class) embedding [B, emb_dim]."""
+        c = torch.as_tensor(c_noise, device=device)
+        if c.ndim == 0:
+            c = c.expand(batch)
+        if c.shape != (batch,):
+            raise ValueError(f"c_noise must be a scalar or shape [{batch}], got {tuple(c.shape)}")
+        emb = self.noise_emb(c)
+        if self.class_emb is None:
+            if cond is not None:
+                raise ValueError("this UNet2D has no num_classes; pass cond=None")
+        else:
+            null = self.num_classes
+            labels = torch.full((batch,), null, device=device) if cond is None else cond.to(device).long()
+            labels = torch.where(labels < 0, null, labels).expand(batch)
+            emb = emb + self.class_emb(labels)
+        return F.silu(emb)
+
+    def forward(self, x: Tensor, c_noise: Tensor | float, cond: Tensor | None = None) -> Tensor:
+        """Map x [B, in_channels, H, W], noise input [B] (or scalar) and labels [B] to [B, out_channels, H, W]."""
+        b, _, height, width = x.shape
+        f = self.downsample_factor
+        if height % f or width % f:
+            raise ValueError(
+                f"UNet2D halves the image {len(self._config['channel_mults']) - 1} times, so height and width "
+                f"must be multiples of {f}; got {height}x{width}. Pad or resize the images to "
+                f"{-(-height // f) * f}x{-(-width // f) * f}, or use fewer channel_mults."
+            )
+        emb = self._embed(c_noise, cond, b, x.device)
+        h = self.conv_in(x)
+        skips = [h]
+        for m in self.down:
+            h = m(h, emb)
+            skips.append(h)
+        for m in self.mid:
+            h = m(h, emb)
+        for m in self.up:
+            h = m(h, emb) if isinstance(m, Upsample) else m(torch.cat([h, skips.pop()], dim=1), emb)
+        return self.conv_out(F.silu(self.norm_out(h)))
