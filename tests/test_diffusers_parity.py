@@ -7,7 +7,7 @@ import torch
 
 diffusers = pytest.importorskip("diffusers")
 
-from rediffuse import samplers, schedules  # noqa: E402
+from rediffuse import samplers  # noqa: E402
 from rediffuse.foreign import from_diffusers  # noqa: E402
 
 STEPS = 10

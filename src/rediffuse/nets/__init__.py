@@ -1,6 +1,7 @@
 """Denoiser networks."""
 
-from rediffuse.nets.embedding import NoiseEmbedding, sinusoidal_embedding
+from rediffuse.nets.embedding import ConditionEmbedding, NoiseEmbedding, sinusoidal_embedding
+from rediffuse.nets.mlp import MLP
 from rediffuse.nets.unet2d import UNet2D
 
-__all__ = ["NoiseEmbedding", "UNet2D", "sinusoidal_embedding"]
+__all__ = ["ConditionEmbedding", "MLP", "NoiseEmbedding", "UNet2D", "sinusoidal_embedding"]

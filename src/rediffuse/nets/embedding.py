@@ -49,3 +49,34 @@ class NoiseEmbedding(nn.Module):
         """Embed ``c_noise`` [B] (or a scalar) into [B, out_dim]."""
         feats = sinusoidal_embedding(c_noise, self.freq_dim, self.max_period)
         return self.mlp(feats.to(self.mlp[0].weight))
+
+
+class ConditionEmbedding(nn.Module):
+    """Noise embedding plus an optional class embedding with a null class; returns SiLU(sum) [B, out_dim].
+
+    Labels ``num_classes``, ``-1`` or ``cond=None`` select the learned null class (classifier-free guidance).
+    """
+
+    def __init__(self, out_dim: int, freq_dim: int | None = None, num_classes: int | None = None) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.noise_emb = NoiseEmbedding(out_dim, freq_dim=freq_dim)
+        self.class_emb = nn.Embedding(num_classes + 1, out_dim) if num_classes else None
+
+    def forward(self, c_noise: Tensor | float, cond: Tensor | None, batch: int, device: torch.device) -> Tensor:
+        """Embed a noise input [B] (or a scalar) and labels [B] (or None) for a batch of ``batch``."""
+        c = torch.as_tensor(c_noise, device=device)
+        if c.ndim == 0:
+            c = c.expand(batch)
+        if c.shape != (batch,):
+            raise ValueError(f"c_noise must be a scalar or shape [{batch}], got {tuple(c.shape)}")
+        emb = self.noise_emb(c)
+        if self.class_emb is None:
+            if cond is not None:
+                raise ValueError("this network has no num_classes; pass cond=None")
+        else:
+            null = self.num_classes
+            labels = torch.full((batch,), null, device=device) if cond is None else cond.to(device).long()
+            labels = torch.where(labels < 0, null, labels).expand(batch)
+            emb = emb + self.class_emb(labels)
+        return nn.functional.silu(emb)

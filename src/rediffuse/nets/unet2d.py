@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rediffuse.nets.embedding import NoiseEmbedding
+from rediffuse.nets.embedding import ConditionEmbedding
 
 
 def _groups(ch: int) -> int:
@@ -169,8 +169,7 @@ class UNet2D(nn.Module):
         self.num_classes = num_classes
         self.downsample_factor = factor
         emb_dim = emb_dim or 4 * channels
-        self.noise_emb = NoiseEmbedding(emb_dim, freq_dim=channels)
-        self.class_emb = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
+        self.embed = ConditionEmbedding(emb_dim, freq_dim=channels, num_classes=num_classes)
 
         def block(cin: int, cout: int, attn: bool) -> _Block:
             return _Block(cin, cout, emb_dim, dropout, attn_head_channels if attn else None)
@@ -207,24 +206,6 @@ class UNet2D(nn.Module):
         """Build a model from ``config()`` output."""
         return cls(**config)
 
-    def _embed(self, c_noise: Tensor | float, cond: Tensor | None, batch: int, device: torch.device) -> Tensor:
-        """Activated noise (+ class) embedding [B, emb_dim]."""
-        c = torch.as_tensor(c_noise, device=device)
-        if c.ndim == 0:
-            c = c.expand(batch)
-        if c.shape != (batch,):
-            raise ValueError(f"c_noise must be a scalar or shape [{batch}], got {tuple(c.shape)}")
-        emb = self.noise_emb(c)
-        if self.class_emb is None:
-            if cond is not None:
-                raise ValueError("this UNet2D has no num_classes; pass cond=None")
-        else:
-            null = self.num_classes
-            labels = torch.full((batch,), null, device=device) if cond is None else cond.to(device).long()
-            labels = torch.where(labels < 0, null, labels).expand(batch)
-            emb = emb + self.class_emb(labels)
-        return F.silu(emb)
-
     def forward(self, x: Tensor, c_noise: Tensor | float, cond: Tensor | None = None) -> Tensor:
         """Map x [B, in_channels, H, W], noise input [B] (or scalar) and labels [B] to [B, out_channels, H, W]."""
         b, _, height, width = x.shape
@@ -235,7 +216,7 @@ class UNet2D(nn.Module):
                 f"must be multiples of {f}; got {height}x{width}. Pad or resize the images to "
                 f"{-(-height // f) * f}x{-(-width // f) * f}, or use fewer channel_mults."
             )
-        emb = self._embed(c_noise, cond, b, x.device)
+        emb = self.embed(c_noise, cond, b, x.device)
         h = self.conv_in(x)
         skips = [h]
         for m in self.down:

@@ -1,0 +1,239 @@
+"""Checkpoints as folders of safetensors files plus a JSON manifest, written atomically; loading runs no code.
+
+A checkpoint `<run>/ckpt-<step>/` holds one `<part>.safetensors` file per tensor group (model, ema,
+optimizer, rng, ...) and `manifest.json`, written last, with the step, the caller's metadata (how to rebuild
+the model, the schedule, the training config, ...) and the size and sha256 of every tensor file. Each file
+is written to a temporary file in the same folder, flushed, fsynced and renamed into place, so a crash
+leaves either the old state or a folder without a manifest, which `latest` skips and `load` refuses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+from torch import Tensor
+
+FORMAT = "rediffuse-checkpoint"
+VERSION = 1
+MANIFEST = "manifest.json"
+PREFIX = "ckpt-"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, incomplete, corrupt or not a rediffuse checkpoint."""
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: its folder, step, metadata and tensor groups by part name."""
+
+    path: Path
+    step: int
+    meta: dict[str, Any]
+    tensors: dict[str, dict[str, Tensor]]
+
+
+def atomic_write(path: str | Path, data: bytes) -> None:
+    """Write bytes to path via a temporary file in the same folder, fsync and os.replace."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in folder durable (where the platform allows opening folders)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def checkpoint_dir(run_dir: str | Path, step: int) -> Path:
+    """The folder of the checkpoint at a step: `<run>/ckpt-<step, 8 digits>`."""
+    return Path(run_dir) / f"{PREFIX}{step:08d}"
+
+
+def _step_of(path: Path) -> int | None:
+    """The step in a `ckpt-<step>` folder name, or None for other names."""
+    suffix = path.name[len(PREFIX):]
+    return int(suffix) if path.name.startswith(PREFIX) and suffix.isdigit() else None
+
+
+def _contiguous(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Detached, contiguous, unshared CPU copies (what safetensors can store)."""
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+
+
+def save(run_dir: str | Path, step: int, tensors: dict[str, dict[str, Tensor]], meta: dict[str, Any],
+         keep: int | None = None) -> Path:
+    """Write `<run>/ckpt-<step>/` (tensor files, then the manifest) and keep only the newest `keep` ones."""
+    folder = checkpoint_dir(run_dir, step)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MANIFEST).unlink(missing_ok=True)  # rewriting a step: incomplete until the new manifest lands
+    files = {}
+    for part, group in tensors.items():
+        data = save_safetensors(_contiguous(group))
+        name = f"{part}.safetensors"
+        atomic_write(folder / name, data)
+        files[name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    manifest = {"format": FORMAT, "version": VERSION, "step": step, "files": files, "meta": meta}
+    atomic_write(folder / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
+    if keep is not None:
+        prune(run_dir, keep)
+    return folder
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """The validated manifest of a checkpoint folder (raises CheckpointError if missing or malformed)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    file = path / MANIFEST
+    if not file.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} is incomplete (no {MANIFEST}); "
+                              "it was interrupted while saving: use an earlier checkpoint")
+    try:
+        manifest = json.loads(file.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{file}: corrupt manifest ({err})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise CheckpointError(f"{file}: not a rediffuse checkpoint manifest")
+    if manifest.get("version") != VERSION:
+        raise CheckpointError(f"{file}: checkpoint format version {manifest.get('version')!r} is not "
+                              f"supported (this rediffuse reads version {VERSION})")
+    if not isinstance(manifest.get("files"), dict) or not isinstance(manifest.get("step"), int):
+        raise CheckpointError(f"{file}: manifest lacks 'files' or 'step'")
+    return manifest
+
+
+def check(path: str | Path) -> None:
+    """Raise CheckpointError unless the folder has a valid manifest and every listed file at its recorded size."""
+    manifest = read_manifest(path)
+    for name, info in manifest["files"].items():
+        file = Path(path) / name
+        if not file.is_file():
+            raise CheckpointError(f"checkpoint file {str(file)!r} is missing; the checkpoint is incomplete")
+        if file.stat().st_size != info.get("bytes"):
+            raise CheckpointError(f"checkpoint file {str(file)!r} is corrupt or truncated (its size differs from "
+                                  "the manifest); use an earlier checkpoint")
+
+
+def is_complete(path: str | Path) -> bool:
+    """Whether a checkpoint folder passes `check` (manifest present, all files at their recorded sizes)."""
+    try:
+        check(path)
+    except CheckpointError:
+        return False
+    return True
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """All `ckpt-<step>` folders of a run, complete or not, oldest first."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    found = [(step, p) for p in run_dir.iterdir() if p.is_dir() and (step := _step_of(p)) is not None]
+    return [p for _, p in sorted(found)]
+
+
+def latest(run_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint folder of a run, or None if there is none."""
+    for path in reversed(list_checkpoints(run_dir)):
+        if is_complete(path):
+            return path
+    return None
+
+
+def prune(run_dir: str | Path, keep: int) -> None:
+    """Delete all but the newest `keep` complete checkpoints, and incomplete ones older than the newest."""
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
+    paths = list_checkpoints(run_dir)
+    complete = [p for p in paths if is_complete(p)]
+    if not complete:
+        return
+    newest = _step_of(complete[-1])
+    doomed = complete[:-keep] + [p for p in paths if p not in complete and _step_of(p) < newest]
+    for path in doomed:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def load(path: str | Path, parts: Iterable[str] | None = None, device: torch.device | str = "cpu") -> Checkpoint:
+    """Load a checkpoint folder (all parts, or only `parts`), verifying every file's size and sha256."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    files = manifest["files"]
+    wanted = [f"{p}.safetensors" for p in parts] if parts is not None else list(files)
+    tensors = {}
+    for name in wanted:
+        if name not in files:
+            raise CheckpointError(f"checkpoint {str(path)!r} has no {name!r} (it holds {', '.join(files)})")
+        tensors[name.removesuffix(".safetensors")] = _read_verified(path / name, files[name], device)
+    return Checkpoint(path, manifest["step"], manifest.get("meta", {}), tensors)
+
+
+def _read_verified(file: Path, info: dict[str, Any], device: torch.device | str) -> dict[str, Tensor]:
+    """The tensors of one file, after checking it against its manifest entry."""
+    if not file.is_file():
+        raise CheckpointError(f"checkpoint file {str(file)!r} is missing; the checkpoint is incomplete")
+    data = file.read_bytes()
+    if len(data) != info.get("bytes") or hashlib.sha256(data).hexdigest() != info.get("sha256"):
+        raise CheckpointError(f"checkpoint file {str(file)!r} is corrupt or truncated (size or sha256 differs "
+                              "from the manifest); use an earlier checkpoint")
+    try:
+        tensors = load_safetensors(data)
+    except (SafetensorError, ValueError) as err:
+        raise CheckpointError(f"checkpoint file {str(file)!r} is not valid safetensors ({err})") from None
+    return {k: v.to(device) for k, v in tensors.items()}
+
+
+def flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """An optimizer state_dict split into tensors (`state.<param>.<name>`) and a JSON-able rest."""
+    tensors, scalars = {}, {}
+    for index, entry in state_dict["state"].items():
+        for name, value in entry.items():
+            if isinstance(value, Tensor):
+                tensors[f"state.{index}.{name}"] = value
+            else:
+                scalars.setdefault(str(index), {})[name] = value
+    return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
+
+
+def unflatten_optimizer(tensors: dict[str, Tensor], rest: dict[str, Any]) -> dict[str, Any]:
+    """The optimizer state_dict rebuilt from `flatten_optimizer` output (JSON lists back to tuples)."""
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        _, index, name = key.split(".", 2)
+        state.setdefault(int(index), {})[name] = value
+    for index, entry in rest.get("scalars", {}).items():
+        state.setdefault(int(index), {}).update(entry)
+    groups = [{k: (tuple(v) if isinstance(v, list) and k != "params" else v) for k, v in g.items()}
+              for g in rest["param_groups"]]
+    return {"state": state, "param_groups": groups}
