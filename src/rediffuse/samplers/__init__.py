@@ -12,7 +12,11 @@ from torch import Tensor
 
 from .ancestral import ancestral_step, sample_ddim, sample_ddpm, sample_euler_ancestral
 from .common import noise_like
+from .dpm_solver import sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_dpmpp_2s, sample_dpmpp_3m
 from .euler import sample_euler, sample_heun
+from .multistep import sample_ipndm, sample_lms
+from .sde import sample_euler_maruyama
+from .unipc import sample_unipc_bh1, sample_unipc_bh2
 
 Sampler = Callable[..., Tensor]
 
@@ -22,9 +26,18 @@ SAMPLERS: dict[str, Sampler] = {
     "euler": sample_euler,
     "heun": sample_heun,
     "euler-ancestral": sample_euler_ancestral,
+    "dpmpp-2m": sample_dpmpp_2m,
+    "dpmpp-3m": sample_dpmpp_3m,
+    "dpmpp-2s": sample_dpmpp_2s,
+    "dpmpp-2m-sde": sample_dpmpp_2m_sde,
+    "unipc-bh1": sample_unipc_bh1,
+    "unipc-bh2": sample_unipc_bh2,
+    "ipndm": sample_ipndm,
+    "lms": sample_lms,
+    "euler-maruyama": sample_euler_maruyama,
 }
 
-STOCHASTIC = {"ddpm", "euler-ancestral"}
+STOCHASTIC = {"ddpm", "euler-ancestral", "dpmpp-2m-sde", "euler-maruyama"}
 
 
 def get(name: str) -> Sampler:
@@ -40,4 +53,6 @@ def sample(denoiser: Callable[..., Tensor], x: Tensor, sigmas: Tensor, name: str
 
 
 __all__ = ["SAMPLERS", "STOCHASTIC", "get", "sample", "ancestral_step", "noise_like", "sample_ddim",
-           "sample_ddpm", "sample_euler", "sample_euler_ancestral", "sample_heun"]
+           "sample_ddpm", "sample_dpmpp_2m", "sample_dpmpp_2m_sde", "sample_dpmpp_2s", "sample_dpmpp_3m",
+           "sample_euler", "sample_euler_ancestral", "sample_euler_maruyama", "sample_heun", "sample_ipndm",
+           "sample_lms", "sample_unipc_bh1", "sample_unipc_bh2"]
