@@ -64,13 +64,24 @@ def test_toml_config_with_flag_override(tmp_path, capsys):
     assert saved["data"] == "8gaussians" and saved["lr"] == 0.004 and saved["net_kwargs"]["hidden"] == 16
 
 
-def test_demo_runs(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--steps", "30"]) == 0
+def test_points_demo_runs(tmp_path, capsys):
+    assert main(["demo", "--data", "moons", "--out", str(tmp_path / "demo"), "--steps", "30"]) == 0
     out = capsys.readouterr().out
     for name in ("samples.npy", "samples_scatter.png", "samples_reverse.png", "loss.png"):
         assert str(tmp_path / "demo" / name) in out
         assert (tmp_path / "demo" / name).is_file()
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--steps", "30"]) == 0  # re-running reuses the run
+    assert main(["demo", "--data", "moons", "--out", str(tmp_path / "demo"), "--steps", "30"]) == 0  # reuses the run
+
+
+def test_digits_demo_writes_its_pictures(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--steps", "10"]) == 0
+    out = capsys.readouterr().out
+    for name in ("samples.png", "trajectory.gif", "loss.png"):
+        assert str(tmp_path / "demo" / name) in out
+    grid = Image.open(tmp_path / "demo" / "samples.png")
+    assert grid.size[1] > grid.size[0] * 0.9  # ten rows (one per digit) of ten samples
+    gif = Image.open(tmp_path / "demo" / "trajectory.gif")
+    assert gif.n_frames > 5
 
 
 def test_help_lists_verbs(capsys):

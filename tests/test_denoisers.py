@@ -99,3 +99,15 @@ def test_sigma_forms_and_cond_pass_through(param):
 def test_unknown_parameterization():
     with pytest.raises(ValueError, match="unknown parameterization"):
         wrap(Probe(None), "score", schedules.get("edm"))
+
+
+@pytest.mark.parametrize("param", PARAMETERIZATIONS)
+@pytest.mark.parametrize("schedule", ["vp-linear", "vp-cosine", "ve", "edm", "flow"])
+def test_float_sigma_fast_path_equals_tensor_path(param, schedule):
+    net = nn.Linear(3, 3).double()
+    probe = lambda x, c_noise, cond=None: net(x) * (1 + c_noise[:, None].to(x.dtype) / 1000)  # noqa: E731
+    d = wrap(nn.Module(), param, schedules.get(schedule))
+    d._call_net = lambda x, c, cond: probe(x, c)
+    x = torch.randn(5, 3, dtype=f64)
+    for sigma in (0.02, 0.7, 13.0):
+        assert torch.allclose(d(x, sigma), d(x, torch.full((5,), sigma, dtype=f64)), rtol=1e-12, atol=1e-12)

@@ -11,23 +11,28 @@ import dataclasses
 import io
 import json
 import sys
-import tomllib
+import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 import numpy as np
 import torch
 from torch import Tensor
 
-from rediffuse import checkpoint, samplers, sampling, schedules, viz
+from rediffuse import checkpoint, cli_samplers, samplers, sampling, schedules, viz
 from rediffuse.guidance import cfg_denoiser
+from rediffuse.tuned_grids import load_grid
 from rediffuse.train import (ConfigError, TrainConfig, TrainResult, build_data, load_run, resolve_device, run_info,
                              saved_config, train)
 
 PROG = "rediffuse"
 ALIASES = {"parameterization": ["--param"]}
 INTERRUPTED = 130
-VERBS = ("train", "sample", "demo")
+VERBS = ("train", "sample", "demo", "bench-samplers", "tune-grid")
 
 
 class UsageError(Exception):
@@ -110,20 +115,23 @@ def build_parser() -> _Parser:
     _add_sampling_flags(sample_p)
     sample_p.set_defaults(func=cmd_sample)
 
-    demo_p = verbs.add_parser("demo", parents=[common], help="train and sample a small 2-D demo (about 30 s)",
-                              description="Train an EDM MLP on 2-D moons, sample it and write the pictures.")
+    demo_p = verbs.add_parser("demo", parents=[common], help="train and sample the demo model (digits, ~4 min)",
+                              description="Train the demo model on built-in data, sample it and write pictures.")
+    demo_p.add_argument("--data", default="digits", choices=sorted(DEMOS),
+                        help="digits: class-conditional UNet on 8x8 digits; moons: 2-D MLP (default: digits)")
     demo_p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default: runs/demo)")
     demo_p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    demo_p.add_argument("--steps", type=int, default=DEMO["steps"], help="training steps")
+    demo_p.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's)")
     demo_p.set_defaults(func=cmd_demo)
+    cli_samplers.add_parsers(verbs, common)
     return parser
 
 
 def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", default="heun", choices=sorted(samplers.SAMPLERS), help="sampler (default: heun)")
     p.add_argument("--steps", type=int, default=20, help="number of noise levels (default: 20)")
-    p.add_argument("--spacing", default="default", choices=schedules.SPACINGS,
-                   help="sigma grid (default: the schedule's own)")
+    p.add_argument("--spacing", default="default", choices=[*schedules.SPACINGS, "tuned"],
+                   help="sigma grid (default: the schedule's own; tuned: from `rediffuse tune-grid`)")
     p.add_argument("-n", "--num", type=int, default=None, dest="n",
                    help="number of samples (default: 5000 points or 64 images)")
     p.add_argument("--out", type=Path, default=None,
@@ -249,6 +257,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         denoiser = cfg_denoiser(denoiser, args.guidance)
     options = dict(n=n, sampler=args.sampler, steps=args.steps, spacing=args.spacing, seed=args.seed,
                    batch_size=args.batch_size, cond=cond, device=args.device)
+    if args.spacing == "tuned":
+        options.update(spacing="default", sigmas=load_grid(args.run, args.sampler, args.steps))
     shape = info["data"]["shape"]
     written = (sample_points if kind == "points" else sample_images)(denoiser, schedule, shape, config, out,
                                                                      args.trajectory, options)
@@ -307,23 +317,43 @@ def sample_images(denoiser: Any, schedule: schedules.Schedule, shape: Sequence[i
 # -------------------------------------------------------------------------------------------- demo
 
 
-DEMO = dict(data="moons", steps=1500, batch_size=512, lr=3e-3, warmup_steps=50, ema_decay=0.99,
-            net="mlp", net_kwargs={"hidden": 128, "depth": 3, "emb_dim": 64}, schedule="edm",
-            parameterization="edm", weighting="edm", log_every=100, checkpoint_every=500)
+DEMOS: dict[str, dict[str, Any]] = {
+    # class-conditional UNet on scikit-learn's 8x8 digits: about 3-4 minutes on 2 CPU cores
+    "digits": dict(data="digits", net="unet", conditional=True, label_dropout=0.1, steps=2000, batch_size=128,
+                   lr=2e-3, lr_schedule="cosine", warmup_steps=100, ema_decay=0.999, schedule="edm",
+                   parameterization="edm", weighting="edm", log_every=100, checkpoint_every=500,
+                   net_kwargs={"channels": 32, "channel_mults": [1, 2, 2], "num_res_blocks": 1,
+                               "attn_resolutions": [4], "dropout": 0.1}),
+    # an MLP on 2-D moons: about 30 seconds
+    "moons": dict(data="moons", steps=1500, batch_size=512, lr=3e-3, warmup_steps=50, ema_decay=0.99, net="mlp",
+                  net_kwargs={"hidden": 128, "depth": 3, "emb_dim": 64}, schedule="edm", parameterization="edm",
+                  weighting="edm", log_every=100, checkpoint_every=500),
+}
+DEMO_SAMPLING = dict(sampler="heun", steps=18, spacing="default", seed=0)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    config = TrainConfig.from_dict({**DEMO, "steps": args.steps, "out": str(args.out), "device": args.device})
-    print(f"training an EDM MLP on 2-D {config.data} for {config.steps} steps in {args.out} ...")
+    recipe = DEMOS[args.data]
+    steps = args.steps if args.steps is not None else recipe["steps"]
+    config = TrainConfig.from_dict({**recipe, "steps": steps, "out": str(args.out), "device": args.device})
+    print(f"training {config.net} on {config.data} for {config.steps} steps in {args.out} ...")
+    started = time.perf_counter()
     result = train(config, resume=True)
     if result.stopped == "interrupted":
         _report_training(result, config)
         return INTERRUPTED
     denoiser, schedule, _ = load_run(args.out, device=resolve_device(args.device))
-    options = dict(n=4000, sampler="heun", steps=20, spacing="default", seed=0, batch_size=4000, cond=None,
-                   device=args.device)
-    written = sample_points(denoiser, schedule, [2], config, args.out / "samples.npy", None, options)
-    print("wrote:")
+    info = run_info(args.out)
+    if info["data"]["kind"] == "points":
+        options = dict(n=4000, batch_size=4000, cond=None, device=args.device, **DEMO_SAMPLING)
+        written = sample_points(denoiser, schedule, [2], config, args.out / "samples.npy", None, options)
+    else:
+        classes = info["data"]["num_classes"]
+        cond = torch.arange(10 * classes) // 10  # one row of ten per class
+        options = dict(n=len(cond), batch_size=len(cond), cond=cond, device=args.device, **DEMO_SAMPLING)
+        written = sample_images(denoiser, schedule, info["data"]["shape"], config, args.out / "samples.png",
+                                args.out / "trajectory.gif", options)
+    print(f"done in {time.perf_counter() - started:.0f} s; wrote:")
     for path in [*written, *[p for p in [args.out / "loss.png"] if p.exists()]]:
         print(f"  {path}")
     return 0

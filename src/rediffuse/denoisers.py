@@ -112,7 +112,21 @@ class Denoiser(nn.Module):
     def _call_net(self, x: Tensor, c_noise: Tensor, cond: Tensor | None) -> Tensor:
         return self.net(x, c_noise) if cond is None else self.net(x, c_noise, cond)
 
+    def scalar_coefficients(self, sigma: float) -> tuple[float, float, float, float]:
+        """(c_skip, c_out, c_in, c_noise) at one noise level as Python floats, cached (samplers reuse grids)."""
+        cache = self.__dict__.setdefault("_scalar_cache", {})
+        if sigma not in cache:
+            if len(cache) > 4096:
+                cache.clear()
+            cache[sigma] = tuple(float(c) for c in self.coefficients(torch.tensor([sigma], dtype=torch.float64)))
+        return cache[sigma]
+
     def forward(self, x: Tensor, sigma: float | Tensor, cond: Tensor | None = None) -> Tensor:
+        if not isinstance(sigma, Tensor):  # one noise level for the batch: scalar arithmetic, no tiny tensors
+            c_skip, c_out, c_in, c_noise = self.scalar_coefficients(float(sigma))
+            noise_in = torch.full((x.shape[0],), c_noise, dtype=x.dtype, device=x.device)
+            f = self._call_net(x * c_in, noise_in, cond).to(x.dtype)
+            return torch.add(x if c_skip == 1 else x * c_skip, f, alpha=c_out)
         sig = sigma_batch(sigma, x)
         c_skip, c_out, c_in, c_noise = self.coefficients(sig)
         f = self._call_net(expand_as(c_in, x) * x, c_noise.to(x.dtype), cond)

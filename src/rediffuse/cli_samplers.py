@@ -1,0 +1,109 @@
+"""The sampler verbs of the command line: `bench-samplers` (which sampler to use) and `tune-grid`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import analytic, samplers, schedules
+from . import sampler_bench as sb
+from . import tuned_grids as tg
+
+
+def add_parsers(verbs: Any, common: argparse.ArgumentParser) -> None:
+    """Register bench-samplers and tune-grid on the `rediffuse` sub-command parser."""
+    bench = verbs.add_parser("bench-samplers", parents=[common], help="compare every sampler x grid x NFE",
+                             description="Every sampler at NFE 5/10/20/50 against a high-accuracy reference "
+                                         "from the same noise; writes bench.md, bench.json and bench.png.")
+    bench.add_argument("run", type=Path, nargs="?", metavar="RUN", help="run folder (or use --analytic)")
+    bench.add_argument("--analytic", metavar="NAME", choices=sorted(analytic.PRESETS),
+                       help=f"benchmark the exact denoiser of a built-in mixture ({', '.join(analytic.PRESETS)})")
+    bench.add_argument("--schedule", default="edm", help="schedule for --analytic (default: edm)")
+    bench.add_argument("-n", type=int, default=256, help="samples (default: 256)")
+    bench.add_argument("--nfe", type=int, nargs="+", default=list(sb.NFES), help="NFE budgets (default: 5 10 20 50)")
+    bench.add_argument("--samplers", nargs="+", default=None, choices=sorted(samplers.SAMPLERS), metavar="NAME",
+                       help="samplers to include (default: all)")
+    bench.add_argument("--out", type=Path, default=None, help="output folder (default: RUN/bench or bench-NAME)")
+    bench.add_argument("--seed", type=int, default=0, help="seed of the starting noise")
+    bench.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    bench.set_defaults(func=cmd_bench)
+
+    tune = verbs.add_parser("tune-grid", parents=[common], help="tune a step grid to a trained run",
+                            description="Minimise a sampler's error against a high-accuracy solution over the "
+                                        "grid's noise levels; saves RUN/grids.json for `sample --spacing tuned`.")
+    tune.add_argument("run", type=Path, metavar="RUN", help="run folder")
+    tune.add_argument("--sampler", default="dpmpp-2m", choices=sorted(samplers.SAMPLERS), help="sampler")
+    tune.add_argument("--steps", type=int, default=10, help="grid steps (default: 10)")
+    tune.add_argument("-n", type=int, default=64, help="tuning samples (default: 64)")
+    tune.add_argument("--evals", type=int, default=200, help="objective evaluations (default: 200)")
+    tune.add_argument("--seed", type=int, default=1, help="seed of the tuning noise (default: 1)")
+    tune.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    tune.set_defaults(func=cmd_tune)
+
+
+def _problem(args: argparse.Namespace) -> tuple[Any, schedules.Schedule, list[int], Path | None, Path]:
+    """(denoiser, schedule, per-sample shape, run folder or None, output folder) for a bench or tune call."""
+    from .cli import UsageError
+    from .train import load_run, resolve_device, run_info
+
+    if getattr(args, "analytic", None):
+        if args.run is not None:
+            raise UsageError("give either RUN or --analytic NAME, not both")
+        mixture = analytic.preset(args.analytic)
+        return (mixture.denoiser(), schedules.get(args.schedule), [mixture.dim], None,
+                args.out or Path(f"bench-{args.analytic}"))
+    if args.run is None:
+        raise UsageError("give a run folder, or --analytic NAME for a built-in mixture")
+    if not args.run.is_dir():
+        raise UsageError(f"run folder {str(args.run)!r} does not exist; give the --out folder of a training run")
+    denoiser, schedule, _ = load_run(args.run, device=resolve_device(args.device))
+    shape = list(run_info(args.run)["data"]["shape"])
+    return denoiser, schedule, shape, args.run, getattr(args, "out", None) or args.run / "bench"
+
+
+def _labels(run: Path | None, n: int) -> torch.Tensor | None:
+    """Every class in turn for class-conditional runs."""
+    from .train import run_info
+
+    classes = None if run is None else run_info(run)["data"]["num_classes"]
+    return None if not classes else torch.arange(n) % classes
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .cli import UsageError
+
+    if args.n < 2 or min(args.nfe) < 1:
+        raise UsageError("-n must be >= 2 and every --nfe >= 1")
+    denoiser, schedule, shape, run, out = _problem(args)
+    title = f"samplers on {args.analytic or run}"
+    entries = sb.bench(denoiser, schedule, shape, n=args.n, nfes=args.nfe, names=args.samplers, seed=args.seed,
+                       run_dir=run, device=args.device, cond=_labels(run, args.n),
+                       progress=lambda name: print(f"  measured {name}", flush=True))
+    for path in sb.write_report(entries, out, title):
+        print(path)
+    for k, e in sorted(sb.recommend(entries).items()):
+        print(f"NFE {k}: {e.sampler} on the {e.spacing} grid (rms error {e.error:.3e})")
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .cli import UsageError
+
+    if args.steps < 1 or args.n < 1 or args.evals < 1:
+        raise UsageError("--steps, -n and --evals must be >= 1")
+    denoiser, schedule, shape, run, _ = _problem(args)
+    gens = [torch.Generator(device=args.device).manual_seed(args.seed * 7919 + i) for i in range(args.n)]
+    x = samplers.noise_like(torch.empty(args.n, *shape, device=args.device), gens) * schedule.prior_std(
+        schedule.sigma_max)
+    cond = _labels(run, args.n)
+    cond = None if cond is None else cond.to(args.device)
+    init = schedule.sigmas(args.steps, "karras")
+    grid, before, after = tg.optimize_grid(denoiser, x, args.sampler, args.steps, schedule.sigma_min,
+                                           schedule.sigma_max, cond=cond, max_evals=args.evals, init=init)
+    path = tg.save_grid(run, args.sampler, grid, {"tuning_rms_before": before, "tuning_rms_after": after})
+    print(f"{args.sampler}, {args.steps} steps: tuning-batch RMS error {before:.3e} (karras) -> {after:.3e}")
+    print(path)
+    return 0
