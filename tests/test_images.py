@@ -174,3 +174,12 @@ def test_load_images_dispatch_resize_and_channels(image_folder):
 def test_bad_spec_lists_accepted_forms():
     with pytest.raises(ValueError, match=r"unknown image spec 'cifar'.*digits.*mnist:PATH.*folder:PATH.*npz"):
         load_images("cifar")
+
+
+def test_holdout_parts_split_by_index_mod_5():
+    from rediffuse.data.images import load_images
+
+    full = load_images("digits")
+    train, held = load_images("digits@train"), load_images("digits@heldout")
+    assert len(train.images) + len(held.images) == len(full.images) and len(held.images) == 360
+    assert torch.equal(held.images[1], full.images[5]) and torch.equal(train.labels[:4], full.labels[1:5])

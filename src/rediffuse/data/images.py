@@ -20,7 +20,17 @@ SPEC_FORMS = (
     "'folder:PATH' (images in class sub-folders)",
     "a path ending in .npz or .npy",
     "a directory (same as folder:PATH)",
+    "any of these + '@train' or '@heldout' (index % 5 != 0 or == 0: the project's hold-out rule)",
 )
+HOLDOUT_PARTS = ("train", "heldout")
+
+
+def holdout_part(images: Tensor, labels: Tensor | None, part: str) -> tuple[Tensor, Tensor | None]:
+    """The project-wide split: 'heldout' is every image whose index % 5 == 0, 'train' the rest."""
+    if part not in HOLDOUT_PARTS:
+        raise ValueError(f"unknown data part {part!r}; use '@train' or '@heldout'")
+    keep = (torch.arange(len(images)) % 5 == 0) == (part == "heldout")
+    return images[keep], None if labels is None else labels[keep]
 
 # IDX type codes -> big-endian numpy dtypes
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -279,6 +289,10 @@ def load_images(
     spec: str, size: int | None = None, channels: int | None = None, on_error: str = "skip"
 ) -> ImageSet:
     """Load images by spec; see ``SPEC_FORMS``. ``size``/``channels`` resize and convert when given."""
+    base, at, part = spec.rpartition("@")
+    if at and part in HOLDOUT_PARTS:
+        data = load_images(base, size, channels, on_error)
+        return ImageSet(*holdout_part(data.images, data.labels, part), data.class_names)
     kind, _, rest = spec.partition(":")
     class_names = None
     if spec == "digits" or (kind == "digits" and rest in ("train", "test")):
