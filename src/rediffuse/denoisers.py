@@ -121,10 +121,20 @@ class Denoiser(nn.Module):
             cache[sigma] = tuple(float(c) for c in self.coefficients(torch.tensor([sigma], dtype=torch.float64)))
         return cache[sigma]
 
+    def _noise_input(self, c_noise: float, x: Tensor) -> Tensor:
+        """The per-sample noise input for one level, cached per (level, batch, dtype, device)."""
+        cache = self.__dict__.setdefault("_noise_cache", {})
+        key = (c_noise, x.shape[0], x.dtype, x.device)
+        if key not in cache:
+            if len(cache) > 4096:
+                cache.clear()
+            cache[key] = torch.full((x.shape[0],), c_noise, dtype=x.dtype, device=x.device)
+        return cache[key]
+
     def forward(self, x: Tensor, sigma: float | Tensor, cond: Tensor | None = None) -> Tensor:
         if not isinstance(sigma, Tensor):  # one noise level for the batch: scalar arithmetic, no tiny tensors
             c_skip, c_out, c_in, c_noise = self.scalar_coefficients(float(sigma))
-            noise_in = torch.full((x.shape[0],), c_noise, dtype=x.dtype, device=x.device)
+            noise_in = self._noise_input(c_noise, x)
             f = self._call_net(x * c_in, noise_in, cond).to(x.dtype)
             return torch.add(x if c_skip == 1 else x * c_skip, f, alpha=c_out)
         sig = sigma_batch(sigma, x)
