@@ -3,8 +3,11 @@
 A checkpoint `<run>/ckpt-<step>/` holds one `<part>.safetensors` file per tensor group (model, ema,
 optimizer, rng, ...) and `manifest.json`, written last, with the step, the caller's metadata (how to rebuild
 the model, the schedule, the training config, ...) and the size and sha256 of every tensor file. Each file
-is written to a temporary file in the same folder, flushed, fsynced and renamed into place, so a crash
-leaves either the old state or a folder without a manifest, which `latest` skips and `load` refuses.
+is written to a temporary file in the same folder, flushed, fsynced and renamed into place, and the folder
+is fsynced after each rename, so a crash (even a power cut) leaves either the old state or a folder without
+a manifest, which `latest` skips and `load` refuses. Tensors holding NaN or infinity are refused at save.
+
+Loading never runs code: safetensors and JSON only; pickled files (.pt, .pkl, ...) are refused.
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from safetensors import SafetensorError
@@ -28,6 +33,10 @@ FORMAT = "rediffuse-checkpoint"
 VERSION = 1
 MANIFEST = "manifest.json"
 PREFIX = "ckpt-"
+TEMP_SUFFIX = ".tmp"
+PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
+_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\.safetensors")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class CheckpointError(ValueError):
@@ -48,7 +57,7 @@ def atomic_write(path: str | Path, data: bytes) -> None:
     """Write bytes to path via a temporary file in the same folder, fsync and os.replace."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -91,11 +100,29 @@ def _contiguous(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
 
 
+def nonfinite(tensors: dict[str, dict[str, Tensor]]) -> str | None:
+    """The name `part.key` of the first floating-point tensor holding NaN or infinity, or None."""
+    for part, group in tensors.items():
+        for key, value in group.items():
+            if (value.is_floating_point() or value.is_complex()) and not bool(torch.isfinite(value).all()):
+                return f"{part}.{key}"
+    return None
+
+
 def save(run_dir: str | Path, step: int, tensors: dict[str, dict[str, Tensor]], meta: dict[str, Any],
-         keep: int | None = None) -> Path:
-    """Write `<run>/ckpt-<step>/` (tensor files, then the manifest) and keep only the newest `keep` ones."""
+         keep: int | None = None, allow_nonfinite: bool = False) -> Path:
+    """Write `<run>/ckpt-<step>/` (tensor files, then the manifest) and keep only the newest `keep` ones.
+
+    Raises CheckpointError, writing nothing, if a floating-point tensor holds NaN or infinity (unless
+    allow_nonfinite), so a diverged state never replaces a good checkpoint.
+    """
+    bad = None if allow_nonfinite else nonfinite(tensors)
+    if bad is not None:
+        raise CheckpointError(f"refusing to save the checkpoint of step {step}: {bad} holds NaN or infinite "
+                              "values; the earlier checkpoints are kept")
     folder = checkpoint_dir(run_dir, step)
     folder.mkdir(parents=True, exist_ok=True)
+    _fsync_dir(folder.parent)  # the new folder's entry survives a power cut
     (folder / MANIFEST).unlink(missing_ok=True)  # rewriting a step: incomplete until the new manifest lands
     files = {}
     for part, group in tensors.items():
@@ -110,9 +137,22 @@ def save(run_dir: str | Path, step: int, tensors: dict[str, dict[str, Tensor]], 
     return folder
 
 
+def not_a_folder(path: str | Path) -> str:
+    """The message for a file given where a checkpoint folder belongs (pickles are refused outright)."""
+    path = Path(path)
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        return (f"{str(path)!r} looks like a pickled PyTorch file; rediffuse never unpickles files (that can run "
+                "code). Give a run folder or a ckpt-<step> folder written by `rediffuse train` (safetensors + "
+                "manifest.json)")
+    return (f"{str(path)!r} is a file; give a run folder or a ckpt-<step> folder written by `rediffuse train` "
+            "(safetensors + manifest.json)")
+
+
 def read_manifest(path: str | Path) -> dict[str, Any]:
     """The validated manifest of a checkpoint folder (raises CheckpointError if missing or malformed)."""
     path = Path(path)
+    if path.is_file():
+        raise CheckpointError(not_a_folder(path))
     if not path.is_dir():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     file = path / MANIFEST
@@ -130,7 +170,24 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
                               f"supported (this rediffuse reads version {VERSION})")
     if not isinstance(manifest.get("files"), dict) or not isinstance(manifest.get("step"), int):
         raise CheckpointError(f"{file}: manifest lacks 'files' or 'step'")
+    if not isinstance(manifest.setdefault("meta", {}), dict):
+        raise CheckpointError(f"{file}: manifest 'meta' is not a JSON object")
+    for name, info in manifest["files"].items():
+        problem = _entry_problem(name, info)
+        if problem:
+            raise CheckpointError(f"{file}: bad entry {name[:60]!r} ({problem}); the manifest is corrupt")
     return manifest
+
+
+def _entry_problem(name: str, info: Any) -> str | None:
+    """What is wrong with one manifest file entry (a plain `<part>.safetensors` name, its size and sha256)."""
+    if not _FILE_NAME.fullmatch(name):
+        return "only plain <part>.safetensors names are allowed"
+    if not isinstance(info, dict) or not isinstance(info.get("bytes"), int) or isinstance(info.get("bytes"), bool):
+        return "no integer 'bytes'"
+    if not isinstance(info.get("sha256"), str) or not _SHA256.fullmatch(info["sha256"]):
+        return "no hex 'sha256'"
+    return None
 
 
 def check(path: str | Path) -> None:
@@ -169,6 +226,37 @@ def latest(run_dir: str | Path) -> Path | None:
         if is_complete(path):
             return path
     return None
+
+
+def _warn(message: str) -> None:
+    """Print a one-line warning on stderr."""
+    print(f"rediffuse: warning: {message}", file=sys.stderr)
+
+
+def load_latest(run_dir: str | Path, parts: Iterable[str] | None = None, device: torch.device | str = "cpu",
+                warn: Callable[[str], None] = _warn) -> Checkpoint | None:
+    """The newest checkpoint that loads with every hash verified; newer corrupt ones are skipped with a warning."""
+    for path in reversed(list_checkpoints(run_dir)):
+        if not is_complete(path):
+            continue
+        try:
+            return load(path, parts, device)
+        except CheckpointError as err:
+            warn(f"skipping checkpoint {path.name}: {' '.join(str(err).split())}")
+    return None
+
+
+def remove_stale_temp(run_dir: str | Path) -> list[Path]:
+    """Delete temporary files left by an interrupted `atomic_write` in a run folder and its checkpoints.
+
+    Call it only while no other process writes to the run. Returns the deleted paths.
+    """
+    run_dir = Path(run_dir)
+    folders = [run_dir, *list_checkpoints(run_dir)] if run_dir.is_dir() else []
+    stale = [p for folder in folders for p in folder.glob(f".*{TEMP_SUFFIX}") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def prune(run_dir: str | Path, keep: int) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rediffuse import checkpoint, cli_samplers, samplers, sampling, schedules, viz
+from rediffuse import checkpoint, cli_eval, cli_samplers, distributed, samplers, sampling, schedules, viz
 from rediffuse.guidance import cfg_denoiser
 from rediffuse.tuned_grids import load_grid
 from rediffuse.train import (ConfigError, TrainConfig, TrainResult, build_data, load_run, resolve_device, run_info,
@@ -32,7 +32,7 @@ from rediffuse.train import (ConfigError, TrainConfig, TrainResult, build_data, 
 PROG = "rediffuse"
 ALIASES = {"parameterization": ["--param"]}
 INTERRUPTED = 130
-VERBS = ("train", "sample", "demo", "bench-samplers", "tune-grid")
+VERBS = ("train", "sample", "demo", "eval", "bench-samplers", "tune-grid")
 
 
 class UsageError(Exception):
@@ -123,6 +123,7 @@ def build_parser() -> _Parser:
     demo_p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     demo_p.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's)")
     demo_p.set_defaults(func=cmd_demo)
+    cli_eval.add_parser(verbs, common)
     cli_samplers.add_parsers(verbs, common)
     return parser
 
@@ -182,10 +183,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def cmd_train(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    if args.resume and checkpoint.latest(config.out) is None:
+    main_rank = distributed.is_main_process()  # under torchrun only rank 0 talks
+    if main_rank and args.resume and checkpoint.latest(config.out) is None:
         print(f"{PROG}: no checkpoint in {config.out}; starting a new run", file=sys.stderr)
     result = train(config, resume=args.resume)
-    _report_training(result, config)
+    if main_rank:
+        _report_training(result, config)
     return INTERRUPTED if result.stopped == "interrupted" else 0
 
 
@@ -239,6 +242,8 @@ def _save_array(path: Path, **arrays: np.ndarray) -> None:
 def cmd_sample(args: argparse.Namespace) -> int:
     if not args.run.exists():
         raise UsageError(f"run folder {str(args.run)!r} does not exist; give the --out folder of a training run")
+    if args.run.is_file():
+        raise UsageError(checkpoint.not_a_folder(args.run))
     for flag in ("steps", "batch_size"):
         if getattr(args, flag) < 1:
             raise UsageError(f"--{flag.replace('_', '-')} must be >= 1")
@@ -251,17 +256,20 @@ def cmd_sample(args: argparse.Namespace) -> int:
     n = args.n if args.n is not None else (5000 if kind == "points" else 64)
     if n < 1:
         raise UsageError(f"-n must be >= 1, got {n}")
-    denoiser, schedule, config = load_run(args.run, ema=args.ema, device=resolve_device(args.device))
-    cond = _labels(args, n, info["data"]["num_classes"])
-    if args.guidance != 1.0:
-        denoiser = cfg_denoiser(denoiser, args.guidance)
-    options = dict(n=n, sampler=args.sampler, steps=args.steps, spacing=args.spacing, seed=args.seed,
-                   batch_size=args.batch_size, cond=cond, device=args.device)
-    if args.spacing == "tuned":
-        options.update(spacing="default", sigmas=load_grid(args.run, args.sampler, args.steps))
-    shape = info["data"]["shape"]
-    written = (sample_points if kind == "points" else sample_images)(denoiser, schedule, shape, config, out,
-                                                                     args.trajectory, options)
+    device = resolve_device(args.device)
+    with distributed.session(str(device)) as world:  # under torchrun the ranks split the batches
+        device = world.device(str(device))
+        denoiser, schedule, config = load_run(args.run, ema=args.ema, device=device)
+        cond = _labels(args, n, info["data"]["num_classes"])
+        if args.guidance != 1.0:
+            denoiser = cfg_denoiser(denoiser, args.guidance)
+        options = dict(n=n, sampler=args.sampler, steps=args.steps, spacing=args.spacing, seed=args.seed,
+                       batch_size=args.batch_size, cond=cond, device=device)
+        if args.spacing == "tuned":
+            options.update(spacing="default", sigmas=load_grid(args.run, args.sampler, args.steps))
+        shape = info["data"]["shape"]
+        written = (sample_points if kind == "points" else sample_images)(denoiser, schedule, shape, config, out,
+                                                                         args.trajectory, options)
     for path in written:
         print(path)
     return 0
@@ -281,7 +289,9 @@ def sample_points(denoiser: Any, schedule: schedules.Schedule, shape: Sequence[i
                   out: Path, trajectory: Path | None, options: dict[str, Any]) -> list[Path]:
     """Sample a points run: the .npy, a scatter over the data and a strip of the reverse process."""
     recorder = Recorder()
-    x = sampling.generate(denoiser, schedule, shape, callback=recorder, **options).cpu()
+    x = distributed.generate(denoiser, schedule, shape, callback=recorder, **options).cpu()
+    if not distributed.current().is_main:
+        return []  # under torchrun rank 0 writes the files
     _save_array(out, samples=x.numpy().astype(np.float32))
     data = _reference_points(config)
     snapshots = [(sigma, xs) for sigma, xs, _ in recorder.frames()] + [(0.0, x)]
@@ -298,7 +308,9 @@ def sample_points(denoiser: Any, schedule: schedules.Schedule, shape: Sequence[i
 def sample_images(denoiser: Any, schedule: schedules.Schedule, shape: Sequence[int], config: TrainConfig,
                   out: Path, trajectory: Path | None, options: dict[str, Any]) -> list[Path]:
     """Sample an image run: a grid .png (rows per class when conditional) and the samples as .npz."""
-    x = sampling.generate(denoiser, schedule, shape, **options).cpu().clamp(-1, 1)
+    x = distributed.generate(denoiser, schedule, shape, **options).cpu().clamp(-1, 1)
+    if not distributed.current().is_main:
+        return []  # under torchrun rank 0 writes the files
     cond = options["cond"]
     grid = viz.image_grid_png(out, x, labels=cond)
     arrays = {"samples": x.numpy()} if cond is None else {"samples": x.numpy(), "labels": cond.numpy()}
@@ -390,4 +402,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
+        return 1
+    except Exception as err:  # a bug: still one line, the traceback with --debug
+        if debug:
+            raise
+        print(f"{PROG}: error: unexpected {type(err).__name__}: {_one_line(err)} (rerun with --debug for the "
+              "traceback and please report it)", file=sys.stderr)
         return 1

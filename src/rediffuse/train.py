@@ -1,8 +1,15 @@
 """The training loop for points and images: AdamW, EMA, checkpoints, exact resume, logs and pictures.
 
-Every random choice of step k (the batch, the noise levels, the noise, the label dropout) is a function of
-(seed, k), and the global RNG (used by dropout) is saved with each checkpoint, so on CPU N steps plus a
-resumed N steps equal 2N uninterrupted steps bit for bit.
+Every random choice of step k (the batch, the noise levels, the noise, the label dropout, and the global RNG
+that dropout layers use) is a function of (seed, k), so on CPU N steps plus a resumed N steps equal 2N
+uninterrupted steps bit for bit.
+
+Under `torchrun --nproc_per_node=P` the P processes train one model with DistributedDataParallel: every rank
+draws the same global batch and its noise from the per-step generators and keeps its 1/P slice, so P
+processes compute what one process computes (up to float summation order); rank 0 logs and checkpoints.
+
+A step whose loss or gradient is not finite is skipped on the device (no host sync) and counted; after
+`max_bad_steps` of them in a row the run stops with `NonFiniteError`, its last checkpoint untouched.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ import signal
 import sys
 import threading
 import time
+import tokenize
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +34,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from rediffuse import checkpoint, losses, sampling, schedules, viz
+from rediffuse.distributed import SINGLE, World, session, wrap_ddp
 from rediffuse.data import toy2d
 from rediffuse.denoisers import PARAMETERIZATIONS, Denoiser, wrap
 from rediffuse.ema import EMA
@@ -37,6 +47,10 @@ LR_SCHEDULES = ("constant", "cosine")
 
 class ConfigError(ValueError):
     """An invalid training configuration (a usage error)."""
+
+
+class NonFiniteError(RuntimeError):
+    """Training stopped: too many steps in a row had a non-finite loss or gradient."""
 
 
 def _opt(default: Any, help: str) -> Any:
@@ -82,6 +96,8 @@ class TrainConfig:
     log_every: int = _opt(100, "log the mean loss every N steps")
     sample_every: int = _opt(0, "image runs: write a grid of EMA samples every N steps (0 = off)")
     minutes: float | None = _opt(None, "time budget: stop cleanly with a checkpoint after M minutes")
+    max_bad_steps: int = _opt(20, "stop after this many steps in a row with a non-finite loss or gradient "
+                                  "(each such step is skipped)")
     progress: bool = _opt(True, "show a progress bar on a terminal")
 
     @classmethod
@@ -90,11 +106,11 @@ class TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = [k for k in values if k not in names]
         if unknown:
-            raise ConfigError(f"unknown config key {unknown[0]!r}; valid keys: {', '.join(sorted(names))}")
+            raise ConfigError(f"unknown config key {_short(unknown[0])}; valid keys: {', '.join(sorted(names))}")
         types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
         for key, value in values.items():
             if not _type_ok(types[key], value):
-                raise ConfigError(f"config key {key!r} must be {types[key]}, got {value!r}")
+                raise ConfigError(f"config key {key!r} must be {types[key]}, got {_short(value)}")
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -104,6 +120,12 @@ class TrainConfig:
 
 _TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,),
                                        "dict": (dict,)}
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """repr(value), cut to about `limit` characters (for one-line messages)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _type_ok(annotation: str, value: Any) -> bool:
@@ -137,19 +159,23 @@ def validate(config: TrainConfig) -> None:
          f"unknown weighting {config.weighting!r}; choose one of {', '.join(losses.WEIGHTINGS)}")
     need(config.lr_schedule in LR_SCHEDULES,
          f"unknown lr_schedule {config.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
-    need(config.sigma_data == "auto" or (isinstance(config.sigma_data, (int, float)) and config.sigma_data > 0),
+    need(config.sigma_data == "auto" or (isinstance(config.sigma_data, (int, float))
+                                         and 0 < config.sigma_data < math.inf),
          f"sigma_data must be 'auto' or a positive number, got {config.sigma_data!r}")
-    for name in ("batch_size", "steps", "num_points", "checkpoint_every", "keep_last", "log_every"):
+    for name in ("batch_size", "steps", "num_points", "checkpoint_every", "keep_last", "log_every", "max_bad_steps"):
         need(isinstance(getattr(config, name), int) and getattr(config, name) >= 1,
              f"{name} must be a positive integer, got {getattr(config, name)!r}")
     for name in ("warmup_steps", "sample_every"):
         need(isinstance(getattr(config, name), int) and getattr(config, name) >= 0,
              f"{name} must be a non-negative integer, got {getattr(config, name)!r}")
+    for name in ("lr", "weight_decay", "grad_clip", "min_snr_gamma", "label_dropout", "ema_decay"):
+        need(math.isfinite(getattr(config, name)), f"{name} must be a finite number, got {getattr(config, name)}")
     need(config.lr > 0, f"lr must be positive, got {config.lr}")
+    need(config.min_snr_gamma > 0, f"min_snr_gamma must be positive, got {config.min_snr_gamma}")
     need(config.weight_decay >= 0 and config.grad_clip >= 0, "weight_decay and grad_clip must be >= 0")
     need(0 <= config.label_dropout < 1, f"label_dropout must be in [0, 1), got {config.label_dropout}")
     need(0 <= config.ema_decay < 1, f"ema_decay must be in [0, 1), got {config.ema_decay}")
-    need(config.minutes is None or config.minutes > 0, f"minutes must be positive, got {config.minutes}")
+    need(config.minutes is None or 0 < config.minutes < math.inf, f"minutes must be positive, got {config.minutes}")
     need(config.image_size is None or config.image_size >= 1, "image_size must be a positive integer")
     need(isinstance(config.net_kwargs, dict) and isinstance(config.schedule_kwargs, dict),
          "net_kwargs and schedule_kwargs must be tables (dicts)")
@@ -160,7 +186,7 @@ def resolve_device(name: str) -> torch.device:
     """A torch device from its name; ConfigError if unknown or unavailable."""
     try:
         device = torch.device(name)
-    except (RuntimeError, TypeError):
+    except (RuntimeError, TypeError, ValueError, OverflowError):
         raise ConfigError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu")
@@ -194,8 +220,38 @@ def data_kind(spec: str) -> str:
     return "points" if toy2d.is_preset(spec) or toy2d.is_point_file(spec) else "images"
 
 
+# What the loaders raise for unreadable files: numpy raises EOFError for empty files and TokenError for some
+# damaged .npy headers, zipfile BadZipFile for damaged .npz files.
+_LOAD_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, tokenize.TokenError, KeyError, IndexError)
+_DATA_HINT = "give a .npy/.csv of points [N, d] or images (digits, mnist:PATH, folder:PATH, a .npz file)"
+
+
 def build_data(config: TrainConfig) -> Data:
-    """Load or draw the training set named by config.data."""
+    """Load or draw the training set named by config.data; ValueError naming the data if it is unusable."""
+    try:
+        data = _load_data(config)
+    except ConfigError:
+        raise
+    except _LOAD_ERRORS as err:
+        raise ValueError(_data_error(config.data, err)) from err
+    if len(data.x) == 0:
+        raise ValueError(f"data {config.data!r} holds no examples; {_DATA_HINT}")
+    if not torch.isfinite(data.x).all():
+        raise ValueError(f"data {config.data!r} holds NaN or infinite values; remove or fix those entries")
+    return data
+
+
+def _data_error(spec: str, err: BaseException) -> str:
+    """A one-line message for a loader's exception, naming the data unless the message already does."""
+    detail = " ".join(str(err).split())
+    path = spec.partition(":")[2] if ":" in spec and not Path(spec).exists() else spec
+    if isinstance(err, ValueError) and not isinstance(err, UnicodeDecodeError) and path in detail:
+        return detail
+    return f"cannot read data {spec!r} ({type(err).__name__}: {detail or 'no details'}); {_DATA_HINT}"
+
+
+def _load_data(config: TrainConfig) -> Data:
+    """The training set named by config.data, as the loaders return it."""
     if data_kind(config.data) == "points":
         generator = torch.Generator().manual_seed(config.seed)
         return Data(toy2d.points_dataset(config.data, config.num_points, generator), None, "points")
@@ -237,7 +293,7 @@ def model_spec(config: TrainConfig, data: Data) -> dict[str, Any]:
     sigma_data = data_std(data.x) if config.sigma_data == "auto" else float(config.sigma_data)
     try:
         schedule_config = schedules.get(config.schedule, **config.schedule_kwargs).config()
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
         raise ConfigError(f"bad schedule_kwargs for {config.schedule!r}: {err}") from None
     return {"net": kind, "net_config": net_config, "schedule": schedule_config,
             "parameterization": config.parameterization, "sigma_data": sigma_data,
@@ -248,8 +304,8 @@ def build_net(kind: str, net_config: dict[str, Any]) -> nn.Module:
     """A network by kind ('mlp' or 'unet') from its config dict."""
     try:
         return NETS[kind].from_config(net_config)
-    except TypeError as err:
-        raise ConfigError(f"bad net_kwargs for {kind!r}: {err}") from None
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ConfigError(f"bad net_kwargs for {kind!r}: {' '.join(str(err).split())}") from None
 
 
 def build_model(spec: dict[str, Any]) -> tuple[nn.Module, Denoiser]:
@@ -318,12 +374,36 @@ class StepNoise:
         return sigma, noise, labels
 
 
+class StepBatches:
+    """Each step's global batch (data, noise levels, noise, label dropout) drawn as by one process, then this
+    rank's slice: P processes together see exactly the batch one process sees."""
+
+    def __init__(self, data: Data, config: TrainConfig, null_label: int | None, device: torch.device,
+                 world: World) -> None:
+        if config.batch_size % world.size:
+            raise ConfigError(f"batch_size {config.batch_size} cannot be split evenly over {world.size} processes; "
+                              f"use a multiple of {world.size}")
+        self.x = data.x.to(device)
+        self.labels = data.labels.to(device) if null_label is not None else None
+        self.order = DataOrder(len(self.x), config.batch_size, config.seed, device)
+        self.noise = StepNoise(config.seed, device)
+        self.config, self.null_label, self.part = config, null_label, world.split(config.batch_size)
+
+    def get(self, step: int, schedule: schedules.Schedule) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """(x0, sigma, noise, cond) of this rank's slice of step's global batch."""
+        idx = self.order.indices(step)
+        x0 = self.x[idx]
+        labels = None if self.labels is None else self.labels[idx]
+        sigma, noise, cond = self.noise.draw(step, x0, schedule, labels, self.config.label_dropout, self.null_label)
+        return x0[self.part], sigma[self.part], noise[self.part], None if cond is None else cond[self.part]
+
+
 # ---------------------------------------------------------------------------------------- the loop
 
 
 @dataclass
 class TrainState:
-    """The live objects of a run."""
+    """The live objects of a run (`denoiser` calls the network through DDP when there are several ranks)."""
 
     net: nn.Module
     denoiser: Denoiser
@@ -360,8 +440,11 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
 
 
 def train_step(state: TrainState, config: TrainConfig, x0: Tensor, sigma: Tensor, noise: Tensor,
-               cond: Tensor | None, lr: float) -> tuple[Tensor, Tensor | None]:
-    """One optimizer step on one batch; returns the (detached, on-device) loss and gradient norm."""
+               cond: Tensor | None, lr: float, world: World = SINGLE) -> tuple[Tensor, Tensor, Tensor]:
+    """One optimizer step on one batch, skipped if the loss or gradient is not finite (on any rank).
+
+    Returns the detached, on-device loss, gradient norm (before clipping) and skip flag (float 0. or 1.).
+    """
     for group in state.optimizer.param_groups:
         group["lr"] = lr
     state.net.train()
@@ -370,26 +453,47 @@ def train_step(state: TrainState, config: TrainConfig, x0: Tensor, sigma: Tensor
                                      state.denoiser.sigma_data, config.min_snr_gamma)
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    grad_norm = None
-    if config.grad_clip > 0:
-        grad_norm = torch.nn.utils.clip_grad_norm_(state.net.parameters(), config.grad_clip)
-    state.optimizer.step()
+    grad_norm = torch.nn.utils.clip_grad_norm_(state.net.parameters(), config.grad_clip or math.inf)
+    bad = world.max_((~(torch.isfinite(loss) & torch.isfinite(grad_norm))).float())
+    step_unless(state.optimizer, bad)
     state.ema.update(state.net, state.step)
     state.step += 1
-    return loss.detach(), grad_norm
+    return loss.detach(), grad_norm, bad
 
 
-def new_state(config: TrainConfig, spec: dict[str, Any], device: torch.device) -> TrainState:
-    """Freshly initialised network, EMA and AdamW (weights seeded by config.seed)."""
+def step_unless(optimizer: torch.optim.Optimizer, bad: Tensor) -> None:
+    """optimizer.step() unless bad (a float 0-d tensor) is 1: decided on the device for fused optimizers."""
+    if all(group.get("fused") for group in optimizer.param_groups):
+        optimizer.found_inf = bad  # the fused Adam(W) kernels skip the update, as under torch.amp.GradScaler
+        optimizer.step()
+    elif not bool(bad):  # other optimizers: one host sync
+        optimizer.step()
+
+
+def make_optimizer(net: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW, fused where the device allows (so a non-finite step is skipped without a host sync)."""
+    options = dict(lr=config.lr, weight_decay=config.weight_decay)
+    try:
+        return torch.optim.AdamW(net.parameters(), fused=True, **options)
+    except RuntimeError:  # no fused kernel for this device or torch version
+        return torch.optim.AdamW(net.parameters(), **options)
+
+
+def new_state(config: TrainConfig, spec: dict[str, Any], device: torch.device, world: World = SINGLE
+              ) -> TrainState:
+    """Freshly initialised network, EMA and AdamW (weights seeded by config.seed; DDP for several ranks)."""
     torch.manual_seed(config.seed)
     net, denoiser = build_model(spec)
     denoiser.to(device)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    return TrainState(net, denoiser, EMA(net, config.ema_decay, config.ema_warmup), optimizer, spec)
+    ema = EMA(net, config.ema_decay, config.ema_warmup)
+    if world.size > 1:
+        denoiser = wrap(wrap_ddp(net, device, world), denoiser.parameterization, denoiser.schedule,
+                        denoiser.sigma_data)
+    return TrainState(net, denoiser, ema, make_optimizer(net, config), spec)
 
 
 def save_state(out: Path, state: TrainState, config: TrainConfig) -> Path:
-    """A resumable checkpoint of the state (weights, EMA, optimizer, RNG states, config)."""
+    """A resumable checkpoint of the state (weights, EMA, optimizer, RNG states, config); refuses NaN/inf."""
     opt_tensors, opt_rest = checkpoint.flatten_optimizer(state.optimizer.state_dict())
     rng = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -401,23 +505,90 @@ def save_state(out: Path, state: TrainState, config: TrainConfig) -> Path:
     return checkpoint.save(out, state.step, tensors, meta, keep=config.keep_last)
 
 
-def restore_state(path: Path, state: TrainState) -> None:
-    """Load a checkpoint saved by `save_state` into a freshly built state."""
-    ck = checkpoint.load(path)
-    state.net.load_state_dict(ck.tensors["model"])
-    state.ema.load_state_dict(ck.tensors["ema"])
-    state.optimizer.load_state_dict(checkpoint.unflatten_optimizer(ck.tensors["optimizer"], ck.meta["optimizer"]))
-    torch.set_rng_state(ck.tensors["rng"]["cpu"])
+def restore_state(ck: checkpoint.Checkpoint | Path, state: TrainState) -> None:
+    """Load a checkpoint saved by `save_state` into a freshly built state (CheckpointError if it does not fit)."""
+    ck = ck if isinstance(ck, checkpoint.Checkpoint) else checkpoint.load(ck)
+    for part in ("model", "ema", "optimizer", "rng"):
+        if part not in ck.tensors:
+            raise checkpoint.CheckpointError(f"checkpoint {str(ck.path)!r} has no {part!r} part; it cannot resume "
+                                             "training (it may be a sampling-only checkpoint)")
+    load_weights(state.net, ck.tensors["model"], ck.path, "model")
+    load_weights(state.ema.module, ck.tensors["ema"], ck.path, "ema")
+    _load_optimizer(state.optimizer, ck)
+    try:
+        torch.set_rng_state(ck.tensors["rng"]["cpu"])
+    except (KeyError, RuntimeError, TypeError) as err:
+        raise checkpoint.CheckpointError(f"checkpoint {str(ck.path)!r} has an unusable RNG state ({err})") from None
     cuda_states = [ck.tensors["rng"][k] for k in sorted(ck.tensors["rng"]) if k.startswith("cuda.")]
     if cuda_states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda_states[:torch.cuda.device_count()])
     state.step, state.elapsed = ck.step, float(ck.meta.get("elapsed", 0.0))
 
 
+def load_weights(module: nn.Module, tensors: dict[str, Tensor], path: Path, part: str) -> None:
+    """module.load_state_dict(tensors) after checking names and shapes (CheckpointError naming a mismatch)."""
+    expected = module.state_dict()
+    problem = _state_mismatch({k: tuple(v.shape) for k, v in expected.items()},
+                              {k: tuple(v.shape) for k, v in tensors.items()})
+    if problem:
+        raise checkpoint.CheckpointError(f"checkpoint {str(path)!r}: {part}.safetensors does not fit the model "
+                                         f"({problem}); the checkpoint is corrupt or belongs to another model")
+    module.load_state_dict(tensors)
+
+
+def _state_mismatch(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]]) -> str | None:
+    """The first difference between two {name: shape} maps, in words, or None if they agree."""
+    missing, extra = sorted(expected.keys() - found.keys()), sorted(found.keys() - expected.keys())
+    if missing:
+        return f"{len(missing)} tensor(s) missing, e.g. {missing[0]!r}"
+    if extra:
+        return f"{len(extra)} unexpected tensor(s), e.g. {extra[0]!r}"
+    for name, shape in expected.items():
+        if found[name] != shape:
+            return f"{name!r} has shape {list(found[name])}, the model expects {list(shape)}"
+    return None
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, ck: checkpoint.Checkpoint) -> None:
+    """Restore the optimizer from a checkpoint, checking its moments against the parameters' shapes."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    try:
+        state_dict = checkpoint.unflatten_optimizer(ck.tensors["optimizer"], ck.meta["optimizer"])
+        for index, entry in state_dict["state"].items():
+            for name, value in entry.items():
+                if isinstance(value, Tensor) and value.numel() > 1 and value.shape != params[index].shape:
+                    raise ValueError(f"{name} of parameter {index} has shape {list(value.shape)}, "
+                                     f"the parameter {list(params[index].shape)}")
+        optimizer.load_state_dict(state_dict)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
+        raise checkpoint.CheckpointError(f"checkpoint {str(ck.path)!r}: optimizer state does not fit the model "
+                                         f"({' '.join(str(err).split())})") from None
+
+
 def saved_config(run_dir: str | Path) -> TrainConfig | None:
     """The training config stored in a run's newest complete checkpoint, or None if there is none."""
     path = checkpoint.latest(run_dir)
-    return None if path is None else TrainConfig.from_dict(checkpoint.read_manifest(path)["meta"]["train_config"])
+    return None if path is None else _train_config_of(path, checkpoint.read_manifest(path)["meta"])
+
+
+def _train_config_of(path: Path, meta: dict[str, Any]) -> TrainConfig:
+    """The TrainConfig stored in a checkpoint's metadata (CheckpointError if absent or invalid)."""
+    try:
+        return TrainConfig.from_dict(meta["train_config"])
+    except (KeyError, TypeError, ConfigError) as err:
+        raise checkpoint.CheckpointError(f"checkpoint {str(path)!r} has no valid training config ({err}); "
+                                         "it was not written by `rediffuse train` or is corrupt") from None
+
+
+def _model_of(path: Path, meta: dict[str, Any]) -> tuple[dict[str, Any], nn.Module, Denoiser]:
+    """(spec, network, denoiser) from a checkpoint's model spec (CheckpointError if it is unusable)."""
+    try:
+        spec = meta["model"]
+        return (spec, *build_model(spec))
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise checkpoint.CheckpointError(f"checkpoint {str(path)!r} has an invalid model description "
+                                         f"({type(err).__name__}: {err}); it is corrupt or from another "
+                                         "program") from None
 
 
 def _check_resumable(config: TrainConfig, saved: TrainConfig) -> None:
@@ -429,11 +600,14 @@ def _check_resumable(config: TrainConfig, saved: TrainConfig) -> None:
 
 
 class StopRequest:
-    """Turns the first Ctrl-C into a request checked between steps; a second Ctrl-C interrupts at once."""
+    """Turns the first Ctrl-C or SIGTERM (a scheduler's or torchrun's shutdown) into a request checked between
+    steps, so the run stops with a checkpoint; a second one interrupts at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous: Any = None
+        self._previous: dict[int, Any] = {}
 
     def _handler(self, signum: int, frame: Any) -> None:
         if self.requested:
@@ -442,12 +616,12 @@ class StopRequest:
 
     def __enter__(self) -> "StopRequest":
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handler)
+            self._previous = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
 
 class RunLog:
@@ -455,7 +629,7 @@ class RunLog:
 
     def __init__(self, path: Path, resume_step: int) -> None:
         self.path = path
-        if path.exists():
+        if path.exists():  # read_log drops a line torn by a crash
             kept = [r for r in viz.read_log(path) if r.get("step", 0) <= resume_step]
             checkpoint.atomic_write(path, "".join(json.dumps(r) + "\n" for r in kept).encode())
 
@@ -464,30 +638,65 @@ class RunLog:
             f.write(json.dumps(record) + "\n")
 
 
+def _resume_point(out: Path, resume: bool, world: World) -> checkpoint.Checkpoint | None:
+    """The checkpoint to continue from (the newest that loads with verified hashes, chosen by rank 0), or None."""
+    loaded: list[checkpoint.Checkpoint] = []
+
+    def choose() -> Path | None:
+        found = checkpoint.latest(out)
+        if found is not None and not resume:
+            raise ConfigError(f"{out} already holds a run (newest checkpoint {found.name}); pass --resume to "
+                              "continue it or choose a new --out")
+        if found is None:
+            return None
+        ck = checkpoint.load_latest(out)
+        if ck is None:
+            raise checkpoint.CheckpointError(f"no checkpoint in {out} passes its sha256 check (newest: {found.name}); "
+                                             "restore them from a backup, or start over with another --out")
+        loaded.append(ck)  # rank 0 keeps what it loaded; the other ranks load the same path
+        return ck.path
+
+    path = world.on_main(choose)
+    if path is None:
+        return None
+    return loaded[0] if loaded else checkpoint.load(path)
+
+
 def train(config: TrainConfig, resume: bool = False) -> TrainResult:
-    """Train (or with resume=True continue from the newest checkpoint) the run described by config."""
+    """Train (or with resume=True continue from the newest checkpoint) the run described by config.
+
+    Under torchrun every rank calls this; they join one process group for the duration.
+    """
     validate(config)
-    device = resolve_device(config.device)
+    with session(config.device) as world:
+        return _train(config, resume, world)
+
+
+def _train(config: TrainConfig, resume: bool, world: World) -> TrainResult:
+    """`train` inside a (possibly one-process) world."""
+    device = world.device(config.device)
     out = Path(config.out)
-    found = checkpoint.latest(out)
-    if found is not None and not resume:
-        raise ConfigError(f"{out} already holds a run (newest checkpoint {found.name}); pass --resume to continue "
-                          "it or choose a new --out")
+    ck = _resume_point(out, resume, world)
     data = build_data(config)
-    if found is not None:
-        manifest = checkpoint.read_manifest(found)
-        _check_resumable(config, TrainConfig.from_dict(manifest["meta"]["train_config"]))
-        state = new_state(config, manifest["meta"]["model"], device)
-        restore_state(found, state)
+    if ck is not None:
+        _check_resumable(config, _train_config_of(ck.path, ck.meta))
+        state = new_state(config, _model_of(ck.path, ck.meta)[0], device, world)
+        restore_state(ck, state)
     else:
-        state = new_state(config, model_spec(config, data), device)
-    out.mkdir(parents=True, exist_ok=True)
-    checkpoint.atomic_write(out / "config.json", json.dumps(config.to_dict(), indent=1).encode())
+        state = new_state(config, model_spec(config, data), device, world)
+    if world.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        checkpoint.remove_stale_temp(out)
+        checkpoint.atomic_write(out / "config.json", json.dumps(config.to_dict(), indent=1).encode())
     first_step = state.step
-    stopped = _loop(state, config, data, device, out)
-    path = save_state(out, state, config) if found is None or state.step != first_step else found
-    if (out / "log.jsonl").exists():
-        viz.loss_curve_png(out / "loss.png", out / "log.jsonl")
+    stopped = _loop(state, config, data, device, out, world)
+    path = ck.path if ck is not None and state.step == first_step else checkpoint.checkpoint_dir(out, state.step)
+    if world.is_main:
+        if ck is None or state.step != first_step:
+            save_state(out, state, config)
+        if (out / "log.jsonl").exists():
+            viz.loss_curve_png(out / "loss.png", out / "log.jsonl")
+    world.barrier()
     return TrainResult(out, state.step, path, stopped)
 
 
@@ -508,73 +717,151 @@ class _Clock:
 
 
 class _Window:
-    """Losses summed on the device between log steps (read back, with one sync, only when logging)."""
+    """Sums between log steps, kept on the device (read back, with one sync, only when logging)."""
 
     def __init__(self) -> None:
         self.reset()
 
     def reset(self) -> None:
-        self.time, self.loss, self.grad, self.count, self.samples = time.monotonic(), None, None, 0, 0
+        self.time, self.count, self.samples = time.monotonic(), 0, 0
+        self.loss: Tensor | None = None
+        self.grad: Tensor | None = None
+        self.bad: Tensor | None = None
 
-    def add(self, loss: Tensor, grad_norm: Tensor | None, batch: int) -> None:
+    def add(self, loss: Tensor, grad_norm: Tensor, bad: Tensor, batch: int) -> None:
+        """Count one step of `batch` samples; a skipped step's loss and gradient norm are left out."""
+        keep = bad == 0
+        loss, grad_norm = torch.where(keep, loss, 0.0), torch.where(keep, grad_norm, 0.0)
         self.loss = loss if self.loss is None else self.loss + loss
-        if grad_norm is not None:
-            self.grad = grad_norm if self.grad is None else self.grad + grad_norm
+        self.grad = grad_norm if self.grad is None else self.grad + grad_norm
+        self.bad = bad if self.bad is None else self.bad + bad
         self.count, self.samples = self.count + 1, self.samples + batch
 
-    def flush(self, step: int, lr: float, elapsed: float) -> dict[str, Any]:
-        """The window's log record (mean loss and gradient norm, throughput); starts a new window."""
-        record = {"step": step, "loss": float(self.loss) / self.count, "lr": lr,
-                  "samples_per_s": self.samples / max(time.monotonic() - self.time, 1e-9),
-                  "elapsed": round(elapsed, 3)}
-        if self.grad is not None:
-            record["grad_norm"] = float(self.grad) / self.count
+    def flush(self, step: int, lr: float, elapsed: float, world: World) -> dict[str, Any]:
+        """The window's log record (mean loss over ranks and good steps, gradient norm, skipped steps,
+        throughput); starts a new window."""
+        skipped = int(self.bad)
+        good = self.count - skipped
+        record: dict[str, Any] = {"step": step}
+        if good:
+            record["loss"] = float(world.sum_(self.loss.detach().clone())) / world.size / good
+        record.update({"lr": lr, "samples_per_s": self.samples / max(time.monotonic() - self.time, 1e-9),
+                       "elapsed": round(elapsed, 3), "skipped": skipped})
+        if good:
+            record["grad_norm"] = float(self.grad) / good
         self.reset()
         return record
 
 
-def _loop(state: TrainState, config: TrainConfig, data: Data, device: torch.device, out: Path) -> str:
+class _Log:
+    """Rank 0's log.jsonl, progress bar and echo lines, fed by a window of on-device sums."""
+
+    def __init__(self, out: Path, state: TrainState, config: TrainConfig, world: World) -> None:
+        self.file = RunLog(out / "log.jsonl", state.step) if world.is_main else None
+        self.bar = tqdm(total=config.steps, initial=state.step, file=sys.stderr, dynamic_ncols=True, desc="train",
+                        disable=not (world.is_main and config.progress and sys.stderr.isatty()))
+        self.echo = world.is_main and config.progress and self.bar.disable
+        self.window, self.world = _Window(), world
+
+    def add(self, loss: Tensor, grad_norm: Tensor, bad: Tensor, batch: int) -> None:
+        """Count one step."""
+        self.window.add(loss, grad_norm, bad, batch)
+        self.bar.update(1)
+
+    def flush(self, step: int, lr: float, elapsed: float) -> None:
+        """Write the open window's record (collective: every rank calls it at the same steps)."""
+        if not self.window.count:
+            return
+        record = self.window.flush(step, lr, elapsed, self.world)
+        if self.file is None:
+            return
+        self.file.write(record)
+        if "loss" in record:
+            self.bar.set_postfix(loss=f"{record['loss']:.4g}")
+        if self.echo:
+            print(f"step {record['step']}  loss {record.get('loss', float('nan')):.5g}  "
+                  f"{record['samples_per_s']:.0f} samples/s" + (f"  skipped {record['skipped']}"
+                                                                  if record["skipped"] else ""), file=sys.stderr)
+
+
+class BadSteps:
+    """Steps with a non-finite loss or gradient, counted on the device: in all, in the current and the
+    longest streak; read back (one sync) only by `tripped`."""
+
+    def __init__(self, limit: int, device: torch.device) -> None:
+        self.limit = limit
+        self.total, self.streak, self.longest = (torch.zeros((), dtype=torch.int64, device=device) for _ in range(3))
+
+    def add(self, bad: Tensor) -> None:
+        """Count one step (bad: a 0-d float tensor, 1 for a skipped step)."""
+        bad = bad.to(torch.int64)
+        self.total += bad
+        self.streak = (self.streak + 1) * bad
+        self.longest = torch.maximum(self.longest, self.streak)
+
+    def tripped(self) -> bool:
+        """Whether some streak reached the limit."""
+        return bool(self.longest >= self.limit)
+
+    def error(self, step: int, out: Path) -> NonFiniteError:
+        """The exception that stops the run, naming the checkpoint to go back to."""
+        last = checkpoint.latest(out)
+        kept = f"the last good checkpoint is {last}" if last is not None else "no checkpoint was written"
+        return NonFiniteError(f"training stopped at step {step}: {self.limit} steps in a row had a non-finite loss "
+                              f"or gradient and were skipped ({int(self.total)} in all); {kept}. Lower --lr, keep "
+                              "--grad-clip on, check the data, or raise --max-bad-steps")
+
+
+def _halt_if_unhealthy(guard: BadSteps, log: _Log, state: TrainState, config: TrainConfig, clock: _Clock,
+                       out: Path) -> None:
+    """Raise NonFiniteError (after logging the open window) if a streak of bad steps reached the limit."""
+    if guard.tripped():
+        log.flush(state.step, learning_rate(config, state.step - 1), clock.tick())
+        raise guard.error(state.step, out)
+
+
+def _stop_reason(stop: StopRequest, clock: _Clock, step: int, config: TrainConfig, world: World,
+                 device: torch.device) -> str | None:
+    """'interrupted' or 'time' to stop now, else None; several ranks agree on it at log steps only."""
+    if world.size > 1 and step % config.log_every:
+        return None
+    code = 2 if stop.requested else 1 if clock.out_of_time() else 0
+    if world.size > 1:
+        code = int(world.max_(torch.tensor(code, device=device)))
+    return {0: None, 1: "time", 2: "interrupted"}[code]
+
+
+def _loop(state: TrainState, config: TrainConfig, data: Data, device: torch.device, out: Path,
+          world: World = SINGLE) -> str:
     """Run steps until config.steps, the time budget or a Ctrl-C; checkpoint, log and sample on the way."""
-    null_label = state.spec["data"]["num_classes"]
-    x_all = data.x.to(device)
-    labels_all = data.labels.to(device) if null_label is not None else None
-    order = DataOrder(len(x_all), config.batch_size, config.seed, device)
-    noise = StepNoise(config.seed, device)
-    log = RunLog(out / "log.jsonl", state.step)
-    bar = tqdm(total=config.steps, initial=state.step, file=sys.stderr, dynamic_ncols=True, desc="train",
-               disable=not (config.progress and sys.stderr.isatty()))
-    echo = config.progress and bar.disable
-    clock, window = _Clock(state, config.minutes), _Window()
-    stopped = "done"
-    with StopRequest() as stop, bar:
-        while state.step < config.steps:
-            idx = order.indices(state.step)
-            x0 = x_all[idx]
-            labels = None if labels_all is None else labels_all[idx]
-            sigma, eps, cond = noise.draw(state.step, x0, state.denoiser.schedule, labels, config.label_dropout,
-                                          null_label)
-            loss, grad_norm = train_step(state, config, x0, sigma, eps, cond, learning_rate(config, state.step))
-            window.add(loss, grad_norm, x0.shape[0])
-            bar.update(1)
+    batches = StepBatches(data, config, state.spec["data"]["num_classes"], device, world)
+    log, guard = _Log(out, state, config, world), BadSteps(config.max_bad_steps, device)
+    clock = _Clock(state, config.minutes)
+    stopped = None
+    with StopRequest() as stop, log.bar:
+        while state.step < config.steps and stopped is None:
+            torch.manual_seed(step_seed(config.seed, state.step, f"torch/{world.rank}"))  # dropout layers
+            x0, sigma, eps, cond = batches.get(state.step, state.denoiser.schedule)
+            loss, grad_norm, bad = train_step(state, config, x0, sigma, eps, cond,
+                                              learning_rate(config, state.step), world)
+            log.add(loss, grad_norm, bad, config.batch_size)
+            guard.add(bad)
             if state.step % config.log_every == 0:
-                record = window.flush(state.step, learning_rate(config, state.step - 1), clock.tick())
-                log.write(record)
-                bar.set_postfix(loss=f"{record['loss']:.4g}")
-                if echo:
-                    print(f"step {record['step']}  loss {record['loss']:.5g}  "
-                          f"{record['samples_per_s']:.0f} samples/s", file=sys.stderr)
+                log.flush(state.step, learning_rate(config, state.step - 1), clock.tick())
+                _halt_if_unhealthy(guard, log, state, config, clock, out)
             if state.step % config.checkpoint_every == 0 and state.step < config.steps:
+                _halt_if_unhealthy(guard, log, state, config, clock, out)
                 clock.tick()
-                save_state(out, state, config)
-            if data.kind == "images" and config.sample_every and state.step % config.sample_every == 0:
+                if world.is_main:
+                    save_state(out, state, config)
+            if world.is_main and data.kind == "images" and config.sample_every and \
+                    state.step % config.sample_every == 0:
                 sample_grid(state, out / "samples" / f"step-{state.step:08d}.png", device)
-            if stop.requested or clock.out_of_time():
-                stopped = "interrupted" if stop.requested else "time"
-                break
-    if window.count:  # the last, partial window
-        log.write(window.flush(state.step, learning_rate(config, state.step - 1), clock.tick()))
+            stopped = _stop_reason(stop, clock, state.step, config, world, device)
+    log.flush(state.step, learning_rate(config, state.step - 1), clock.tick())  # the last, partial window
+    _halt_if_unhealthy(guard, log, state, config, clock, out)
     clock.tick()
-    return stopped
+    return stopped or "done"
 
 
 @torch.no_grad()
@@ -599,6 +886,8 @@ def find_checkpoint(path: str | Path) -> Path:
     if not path.exists():
         raise checkpoint.CheckpointError(f"run folder {str(path)!r} does not exist; give the --out folder of a "
                                          "training run")
+    if path.is_file():
+        raise checkpoint.CheckpointError(checkpoint.not_a_folder(path))
     if (path / checkpoint.MANIFEST).exists() or path.name.startswith(checkpoint.PREFIX):
         return path
     found = checkpoint.latest(path)
@@ -618,7 +907,9 @@ def find_checkpoint(path: str | Path) -> Path:
 def run_info(run_dir: str | Path) -> dict[str, Any]:
     """The model spec of a run's checkpoint (net, schedule, parameterization, sigma_data, data shape/classes)."""
     path = find_checkpoint(run_dir)
-    return {**checkpoint.read_manifest(path)["meta"]["model"], "checkpoint": str(path)}
+    meta = checkpoint.read_manifest(path)["meta"]
+    _train_config_of(path, meta)
+    return {**_model_of(path, meta)[0], "checkpoint": str(path)}
 
 
 def load_run(run_dir: str | Path, ema: bool = True, device: torch.device | str = "cpu"
@@ -627,7 +918,7 @@ def load_run(run_dir: str | Path, ema: bool = True, device: torch.device | str =
     path = find_checkpoint(run_dir)
     part = "ema" if ema else "model"
     ck = checkpoint.load(path, parts=[part])
-    net, denoiser = build_model(ck.meta["model"])
-    net.load_state_dict(ck.tensors[part])
+    _, net, denoiser = _model_of(path, ck.meta)
+    load_weights(net, ck.tensors[part], path, part)
     denoiser.to(device).eval().requires_grad_(False)
-    return denoiser, denoiser.schedule, TrainConfig.from_dict(ck.meta["train_config"])
+    return denoiser, denoiser.schedule, _train_config_of(path, ck.meta)

@@ -1,0 +1,223 @@
+"""Several processes, one run: torchrun's environment, the process group, and work split by rank.
+
+`torchrun --nproc_per_node=N -m rediffuse train ...` starts N copies of the program with RANK, WORLD_SIZE and
+LOCAL_RANK in the environment. `session` joins them into a process group (gloo on CPU, nccl on CUDA) and
+hands out a `World`: this process's rank, the number of processes, and small collectives that are no-ops
+for a world of one, so the same code runs with and without torchrun.
+
+Sampling splits whole batches of sample indices between the ranks; since sample i depends only on
+(seed, i) and the batches are those of one process, the gathered samples equal one process's bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from rediffuse import samplers, sampling
+from rediffuse.schedules import Schedule
+
+
+def _env_int(name: str, default: int) -> int:
+    """An integer environment variable set by torchrun (default when unset)."""
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={value!r} is not an integer; launch with torchrun") from None
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's rank among `size` processes (one process without torchrun), with simple collectives."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this is rank 0, the process that logs and writes checkpoints."""
+        return self.rank == 0
+
+    def device(self, name: str) -> torch.device:
+        """This rank's device: cuda:LOCAL_RANK for a CUDA device under torchrun, else the named device."""
+        device = torch.device(name)
+        if device.type == "cuda" and self.size > 1:
+            return torch.device("cuda", self.local_rank)
+        return device
+
+    def split(self, n: int) -> slice:
+        """This rank's equal share [rank * n/size, (rank+1) * n/size) of n items (n must divide evenly)."""
+        if n % self.size:
+            raise ValueError(f"{n} items cannot be split evenly over {self.size} processes")
+        share = n // self.size
+        return slice(self.rank * share, (self.rank + 1) * share)
+
+    def block(self, n: int) -> range:
+        """This rank's contiguous block of n items, sizes differing by at most one (earlier ranks larger)."""
+        base, extra = divmod(n, self.size)
+        start = self.rank * base + min(self.rank, extra)
+        return range(start, start + base + (self.rank < extra))
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's obj on every rank (picklable objects)."""
+        if self.size == 1:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's obj, in rank order, on every rank (picklable objects)."""
+        if self.size == 1:
+            return [obj]
+        out: list[Any] = [None] * self.size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def on_main(self, fn: Callable[[], Any]) -> Any:
+        """fn() run on rank 0 only; its result, or the exception it raised, reaches every rank."""
+        result, error = None, None
+        if self.is_main:
+            try:
+                result = fn()
+            except Exception as err:  # re-raised on every rank below
+                error = err
+        result, error = self.broadcast((result, error))
+        if error is not None:
+            raise error
+        return result
+
+    def max_(self, tensor: Tensor) -> Tensor:
+        """tensor replaced, in place, by its maximum over ranks (no host sync on CUDA)."""
+        if self.size > 1:
+            dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return tensor
+
+    def sum_(self, tensor: Tensor) -> Tensor:
+        """tensor replaced, in place, by its sum over ranks."""
+        if self.size > 1:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def barrier(self) -> None:
+        """Wait until every rank gets here."""
+        if self.size > 1:
+            dist.barrier()
+
+
+SINGLE = World()
+
+
+def from_env() -> World:
+    """The world torchrun describes in RANK, WORLD_SIZE and LOCAL_RANK (one process when they are unset)."""
+    world = World(_env_int("RANK", 0), _env_int("WORLD_SIZE", 1), _env_int("LOCAL_RANK", 0))
+    if world.size < 1 or not 0 <= world.rank < world.size:
+        raise ValueError(f"RANK={world.rank} and WORLD_SIZE={world.size} do not fit; launch with torchrun")
+    return world
+
+
+def current() -> World:
+    """The world of the live process group, or a single process when none is initialised."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return SINGLE
+    return World(dist.get_rank(), dist.get_world_size(), _env_int("LOCAL_RANK", 0))
+
+
+def is_main_process() -> bool:
+    """Whether this process is rank 0 of its launch (true without torchrun); valid before and after a session."""
+    return _env_int("RANK", 0) == 0
+
+
+def backend_for(device: torch.device) -> str:
+    """The process-group backend for a device type: nccl for CUDA, gloo otherwise."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+@contextlib.contextmanager
+def session(device_name: str) -> Iterator[World]:
+    """Join torchrun's process group for the duration (if launched by torchrun and not joined yet)."""
+    world = from_env()
+    if world.size == 1 or dist.is_initialized():
+        yield current() if world.size > 1 else world
+        return
+    device = world.device(device_name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend_for(device))
+    try:
+        yield current()
+    finally:
+        dist.destroy_process_group()
+
+
+def wrap_ddp(net: torch.nn.Module, device: torch.device, world: World) -> torch.nn.Module:
+    """net inside DistributedDataParallel for several processes (gradients averaged over ranks), else net."""
+    if world.size == 1:
+        return net
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+# ------------------------------------------------------------------------------------------ sampling
+
+
+def _to_cpu(info: dict[str, Any]) -> dict[str, Any]:
+    """A sampler callback record with its tensors moved to the CPU (to send to rank 0)."""
+    return {k: v.detach().cpu() if isinstance(v, Tensor) else v for k, v in info.items()}
+
+
+def _sample_batch(denoiser: Callable[..., Tensor], schedule: Schedule, shape: Sequence[int], idx: list[int],
+                  sigmas: Tensor, sampler: str, seed: int, cond: Tensor | None, device: torch.device | str,
+                  callback: Callable | None, options: dict[str, Any]) -> Tensor:
+    """Samples idx (a batch of consecutive indices), exactly as `sampling.generate` draws that batch."""
+    gens = sampling.sample_generators(seed, idx, device)
+    x = sampling.prior(schedule, float(sigmas[0]), (len(idx), *shape), gens, device)
+    opts = dict(options)
+    if cond is not None:
+        opts["cond"] = cond[idx[0]: idx[-1] + 1].to(device)
+    return samplers.sample(denoiser, x, sigmas, sampler, generator=gens, callback=callback, **opts)
+
+
+def generate(denoiser: Callable[..., Tensor], schedule: Schedule, shape: Sequence[int], *, n: int,
+             sampler: str = "heun", steps: int = 20, spacing: str = "default", seed: int = 0,
+             batch_size: int = 256, cond: Tensor | None = None, device: torch.device | str = "cpu",
+             sigmas: Tensor | None = None, callback: Callable | None = None,
+             progress: Callable[[int], None] | None = None, **options: Any) -> Tensor:
+    """`sampling.generate` with its batches split over the ranks; every rank returns all n samples.
+
+    Rank r draws a contiguous block of the batches one process would draw, so the result equals one
+    process's bit for bit; callback records are replayed on every rank in index order, as one process
+    would see them. Parallelism is over batches: use batch_size <= n / ranks.
+    """
+    kwargs = dict(n=n, sampler=sampler, steps=steps, spacing=spacing, seed=seed, batch_size=batch_size, cond=cond,
+                  device=device, sigmas=sigmas, callback=callback, progress=progress, **options)
+    world = current()
+    if world.size == 1:
+        return sampling.generate(denoiser, schedule, shape, **kwargs)
+    sigmas = schedule.sigmas(steps, spacing) if sigmas is None else sigmas
+    starts = range(0, n, batch_size)
+    records: list[dict[str, Any]] = []
+    record = None if callback is None else (lambda info: records.append(_to_cpu(info)))
+    mine = []
+    with torch.no_grad():
+        for b in world.block(len(starts)):
+            idx = list(range(starts[b], min(n, starts[b] + batch_size)))
+            mine.append(_sample_batch(denoiser, schedule, shape, idx, sigmas, sampler, seed, cond, device, record,
+                                      options).cpu())
+            if progress is not None:
+                progress(len(idx))
+    parts = world.gather((mine, records))
+    for info in (info for _, rank_records in parts for info in rank_records):
+        callback(info)  # records exist only when there is a callback
+    return torch.cat([x for rank_batches, _ in parts for x in rank_batches]).to(device)

@@ -1,0 +1,109 @@
+"""torchrun: 2 CPU processes (gloo) train the same mathematics as 1 process (same global batch, sigmas and
+noise, gradients averaged by DDP), rank 0 logs and checkpoints, all ranks resume from one checkpoint, and
+`sample` splits the batches over the ranks with results bit-equal to one process."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rediffuse import schedules
+from rediffuse.cli import main
+from rediffuse.distributed import World
+from rediffuse.train import ConfigError, StepBatches, TrainConfig, build_data, train
+
+from reliability_common import TINY, final, flags, log_records, max_abs_diff, run, torchrun
+
+DDP = {**TINY, "steps": 20, "log_every": 5, "checkpoint_every": 10}
+TOLERANCE = 1e-5  # float summation order differs (half batches, then an all-reduce); measured ~6e-8
+
+
+def compare(one: Path, two: Path) -> dict[str, float]:
+    """Max abs differences of logged losses and of final weights, EMA and optimizer between two runs."""
+    a, b = log_records(one), log_records(two)
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    diffs = {"loss": max(abs(x["loss"] - y["loss"]) for x, y in zip(a, b))}
+    ca, cb = final(one), final(two)
+    assert ca.step == cb.step
+    diffs.update({part: max_abs_diff(ca, cb, part) for part in ("model", "ema", "optimizer")})
+    print(f"\n1 vs 2 processes, max abs difference: {diffs}")
+    return diffs
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("one") / "run"
+    train(TrainConfig(out=str(out), **DDP))
+    return out
+
+
+def test_two_processes_train_like_one(tmp_path, one_process):
+    out = tmp_path / "two"
+    done = run(torchrun(2, "train", "--out", str(out), *flags(DDP)))
+    assert done.stdout.count("finished at step 20") == 1  # rank 0 reports, rank 1 is silent
+    assert all(v < TOLERANCE for v in compare(one_process, out).values())
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("ckpt-")) == ["ckpt-00000010", "ckpt-00000020"]
+
+    samples = {}  # sampling: ranks split the batches, rank 0 gathers and writes
+    for procs in (1, 2):
+        dest = tmp_path / f"samples{procs}.npy"
+        argv = ["sample", str(out), "-n", "150", "--batch-size", "40", "--steps", "6", "--out", str(dest)]
+        if procs == 1:
+            assert main(argv) == 0
+        else:
+            printed = run(torchrun(2, *argv)).stdout.split()
+            assert printed.count(str(dest)) == 1
+        samples[procs] = np.load(dest)
+    assert samples[1].shape == (150, 2) and np.array_equal(samples[1], samples[2])
+
+
+@pytest.mark.slow
+def test_two_processes_resume_like_one(tmp_path, one_process):
+    out = tmp_path / "two"
+    run(torchrun(2, "train", "--out", str(out), *flags({**DDP, "steps": 10})))
+    run(torchrun(2, "train", "--resume", "--out", str(out), *flags(DDP)))
+    assert all(v < TOLERANCE for v in compare(one_process, out).values())
+
+
+@pytest.mark.slow
+def test_nan_on_one_rank_skips_the_step_on_all(tmp_path):
+    """A NaN loss on rank 1 only (step 3): both ranks skip it (no divergence of the replicas)."""
+    script = tmp_path / "poison.py"
+    script.write_text(textwrap.dedent(f"""
+        import math, os, sys
+        from rediffuse import losses
+        from rediffuse.train import TrainConfig, train
+        real, calls = losses.denoising_loss, [0]
+        def loss(*args, **kwargs):
+            calls[0] += 1
+            value = real(*args, **kwargs)
+            return value * math.nan if calls[0] == 4 and os.environ["RANK"] == "1" else value
+        losses.denoising_loss = loss
+        train(TrainConfig(out=sys.argv[1], **{dict(DDP, log_every=1)!r}))
+    """))
+    out = tmp_path / "run"
+    run(torchrun(2, str(out), script=str(script)))
+    assert [r["skipped"] for r in log_records(out)] == [int(k == 3) for k in range(20)]
+
+
+def test_global_batch_must_split_evenly():
+    data = build_data(TrainConfig(**{**TINY, "num_points": 64}))
+    with pytest.raises(ConfigError, match="batch_size 64 cannot be split evenly over 3 processes"):
+        StepBatches(data, TrainConfig(**TINY), None, torch.device("cpu"), World(0, 3))
+
+
+def test_ranks_slice_one_global_batch():
+    data = build_data(TrainConfig(**{**TINY, "num_points": 64}))
+    config = TrainConfig(**TINY)
+    whole = StepBatches(data, config, None, torch.device("cpu"), World())
+    parts = [StepBatches(data, config, None, torch.device("cpu"), World(rank, 4)) for rank in range(4)]
+    schedule = schedules.get("edm")
+    for step in (0, 7):
+        x0, sigma, noise, _ = whole.get(step, schedule)
+        sliced = [p.get(step, schedule) for p in parts]
+        for i, tensor in enumerate((x0, sigma, noise)):
+            assert torch.equal(tensor, torch.cat([s[i] for s in sliced]))
