@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from . import samplers
+from . import distributed, samplers
 from .evaluate import METRICS, evaluate
 
 
@@ -40,8 +40,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UsageError(f"--metrics takes a comma list from {','.join(METRICS)}, got {args.metrics!r}")
     if min(args.n, args.steps, args.batch_size, args.nll_n) < 1:
         raise UsageError("-n, --steps, --batch-size and --nll-n must be >= 1")
-    report = evaluate(args.run, metrics=metrics, n=args.n, sampler=args.sampler, steps=args.steps, seed=args.seed,
-                      guidance=args.guidance, batch_size=args.batch_size, nll_n=args.nll_n, device=args.device)
-    print((args.run / "eval" / "eval.md").read_text(), end="")
-    print(args.run / "eval" / "eval.json")
-    return 0 if report else 1
+    with distributed.session(args.device) as world:  # under torchrun the ranks split the sample batches
+        evaluate(args.run, metrics=metrics, n=args.n, sampler=args.sampler, steps=args.steps, seed=args.seed,
+                 guidance=args.guidance, batch_size=args.batch_size, nll_n=args.nll_n,
+                 device=str(world.device(args.device)))
+        if distributed.is_main_process():
+            print((args.run / "eval" / "eval.md").read_text(), end="")
+            print(args.run / "eval" / "eval.json")
+    return 0

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from . import sampling
+from . import distributed
 from .features import classify, extract_features, load_or_train_classifier
 from .guidance import cfg_denoiser
 from .likelihood import bits_per_dim
@@ -57,12 +57,13 @@ def cached_samples(run_dir: Path, denoiser: Callable, schedule: Any, shape: Sequ
     path.parent.mkdir(parents=True, exist_ok=True)
     den = denoiser if options.get("guidance", 1.0) == 1.0 else cfg_denoiser(denoiser, options["guidance"])
     gen_options = {k: v for k, v in options.items() if k != "guidance"}
-    with tqdm(total=n, desc="sampling", file=None, disable=None) as bar:
-        x = sampling.generate(den, schedule, shape, n=n, cond=cond, progress=bar.update, **gen_options)
+    with tqdm(total=n, desc="sampling", disable=None if distributed.is_main_process() else True) as bar:
+        x = distributed.generate(den, schedule, shape, n=n, cond=cond, progress=bar.update, **gen_options)
     x = x.clamp(-1, 1).cpu()
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, samples=x.numpy())
-    os.replace(tmp, path)
+    if distributed.is_main_process():
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, samples=x.numpy())
+        os.replace(tmp, path)
     return x, cond
 
 
@@ -83,7 +84,10 @@ def sample_metrics(model: torch.nn.Module, images: Tensor, labels: Tensor | None
 def evaluate(run_dir: str | Path, *, metrics: Sequence[str] = METRICS, n: int = 10_000, sampler: str = "heun",
              steps: int = 18, seed: int = 0, guidance: float = 1.0, batch_size: int = 500, nll_n: int = 64,
              device: str = "cpu") -> dict[str, Any]:
-    """Evaluate a run: metrics for its samples and for held-out real data (the floor); writes RUN/eval/."""
+    """Evaluate a run: metrics for its samples and for held-out real data (the floor); writes RUN/eval/.
+
+    Under torchrun the ranks split the sample batches (identical to one process); rank 0 writes the files.
+    """
     from .train import load_run, run_info
 
     run_dir = Path(run_dir)
@@ -121,10 +125,11 @@ def evaluate(run_dir: str | Path, *, metrics: Sequence[str] = METRICS, n: int = 
         result = bits_per_dim(denoiser, levels, schedule.sigma_min, schedule.sigma_max, schedule=schedule,
                               divergence="hutchinson", generator=torch.Generator(device=device).manual_seed(seed))
         report["nll"] = {**result.summary(), "images": len(images), "estimator": "PF-ODE, Hutchinson (1 probe)"}
-    out = run_dir / "eval"
-    out.mkdir(parents=True, exist_ok=True)
-    _atomic_text(out / "eval.json", json.dumps(report, indent=1))
-    _atomic_text(out / "eval.md", markdown(report))
+    if distributed.is_main_process():
+        out = run_dir / "eval"
+        out.mkdir(parents=True, exist_ok=True)
+        _atomic_text(out / "eval.json", json.dumps(report, indent=1))
+        _atomic_text(out / "eval.md", markdown(report))
     return report
 
 
