@@ -158,8 +158,8 @@ def print_table(name: str, result: dict, nfes: list[int]) -> list[str]:
     lines.append("| NFE | best diffusers | best rediffuse | ratio (ours/theirs) |")
     lines.append("|---|---|---|---|")
     for k in nfes:
-        t = min(((v[0], lab) for (lab, kk), v in result["theirs"].items() if kk == k))
-        o = min(((v[0], lab) for (lab, kk), v in result["ours"].items() if kk == k))
+        t = min((v[0], lab) for (lab, kk), v in result["theirs"].items() if kk == k and math.isfinite(v[0]))
+        o = min((v[0], lab) for (lab, kk), v in result["ours"].items() if kk == k and math.isfinite(v[0]))
         lines.append(f"| {k} | {t[1]} {t[0]:.2e} | {o[1]} {o[0]:.2e} | {o[0] / t[0]:.3f} |")
     print("\n".join(lines))
     return lines
