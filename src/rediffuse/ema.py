@@ -26,13 +26,15 @@ class EMA:
         return min(self.decay, (1 + step) / (10 + step)) if self.warmup else self.decay
 
     @torch.no_grad()
-    def update(self, model: nn.Module, step: int) -> None:
-        """Move the average toward model's current parameters (no host sync)."""
+    def update(self, model: nn.Module, step: int, skip: Tensor | None = None) -> None:
+        """Move the average toward model's current parameters (no host sync); a 0-d `skip` of 1 leaves it."""
         ema_params = list(self.module.parameters())
         params = [p.detach() for p in model.parameters()]
         if len(ema_params) != len(params):
             raise ValueError("EMA.update got a model with a different set of parameters")
-        torch._foreach_lerp_(ema_params, params, 1.0 - self.decay_at(step))
+        rate = 1.0 - self.decay_at(step)
+        weight = rate if skip is None else (1 - skip.to(ema_params[0].dtype)) * rate
+        torch._foreach_lerp_(ema_params, params, weight)
         for ema_buf, buf in zip(self.module.buffers(), model.buffers()):
             ema_buf.copy_(buf)
 

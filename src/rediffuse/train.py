@@ -456,7 +456,7 @@ def train_step(state: TrainState, config: TrainConfig, x0: Tensor, sigma: Tensor
     grad_norm = torch.nn.utils.clip_grad_norm_(state.net.parameters(), config.grad_clip or math.inf)
     bad = world.max_((~(torch.isfinite(loss) & torch.isfinite(grad_norm))).float())
     step_unless(state.optimizer, bad)
-    state.ema.update(state.net, state.step)
+    state.ema.update(state.net, state.step, skip=bad)
     state.step += 1
     return loss.detach(), grad_norm, bad
 

@@ -45,12 +45,12 @@ def poison_loss(monkeypatch, first_bad: int) -> None:
 
 
 def record_weights(monkeypatch) -> list[list[torch.Tensor]]:
-    """After every step, a copy of the network's parameters (index k: after step k)."""
+    """After every step, a copy of the network's and the EMA's parameters (index k: after step k)."""
     real, snapshots = train_module.train_step, []
 
     def step(state, *args, **kwargs):
         out = real(state, *args, **kwargs)
-        snapshots.append([p.detach().clone() for p in state.net.parameters()])
+        snapshots.append([p.detach().clone() for p in [*state.net.parameters(), *state.ema.module.parameters()]])
         return out
 
     monkeypatch.setattr(train_module, "train_step", step)
@@ -68,7 +68,7 @@ def test_bad_steps_are_skipped_and_counted(tmp_path, monkeypatch, grad_clip):
     records = log_records(tmp_path)
     assert [r["skipped"] for r in records] == [int(k in bad) for k in range(12)]
     assert all(("loss" in r) == (not r["skipped"]) for r in records)  # a skipped step's NaN is not logged
-    for k in bad:  # the update of a bad step never happened
+    for k in bad:  # the update of a bad step never happened, to the weights or to their EMA
         assert all(torch.equal(a, b) for a, b in zip(weights[k - 1], weights[k]))
     ck = checkpoint.load(result.checkpoint)
     assert checkpoint.nonfinite(ck.tensors) is None
