@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from rediffuse.nets import NoiseEmbedding, UNet2D, sinusoidal_embedding
+from rediffuse.nets.unet2d import Upsample, nearest2x_conv3x3
 
 SMALL = dict(channels=16, channel_mults=(1, 2), num_res_blocks=1, image_size=8)
 
@@ -135,3 +136,29 @@ def test_clear_errors_for_bad_sizes():
         UNet2D(channels=8, channel_mults=(1, 2), image_size=8, attn_resolutions=(5,))
     with pytest.raises(ValueError, match="c_noise"):
         model(torch.randn(2, 1, 32, 32), torch.zeros(3))
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 4, 4), (3, 4, 5, 9), (1, 3, 1, 1), (2, 6, 7, 7)])
+def test_low_resolution_upsample_conv_is_the_direct_form(shape):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(7, shape[1], 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(7, generator=g, dtype=torch.float64, requires_grad=True)
+    direct = torch.nn.functional.conv2d(torch.nn.functional.interpolate(x, scale_factor=2.0, mode="nearest"), w, b,
+                                        padding=1)
+    fast = nearest2x_conv3x3(x, w, b)
+    torch.testing.assert_close(fast, direct, rtol=0, atol=1e-12)
+    grad = torch.randn(direct.shape, generator=g, dtype=torch.float64)
+    for a, c in zip(torch.autograd.grad(fast, (x, w, b), grad), torch.autograd.grad(direct, (x, w, b), grad)):
+        torch.testing.assert_close(a, c, rtol=0, atol=1e-11)
+    cl = nearest2x_conv3x3(x.detach().contiguous(memory_format=torch.channels_last), w.detach(), b.detach())
+    torch.testing.assert_close(cl, direct.detach())
+
+
+def test_unet_output_does_not_depend_on_the_upsample_path(monkeypatch):
+    model = UNet2D(channels=8, channel_mults=(1, 2, 2), attn_resolutions=(7,), image_size=28).double()
+    _perturb(model)
+    x, t = torch.randn(2, 1, 28, 28, dtype=torch.float64), torch.rand(2, dtype=torch.float64)
+    fast = model(x, t)
+    monkeypatch.setattr(Upsample, "PHASE_MIN_SIZE", 10**6)  # the direct nearest-upsample-then-conv form
+    torch.testing.assert_close(fast, model(x, t), rtol=0, atol=1e-12)

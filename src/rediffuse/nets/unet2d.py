@@ -100,8 +100,45 @@ class Downsample(nn.Module):
         return self.conv(x)
 
 
+def _phase_taps(weight: Tensor, dim: int) -> tuple[Tensor, Tensor]:
+    """The 2-tap kernels that a 3-tap axis of ``weight`` becomes on each phase of a nearest-2x upsampling.
+
+    Output row 2i reads upsampled rows 2i-1, 2i, 2i+1 = input rows i-1, i, i; output row 2i+1 reads
+    input rows i, i, i+1. So phase 0 applies taps (w0, w1+w2) to rows (i-1, i), phase 1 (w0+w1, w2) to (i, i+1).
+    """
+    t0, t1, t2 = weight.unbind(dim)
+    return torch.stack([t0, t1 + t2], dim), torch.stack([t0 + t1, t2], dim)
+
+
+def nearest2x_conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``conv3x3(nearest_upsample_2x(x))`` (padding 1) computed at the resolution of x.
+
+    The same function as the direct form, to float rounding, but each output pixel needs 4 taps
+    instead of 9: one 2x2 convolution with 4x the output channels (one group per phase) over x,
+    whose phases are then interleaved. That is 16 / 36 of the multiply-adds (plus a border row).
+    """
+    b, _, h, w = x.shape
+    o = weight.shape[0]
+    kernels = [col for row in _phase_taps(weight, 2) for col in _phase_taps(row, 3)]  # phases 00, 01, 10, 11
+    y = F.conv2d(x, torch.cat(kernels), None if bias is None else bias.repeat(4), padding=1)
+    y = y.view(b, 2, 2, o, h + 1, w + 1)  # window (r, s) starts at input (r-1, s-1): phase (a, c) -> r = i+a, s = j+c
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    out = torch.empty((b, o, 2 * h, 2 * w), dtype=y.dtype, device=y.device,
+                      memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    for a in (0, 1):
+        for c in (0, 1):
+            out[:, :, a::2, c::2] = y[:, a, c, :, a:a + h, c:c + w]
+    return out
+
+
 class Upsample(nn.Module):
-    """Double the spatial size: nearest-neighbour upsampling then a 3x3 convolution."""
+    """Double the spatial size: nearest-neighbour upsampling then a 3x3 convolution.
+
+    On CPU, inputs of at least ``PHASE_MIN_SIZE`` pixels a side take the equivalent low-resolution
+    form `nearest2x_conv3x3` (the same weights and function, 16/36 of the multiply-adds).
+    """
+
+    PHASE_MIN_SIZE = 4  # below this the 2x2 convolution's border overhead outweighs the saving
 
     def __init__(self, ch: int) -> None:
         super().__init__()
@@ -109,6 +146,8 @@ class Upsample(nn.Module):
 
     def forward(self, x: Tensor, emb: Tensor | None = None) -> Tensor:
         """Upsample x [B, C, H, W] to [B, C, 2H, 2W]."""
+        if x.device.type == "cpu" and min(x.shape[-2:]) >= self.PHASE_MIN_SIZE:
+            return nearest2x_conv3x3(x, self.conv.weight, self.conv.bias)
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
