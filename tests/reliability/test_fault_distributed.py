@@ -107,3 +107,23 @@ def test_ranks_slice_one_global_batch():
         sliced = [p.get(step, schedule) for p in parts]
         for i, tensor in enumerate((x0, sigma, noise)):
             assert torch.equal(tensor, torch.cat([s[i] for s in sliced]))
+
+
+@pytest.mark.slow
+def test_two_process_eval_equals_one_process(tmp_path, monkeypatch):
+    """`torchrun ... eval`: the ranks split the sample batches; samples and metrics equal one process's."""
+    import json
+    import shutil
+
+    monkeypatch.setenv("REDIFFUSE_CACHE", str(tmp_path / "cache"))  # children inherit it
+    one = tmp_path / "one"
+    assert main(["demo", "--out", str(one), "--steps", "3"]) == 0
+    two = tmp_path / "two"
+    shutil.copytree(one, two)
+    argv = ["-n", "80", "--batch-size", "20", "--steps", "3", "--metrics", "fd,prdc,acc"]
+    assert main(["eval", str(one), *argv]) == 0  # trains and caches the classifier first
+    run(torchrun(2, "eval", str(two), *argv))
+    samples = [np.load(next((r / "eval").glob("samples-*.npz")))["samples"] for r in (one, two)]
+    assert np.array_equal(samples[0], samples[1])
+    reports = [json.loads((r / "eval" / "eval.json").read_text())["samples"] for r in (one, two)]
+    assert reports[0] == pytest.approx(reports[1], rel=1e-9)
