@@ -12,7 +12,7 @@ import math
 
 from torch import Tensor
 
-from .common import Callback, Denoiser, Generator, call, grid, noise_like, report
+from .common import Callback, Denoiser, Generator, noise_like, observed, steps
 
 
 def ancestral_step(sigma: float, sigma_next: float, eta: float = 1.0) -> tuple[float, float]:
@@ -27,10 +27,8 @@ def sample_ddim(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, generator: Gen
                 callback: Callback | None = None, cond: Tensor | None = None, eta: float = 0.0,
                 s_noise: float = 1.0) -> Tensor:
     """DDIM with stochasticity eta (Song et al. 2021): x' = D + sigma_down eps_hat + sigma_up z."""
-    s = grid(sigmas)
-    for i, (sigma, sigma_next) in enumerate(zip(s, s[1:])):
-        denoised = call(denoiser, x, sigma, cond)
-        report(callback, i, x, sigma, sigma_next, denoised)
+    for i, sigma, sigma_next in steps(sigmas):
+        denoised = observed(denoiser, x, i, sigma, sigma_next, cond, callback)
         sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
         x = denoised + (sigma_down / sigma) * (x - denoised)
         if sigma_up > 0:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -42,3 +42,19 @@ def report(callback: Callback | None, i: int, x: Tensor, sigma: float, sigma_nex
     """Send one step's state to the callback, if any."""
     if callback is not None:
         callback({"i": i, "x": x, "sigma": sigma, "sigma_next": sigma_next, "denoised": denoised})
+
+
+def steps(sigmas: Tensor | Sequence[float], skip_repeats: bool = False) -> Iterator[tuple[int, float, float]]:
+    """(i, sigma, sigma_next) for each step of a validated grid; optionally without zero-length steps."""
+    s = grid(sigmas)
+    for i, (sigma, sigma_next) in enumerate(zip(s, s[1:])):
+        if not (skip_repeats and sigma_next == sigma):
+            yield i, sigma, sigma_next
+
+
+def observed(denoiser: Denoiser, x: Tensor, i: int, sigma: float, sigma_next: float, cond: Tensor | None,
+             callback: Callback | None) -> Tensor:
+    """D(x, sigma), also reported to the callback as step i."""
+    denoised = call(denoiser, x, sigma, cond)
+    report(callback, i, x, sigma, sigma_next, denoised)
+    return denoised

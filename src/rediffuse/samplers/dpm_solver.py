@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 from torch import Tensor
 
-from .common import Callback, Denoiser, Generator, call, grid, noise_like, report
+from .common import Callback, Denoiser, Generator, call, noise_like, observed, steps
 from .multistep import combine, interp_weights, push
 
 Weights = Callable[[Sequence[float], float], list[float]]
@@ -62,14 +62,10 @@ def exp_multistep(denoiser: Denoiser, x: Tensor, sigmas: Tensor, order: int, wei
     of DPM-Solver++ (as k-diffusion's sample_dpmpp_2m_sde and diffusers' sde-dpmsolver++): the linear part
     decays at rate 1 + eta and fresh noise of std sigma_next sqrt(1 - e^(-2 eta h)) makes up the variance.
     """
-    s = grid(sigmas)
     lams: list[float] = []
     ds: list[Tensor] = []
-    for i, (sigma, sigma_next) in enumerate(zip(s, s[1:])):
-        if sigma_next == sigma:  # a zero-length step: nothing to do, and no repeated node in the history
-            continue
-        denoised = call(denoiser, x, sigma, cond)
-        report(callback, i, x, sigma, sigma_next, denoised)
+    for i, sigma, sigma_next in steps(sigmas, skip_repeats=True):  # no repeated history nodes
+        denoised = observed(denoiser, x, i, sigma, sigma_next, cond, callback)
         push(lams, -math.log(sigma), order)
         push(ds, denoised, order)
         if sigma_next == 0:
@@ -111,10 +107,8 @@ def sample_dpmpp_3m(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, generator:
 def sample_dpmpp_2s(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, generator: Generator = None,
                     callback: Callback | None = None, cond: Tensor | None = None, r: float = 0.5) -> Tensor:
     """DPM-Solver++(2S): a first-order step to lambda + r h, then the midpoint update; 2N NFE (2N-1 to 0)."""
-    s = grid(sigmas)
-    for i, (sigma, sigma_next) in enumerate(zip(s, s[1:])):
-        denoised = call(denoiser, x, sigma, cond)
-        report(callback, i, x, sigma, sigma_next, denoised)
+    for i, sigma, sigma_next in steps(sigmas):
+        denoised = observed(denoiser, x, i, sigma, sigma_next, cond, callback)
         if sigma_next == 0:
             x = denoised
             continue

@@ -6,16 +6,14 @@ import math
 
 from torch import Tensor
 
-from .common import Callback, Denoiser, Generator, call, grid, noise_like, report
+from .common import Callback, Denoiser, Generator, call, grid, noise_like, observed, report, steps
 
 
 def sample_euler(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, generator: Generator = None,
                  callback: Callback | None = None, cond: Tensor | None = None) -> Tensor:
     """Euler's method on the probability-flow ODE (equal to DDIM with eta=0; Song et al. 2021)."""
-    s = grid(sigmas)
-    for i, (sigma, sigma_next) in enumerate(zip(s, s[1:])):
-        denoised = call(denoiser, x, sigma, cond)
-        report(callback, i, x, sigma, sigma_next, denoised)
+    for i, sigma, sigma_next in steps(sigmas):
+        denoised = observed(denoiser, x, i, sigma, sigma_next, cond, callback)
         x = denoised + (sigma_next / sigma) * (x - denoised)
     return x
 

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 from torch import Tensor
 
-from .common import Callback, Denoiser, Generator, call, grid, report
+from .common import Callback, Denoiser, Generator, observed, steps
 
 # Equal-step Adams-Bashforth coefficients, newest slope first (orders 1 to 4).
 ADAMS_BASHFORTH = ((1.0,), (3 / 2, -1 / 2), (23 / 12, -16 / 12, 5 / 12), (55 / 24, -59 / 24, 37 / 24, -9 / 24))
@@ -53,14 +53,10 @@ def _sigma_multistep(denoiser: Denoiser, x: Tensor, sigmas: Tensor, order: int, 
     """Adams-Bashforth in sigma with lower orders while the history fills up."""
     if not 1 <= order <= (4 if fixed else 8):
         raise ValueError(f"order must be between 1 and {4 if fixed else 8}, got {order}")
-    s = grid(sigmas)
     ts: list[float] = []
     ds: list[Tensor] = []
-    for i, (sigma, sigma_next) in enumerate(zip(s, s[1:])):
-        if sigma_next == sigma:  # a zero-length step: nothing to do, and no repeated node in the history
-            continue
-        denoised = call(denoiser, x, sigma, cond)
-        report(callback, i, x, sigma, sigma_next, denoised)
+    for i, sigma, sigma_next in steps(sigmas, skip_repeats=True):  # no repeated history nodes
+        denoised = observed(denoiser, x, i, sigma, sigma_next, cond, callback)
         push(ts, sigma, order)
         push(ds, (x - denoised) / sigma, order)
         dt = sigma_next - sigma

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import Tensor
 
-from .common import Callback, Denoiser, Generator, call, grid, noise_like, report
+from .common import Callback, Denoiser, Generator, call, noise_like, observed, steps
 from .multistep import combine
 
 
@@ -44,10 +44,8 @@ def sample_euler_maruyama(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, gene
     The step to sigma = 0 returns D (Tweedie's denoising step). NFE: N + corrector_steps * (number of
     steps whose target sigma is > 0), so N + corrector_steps * (N - 1) on a grid ending in 0.
     """
-    s = grid(sigmas)
-    for i, (sigma, sigma_next) in enumerate(zip(s, s[1:])):
-        denoised = call(denoiser, x, sigma, cond)
-        report(callback, i, x, sigma, sigma_next, denoised)
+    for i, sigma, sigma_next in steps(sigmas):
+        denoised = observed(denoiser, x, i, sigma, sigma_next, cond, callback)
         if sigma_next == 0:
             x = denoised
             continue

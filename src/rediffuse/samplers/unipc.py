@@ -17,7 +17,7 @@ from typing import Sequence
 
 from torch import Tensor
 
-from .common import Callback, Denoiser, Generator, call, grid, report
+from .common import Callback, Denoiser, Generator, observed, steps
 from .dpm_solver import exp_adams_weights, psi, two_point_weights
 from .multistep import combine, push
 
@@ -38,15 +38,11 @@ def sample_unipc(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, generator: Ge
         raise ValueError(f"UniPC order must be 1, 2 or 3, got {order}")
     if variant not in ("bh1", "bh2"):
         raise ValueError(f"UniPC variant must be 'bh1' or 'bh2', got {variant!r}")
-    s = grid(sigmas)
     lams: list[float] = []
     ds: list[Tensor] = []
     last = None  # (x_i, e^-h, h, nodes) of the step just taken, for the corrector
-    for i, (sigma, sigma_next) in enumerate(zip(s, s[1:])):
-        if sigma_next == sigma:  # a zero-length step: nothing to do, and no repeated node in the history
-            continue
-        denoised = call(denoiser, x, sigma, cond)
-        report(callback, i, x, sigma, sigma_next, denoised)
+    for i, sigma, sigma_next in steps(sigmas, skip_repeats=True):  # no repeated history nodes
+        denoised = observed(denoiser, x, i, sigma, sigma_next, cond, callback)
         if last is not None and sigma_next > 0:
             x_prev, decay, h_prev, nodes = last
             x = combine(decay, x_prev, unipc_weights([*nodes, 1.0], h_prev, variant), [*ds, denoised])
