@@ -90,7 +90,7 @@ def test_training_is_deterministic_and_leaves_global_state():
 
 def test_split_rules():
     digits = load_split("digits")
-    assert (len(digits.train_x), len(digits.heldout_x)) == (1500, 297)
+    assert (len(digits.train_x), len(digits.heldout_x)) == (1437, 360)
     with pytest.raises(ValueError, match="data_path"):
         load_split("mnist")
     with pytest.raises(ValueError, match="kind"):
@@ -133,7 +133,7 @@ def test_digits_classifier_accuracy(digits_cache):
     print(f"digits held-out accuracy {acc:.4f}, trained in {seconds:.1f} s")
     assert acc >= REQUIRED_ACCURACY["digits"] == 0.97
     assert meta["heldout_accuracy"] == pytest.approx(acc)
-    assert meta["fingerprint"] == split.fingerprint and meta["n_heldout"] == 297
+    assert meta["fingerprint"] == split.fingerprint and meta["n_heldout"] == 360
 
 
 def _forbid_training(*args, **kwargs):
