@@ -216,3 +216,15 @@ def test_cfg_denoiser():
     torch.testing.assert_close(cfg_denoiser(d, 0.0)(x, 0.5, c), x)
     torch.testing.assert_close(cfg_denoiser(d, 3.0)(x, torch.full((4,), 0.5), c), x + 3 * (d(x, 0.5, c) - x))
     torch.testing.assert_close(cfg_denoiser(d, 3.0)(x, 0.5), x)
+
+
+
+def test_train_accepts_holdout_parts(tmp_path):
+    from rediffuse.train import TrainConfig, build_data, run_info
+
+    run = tmp_path / "part"
+    assert main(["train", "--data", "digits@train", "--out", str(run), "--steps", "2", "--batch-size", "8",
+                 "--net-kwargs", '{"channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1}', "--no-progress"]) == 0
+    assert list(run_info(run)["data"]["shape"]) == [1, 8, 8]
+    assert len(build_data(TrainConfig(data="digits@train")).x) == 1437
+    assert len(build_data(TrainConfig(data="digits@heldout")).x) == 360

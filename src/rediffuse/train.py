@@ -257,7 +257,8 @@ def _load_data(config: TrainConfig) -> Data:
         return Data(toy2d.points_dataset(config.data, config.num_points, generator), None, "points")
     from rediffuse.data.images import load_images
 
-    if ":" not in config.data and config.data != "digits" and not Path(config.data).exists():
+    base = config.data.rpartition("@")[0] if config.data.endswith(("@train", "@heldout")) else config.data
+    if ":" not in base and base != "digits" and not Path(base).exists():
         raise ConfigError(f"unknown data {config.data!r}; use a points set ({', '.join(toy2d.TOY2D)}, ...), "
                           "a .npy/.csv of points, or images (digits, mnist:PATH, folder:PATH, a .npz file)")
     images = load_images(config.data, size=config.image_size)
