@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from rediffuse import samplers, sampling
+from rediffuse import sampling
 from rediffuse.schedules import Schedule
 
 
@@ -177,18 +177,6 @@ def _to_cpu(info: dict[str, Any]) -> dict[str, Any]:
     return {k: v.detach().cpu() if isinstance(v, Tensor) else v for k, v in info.items()}
 
 
-def _sample_batch(denoiser: Callable[..., Tensor], schedule: Schedule, shape: Sequence[int], idx: list[int],
-                  sigmas: Tensor, sampler: str, seed: int, cond: Tensor | None, device: torch.device | str,
-                  callback: Callable | None, options: dict[str, Any]) -> Tensor:
-    """Samples idx (a batch of consecutive indices), exactly as `sampling.generate` draws that batch."""
-    gens = sampling.sample_generators(seed, idx, device)
-    x = sampling.prior(schedule, float(sigmas[0]), (len(idx), *shape), gens, device)
-    opts = dict(options)
-    if cond is not None:
-        opts["cond"] = cond[idx[0]: idx[-1] + 1].to(device)
-    return samplers.sample(denoiser, x, sigmas, sampler, generator=gens, callback=callback, **opts)
-
-
 def generate(denoiser: Callable[..., Tensor], schedule: Schedule, shape: Sequence[int], *, n: int,
              sampler: str = "heun", steps: int = 20, spacing: str = "default", seed: int = 0,
              batch_size: int = 256, cond: Tensor | None = None, device: torch.device | str = "cpu",
@@ -213,8 +201,8 @@ def generate(denoiser: Callable[..., Tensor], schedule: Schedule, shape: Sequenc
     with torch.no_grad():
         for b in world.block(len(starts)):
             idx = list(range(starts[b], min(n, starts[b] + batch_size)))
-            mine.append(_sample_batch(denoiser, schedule, shape, idx, sigmas, sampler, seed, cond, device, record,
-                                      options).cpu())
+            mine.append(sampling.sample_batch(denoiser, schedule, shape, idx, sigmas, sampler, seed, cond, device,
+                                              record, **options).cpu())
             if progress is not None:
                 progress(len(idx))
     parts = world.gather((mine, records))

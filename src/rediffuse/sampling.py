@@ -25,6 +25,18 @@ def prior(schedule: Schedule, sigma_max: float, shape: Sequence[int],
 
 
 @torch.no_grad()
+def sample_batch(denoiser: Callable[..., Tensor], schedule: Schedule, shape: Sequence[int], idx: Sequence[int],
+                 sigmas: Tensor, sampler: str, seed: int, cond: Tensor | None, device: torch.device | str,
+                 callback: Callable | None = None, **options) -> Tensor:
+    """Samples idx (consecutive indices), each from its own (seed, index) generator."""
+    gens = sample_generators(seed, idx, device)
+    x = prior(schedule, float(sigmas[0]), (len(idx), *shape), gens, device)
+    if cond is not None:
+        options["cond"] = cond[idx[0]: idx[-1] + 1].to(device)
+    return samplers.sample(denoiser, x, sigmas, sampler, generator=gens, callback=callback, **options)
+
+
+@torch.no_grad()
 def generate(denoiser: Callable[..., Tensor], schedule: Schedule, shape: Sequence[int], *, n: int,
              sampler: str = "heun", steps: int = 20, spacing: str = "default", seed: int = 0,
              batch_size: int = 256, cond: Tensor | None = None, device: torch.device | str = "cpu",
@@ -35,13 +47,8 @@ def generate(denoiser: Callable[..., Tensor], schedule: Schedule, shape: Sequenc
     out = []
     for start in range(0, n, batch_size):
         idx = list(range(start, min(n, start + batch_size)))
-        gens = sample_generators(seed, idx, device)
-        x = prior(schedule, float(sigmas[0]), (len(idx), *shape), gens, device)
-        c = None if cond is None else cond[idx[0]: idx[-1] + 1].to(device)
-        opts = dict(options)
-        if c is not None:
-            opts["cond"] = c
-        out.append(samplers.sample(denoiser, x, sigmas, sampler, generator=gens, callback=callback, **opts))
+        out.append(sample_batch(denoiser, schedule, shape, idx, sigmas, sampler, seed, cond, device, callback,
+                                **options))
         if progress is not None:
             progress(len(idx))
     return torch.cat(out)
