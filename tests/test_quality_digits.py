@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from rediffuse import sampling
-from rediffuse.cli import DEMOS
+from rediffuse.presets import PRESETS as DEMOS
 from rediffuse.features import classify, load_or_train_classifier
 from rediffuse.train import TrainConfig, load_run, train
 

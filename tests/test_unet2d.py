@@ -162,3 +162,20 @@ def test_unet_output_does_not_depend_on_the_upsample_path(monkeypatch):
     fast = model(x, t)
     monkeypatch.setattr(Upsample, "PHASE_MIN_SIZE", 10**6)  # the direct nearest-upsample-then-conv form
     torch.testing.assert_close(fast, model(x, t), rtol=0, atol=1e-12)
+
+
+def test_patch_size_is_the_plain_unet_on_folded_patches():
+    kwargs = dict(channels=12, channel_mults=(1, 2), attn_resolutions=(4,), num_classes=3)
+    patched = UNet2D(in_channels=2, patch_size=2, image_size=16, **kwargs)
+    _perturb(patched)
+    plain = UNet2D(in_channels=8, image_size=8, **kwargs)  # 2 channels x 2 x 2 patch pixels
+    plain.load_state_dict(patched.state_dict())
+    x, t, y = torch.randn(3, 2, 16, 16), torch.rand(3), torch.tensor([0, 2, -1])
+    expected = torch.nn.functional.pixel_shuffle(plain(torch.nn.functional.pixel_unshuffle(x, 2), t, y), 2)
+    torch.testing.assert_close(patched(x, t, y), expected, rtol=0, atol=0)
+    assert patched(x, t, y).shape == x.shape
+    assert UNet2D.from_config(json.loads(json.dumps(patched.config()))).config()["patch_size"] == 2
+    with pytest.raises(ValueError, match=r"2x2 patches and halves it 1 times.*multiples of 4; got 18x18.*20x20"):
+        patched(torch.randn(1, 2, 18, 18), torch.zeros(1))
+    with pytest.raises(ValueError, match="image_size 14 cannot be cut into 4x4 patches"):
+        UNet2D(patch_size=4, image_size=14, channel_mults=(1,))

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from rediffuse import checkpoint, cli_eval, cli_samplers, distributed, samplers, sampling, schedules, viz
 from rediffuse.guidance import cfg_denoiser
+from rediffuse.presets import PRESETS, SAMPLING, preset
 from rediffuse.tuned_grids import load_grid
 from rediffuse.train import (ConfigError, TrainConfig, TrainResult, build_data, load_run, resolve_device, run_info,
                              saved_config, train)
@@ -102,6 +103,8 @@ def build_parser() -> _Parser:
 
     train_p = verbs.add_parser("train", parents=[common], help="train a model (points or images)",
                                description="Train a diffusion model; flags override the --config TOML file.")
+    train_p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                         help="start from a named recipe (the --config file and flags override it)")
     train_p.add_argument("--config", type=Path, metavar="TOML", help="TOML file of config keys (flags override)")
     train_p.add_argument("--resume", action="store_true",
                          help="continue the run in --out from its newest checkpoint")
@@ -161,7 +164,7 @@ def load_toml(path: Path) -> dict[str, Any]:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """Defaults, then (with --resume) the run's saved config, then the TOML file, then the flags."""
+    """Defaults, then (with --resume) the run's saved config, then the preset, the TOML file and the flags."""
     names = [f.name for f in dataclasses.fields(TrainConfig)]
     from_file = load_toml(args.config) if args.config else {}
     flags = {k: getattr(args, k) for k in names if hasattr(args, k)}
@@ -172,6 +175,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     saved = saved_config(out) if args.resume else None
     if saved is not None:
         values.update(saved.to_dict())
+    if getattr(args, "preset", None):
+        values.update(preset(args.preset))
     try:
         TrainConfig.from_dict(from_file)  # names an unknown or mistyped key of the file
     except ConfigError as err:
@@ -192,9 +197,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     return INTERRUPTED if result.stopped == "interrupted" else 0
 
 
+def _is_images(config: TrainConfig) -> bool:
+    return run_info(config.out)["data"]["kind"] == "images"
+
+
 def _report_training(result: TrainResult, config: TrainConfig) -> None:
     why = {"done": "finished", "time": "stopped at the time budget", "interrupted": "interrupted"}[result.stopped]
-    print(f"{why} at step {result.step}; checkpoint {result.checkpoint}")
+    unit = "images" if _is_images(config) else "points"
+    print(f"{why} at step {result.step}; checkpoint {result.checkpoint} ({result.samples_per_s:.0f} {unit}/s)")
     if result.stopped != "done":
         print(f"continue with: {PROG} train --out {config.out} --resume")
 
@@ -329,23 +339,11 @@ def sample_images(denoiser: Any, schedule: schedules.Schedule, shape: Sequence[i
 # -------------------------------------------------------------------------------------------- demo
 
 
-DEMOS: dict[str, dict[str, Any]] = {
-    # class-conditional UNet on scikit-learn's 8x8 digits: about 3.5 minutes on 2 quiet CPU cores (~800 img/s)
-    "digits": dict(data="digits", net="unet", conditional=True, label_dropout=0.1, steps=1300, batch_size=128,
-                   lr=2e-3, lr_schedule="cosine", warmup_steps=100, ema_decay=0.999, schedule="edm",
-                   parameterization="edm", weighting="edm", log_every=100, checkpoint_every=500,
-                   net_kwargs={"channels": 32, "channel_mults": [1, 2, 2], "num_res_blocks": 1,
-                               "attn_resolutions": [4], "dropout": 0.1}),
-    # an MLP on 2-D moons: about 30 seconds
-    "moons": dict(data="moons", steps=1500, batch_size=512, lr=3e-3, warmup_steps=50, ema_decay=0.99, net="mlp",
-                  net_kwargs={"hidden": 128, "depth": 3, "emb_dim": 64}, schedule="edm", parameterization="edm",
-                  weighting="edm", log_every=100, checkpoint_every=500),
-}
-DEMO_SAMPLING = dict(sampler="heun", steps=18, spacing="default", seed=0)
+DEMOS = ("digits", "moons")  # presets that `rediffuse demo --data NAME` trains, samples and pictures
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    recipe = DEMOS[args.data]
+    recipe = preset(args.data)
     steps = args.steps if args.steps is not None else recipe["steps"]
     config = TrainConfig.from_dict({**recipe, "steps": steps, "out": str(args.out), "device": args.device})
     print(f"training {config.net} on {config.data} for {config.steps} steps in {args.out} ...")
@@ -357,12 +355,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     denoiser, schedule, _ = load_run(args.out, device=resolve_device(args.device))
     info = run_info(args.out)
     if info["data"]["kind"] == "points":
-        options = dict(n=4000, batch_size=4000, cond=None, device=args.device, **DEMO_SAMPLING)
+        options = dict(n=4000, batch_size=4000, cond=None, device=args.device, **SAMPLING[args.data])
         written = sample_points(denoiser, schedule, [2], config, args.out / "samples.npy", None, options)
     else:
         classes = info["data"]["num_classes"]
         cond = torch.arange(10 * classes) // 10  # one row of ten per class
-        options = dict(n=len(cond), batch_size=len(cond), cond=cond, device=args.device, **DEMO_SAMPLING)
+        options = dict(n=len(cond), batch_size=len(cond), cond=cond, device=args.device, **SAMPLING[args.data])
         written = sample_images(denoiser, schedule, info["data"]["shape"], config, args.out / "samples.png",
                                 args.out / "trajectory.gif", options)
     print(f"done in {time.perf_counter() - started:.0f} s; wrote:")

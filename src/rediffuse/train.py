@@ -27,7 +27,7 @@ import tokenize
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -92,10 +92,13 @@ class TrainConfig:
     seed: int = _opt(0, "seed of the data set, initial weights, data order and noise")
     device: str = _opt("cpu", "device: cpu, cuda, cuda:N")
     checkpoint_every: int = _opt(1000, "save a checkpoint every N steps (and at the end)")
+    checkpoint_minutes: float | None = _opt(None, "also save a checkpoint every M minutes of training time")
     keep_last: int = _opt(3, "keep the newest K checkpoints")
     log_every: int = _opt(100, "log the mean loss every N steps")
     sample_every: int = _opt(0, "image runs: write a grid of EMA samples every N steps (0 = off)")
-    minutes: float | None = _opt(None, "time budget: stop cleanly with a checkpoint after M minutes")
+    minutes: float | None = _opt(None, "time budget: stop cleanly with a checkpoint after M minutes of training "
+                                       "in all (a resumed run counts its earlier time); a cosine learning rate "
+                                       "then decays over the budget or the steps, whichever ends first")
     max_bad_steps: int = _opt(20, "stop after this many steps in a row with a non-finite loss or gradient "
                                   "(each such step is skipped)")
     progress: bool = _opt(True, "show a progress bar on a terminal")
@@ -175,7 +178,9 @@ def validate(config: TrainConfig) -> None:
     need(config.weight_decay >= 0 and config.grad_clip >= 0, "weight_decay and grad_clip must be >= 0")
     need(0 <= config.label_dropout < 1, f"label_dropout must be in [0, 1), got {config.label_dropout}")
     need(0 <= config.ema_decay < 1, f"ema_decay must be in [0, 1), got {config.ema_decay}")
-    need(config.minutes is None or 0 < config.minutes < math.inf, f"minutes must be positive, got {config.minutes}")
+    for name in ("minutes", "checkpoint_minutes"):
+        value = getattr(config, name)
+        need(value is None or 0 < value < math.inf, f"{name} must be a positive number, got {value}")
     need(config.image_size is None or config.image_size >= 1, "image_size must be a positive integer")
     need(isinstance(config.net_kwargs, dict) and isinstance(config.schedule_kwargs, dict),
          "net_kwargs and schedule_kwargs must be tables (dicts)")
@@ -417,20 +422,25 @@ class TrainState:
 
 @dataclass
 class TrainResult:
-    """How a run ended: folder, final step, last checkpoint, and why it stopped ('done', 'time', 'interrupted')."""
+    """How a run ended: folder, final step, last checkpoint, why it stopped ('done', 'time', 'interrupted') and
+    this session's training throughput (examples per second of wall time, checkpoints and logs included)."""
 
     out: Path
     step: int
     checkpoint: Path
     stopped: str
+    samples_per_s: float = 0.0
 
 
-def learning_rate(config: TrainConfig, step: int) -> float:
-    """The learning rate at a (0-based) step: linear warmup, then constant or cosine decay."""
+def learning_rate(config: TrainConfig, step: int, elapsed: float = 0.0) -> float:
+    """The learning rate at a (0-based) step after `elapsed` seconds of training: linear warmup, then constant
+    or cosine decay (over the steps after warmup, or over the time budget if that ends sooner)."""
     if step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
     if config.lr_schedule == "cosine":
         progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+        if config.minutes is not None:
+            progress = max(progress, elapsed / (60 * config.minutes))
         return config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
     return config.lr
 
@@ -689,8 +699,9 @@ def _train(config: TrainConfig, resume: bool, world: World) -> TrainResult:
         out.mkdir(parents=True, exist_ok=True)
         checkpoint.remove_stale_temp(out)
         checkpoint.atomic_write(out / "config.json", json.dumps(config.to_dict(), indent=1).encode())
-    first_step = state.step
+    first_step, started = state.step, time.monotonic()
     stopped = _loop(state, config, data, device, out, world)
+    rate = (state.step - first_step) * config.batch_size / max(time.monotonic() - started, 1e-9)
     path = ck.path if ck is not None and state.step == first_step else checkpoint.checkpoint_dir(out, state.step)
     if world.is_main:
         if ck is None or state.step != first_step:
@@ -698,15 +709,17 @@ def _train(config: TrainConfig, resume: bool, world: World) -> TrainResult:
         if (out / "log.jsonl").exists():
             viz.loss_curve_png(out / "loss.png", out / "log.jsonl")
     world.barrier()
-    return TrainResult(out, state.step, path, stopped)
+    return TrainResult(out, state.step, path, stopped, rate)
 
 
 class _Clock:
     """Training time of the run: the elapsed time restored from the checkpoint plus this session's."""
 
-    def __init__(self, state: TrainState, minutes: float | None) -> None:
+    def __init__(self, state: TrainState, minutes: float | None, every_minutes: float | None) -> None:
         self.state, self.start, self.base = state, time.monotonic(), state.elapsed
-        self.deadline = None if minutes is None else self.start + 60 * minutes
+        self.budget = None if minutes is None else 60 * minutes
+        self.every = None if every_minutes is None else 60 * every_minutes
+        self.next_save = None if self.every is None else (math.floor(self.base / self.every) + 1) * self.every
 
     def tick(self) -> float:
         """Update and return state.elapsed."""
@@ -714,7 +727,15 @@ class _Clock:
         return self.state.elapsed
 
     def out_of_time(self) -> bool:
-        return self.deadline is not None and time.monotonic() >= self.deadline
+        """Whether the run's time budget (counting earlier sessions) is spent."""
+        return self.budget is not None and self.tick() >= self.budget
+
+    def save_due(self) -> bool:
+        """Whether a timed checkpoint is due (each is due once, every `checkpoint_minutes`)."""
+        if self.next_save is None or self.tick() < self.next_save:
+            return False
+        self.next_save = (math.floor(self.state.elapsed / self.every) + 1) * self.every
+        return True
 
 
 class _Window:
@@ -817,8 +838,16 @@ def _halt_if_unhealthy(guard: BadSteps, log: _Log, state: TrainState, config: Tr
                        out: Path) -> None:
     """Raise NonFiniteError (after logging the open window) if a streak of bad steps reached the limit."""
     if guard.tripped():
-        log.flush(state.step, learning_rate(config, state.step - 1), clock.tick())
+        log.flush(state.step, learning_rate(config, state.step - 1, clock.tick()), clock.tick())
         raise guard.error(state.step, out)
+
+
+def _agree(decide: Callable[[], bool], step: int, config: TrainConfig, world: World, device: torch.device) -> bool:
+    """A time-dependent decision every rank takes together: alone at every step, several ranks at log steps
+    only (where any rank's True wins)."""
+    if world.size == 1:
+        return decide()
+    return step % config.log_every == 0 and bool(world.max_(torch.tensor(int(decide()), device=device)))
 
 
 def _stop_reason(stop: StopRequest, clock: _Clock, step: int, config: TrainConfig, world: World,
@@ -832,25 +861,41 @@ def _stop_reason(stop: StopRequest, clock: _Clock, step: int, config: TrainConfi
     return {0: None, 1: "time", 2: "interrupted"}[code]
 
 
+def _lr_clock(config: TrainConfig, clock: _Clock, step: int, world: World, device: torch.device,
+              current: float) -> float:
+    """The training time the learning rate follows: this rank's, or (several ranks) the slowest rank's, taken
+    at log steps so that every rank uses the same value."""
+    if config.minutes is None or config.lr_schedule == "constant":
+        return current
+    if world.size == 1:
+        return clock.tick()
+    if step % config.log_every:
+        return current
+    return float(world.max_(torch.tensor(clock.tick(), dtype=torch.float64, device=device)))
+
+
 def _loop(state: TrainState, config: TrainConfig, data: Data, device: torch.device, out: Path,
           world: World = SINGLE) -> str:
     """Run steps until config.steps, the time budget or a Ctrl-C; checkpoint, log and sample on the way."""
     batches = StepBatches(data, config, state.spec["data"]["num_classes"], device, world)
     log, guard = _Log(out, state, config, world), BadSteps(config.max_bad_steps, device)
-    clock = _Clock(state, config.minutes)
-    stopped = None
+    clock = _Clock(state, config.minutes, config.checkpoint_minutes)
+    stopped = "time" if _agree(clock.out_of_time, 0, config, world, device) else None  # a resumed, spent budget
+    lr_time = state.elapsed
     with StopRequest() as stop, log.bar:
         while state.step < config.steps and stopped is None:
             torch.manual_seed(step_seed(config.seed, state.step, f"torch/{world.rank}"))  # dropout layers
             x0, sigma, eps, cond = batches.get(state.step, state.denoiser.schedule)
+            lr_time = _lr_clock(config, clock, state.step, world, device, lr_time)
             loss, grad_norm, bad = train_step(state, config, x0, sigma, eps, cond,
-                                              learning_rate(config, state.step), world)
+                                              learning_rate(config, state.step, lr_time), world)
             log.add(loss, grad_norm, bad, config.batch_size)
             guard.add(bad)
             if state.step % config.log_every == 0:
-                log.flush(state.step, learning_rate(config, state.step - 1), clock.tick())
+                log.flush(state.step, learning_rate(config, state.step - 1, lr_time), clock.tick())
                 _halt_if_unhealthy(guard, log, state, config, clock, out)
-            if state.step % config.checkpoint_every == 0 and state.step < config.steps:
+            timed = _agree(clock.save_due, state.step, config, world, device)
+            if (state.step % config.checkpoint_every == 0 or timed) and state.step < config.steps:
                 _halt_if_unhealthy(guard, log, state, config, clock, out)
                 clock.tick()
                 if world.is_main:
@@ -859,7 +904,7 @@ def _loop(state: TrainState, config: TrainConfig, data: Data, device: torch.devi
                     state.step % config.sample_every == 0:
                 sample_grid(state, out / "samples" / f"step-{state.step:08d}.png", device)
             stopped = _stop_reason(stop, clock, state.step, config, world, device)
-    log.flush(state.step, learning_rate(config, state.step - 1), clock.tick())  # the last, partial window
+    log.flush(state.step, learning_rate(config, state.step - 1, lr_time), clock.tick())  # the last, partial window
     _halt_if_unhealthy(guard, log, state, config, clock, out)
     clock.tick()
     return stopped or "done"

@@ -127,3 +127,15 @@ def test_two_process_eval_equals_one_process(tmp_path, monkeypatch):
     assert np.array_equal(samples[0], samples[1])
     reports = [json.loads((r / "eval" / "eval.json").read_text())["samples"] for r in (one, two)]
     assert reports[0] == pytest.approx(reports[1], rel=1e-9)
+
+
+def test_two_processes_agree_on_time_budget_timed_checkpoints_and_cosine_lr(tmp_path):
+    out = tmp_path / "timed"
+    config = {**TINY, "steps": 1_000_000, "log_every": 5, "checkpoint_every": 1_000_000, "minutes": 0.05,
+              "checkpoint_minutes": 0.01, "keep_last": 100, "lr_schedule": "cosine"}
+    done = run(torchrun(2, "train", "--out", str(out), *flags(config)))
+    assert done.stdout.count("stopped at the time budget") == 1
+    saved = sorted(p for p in out.iterdir() if p.name.startswith("ckpt-"))
+    assert len(saved) >= 3  # the timed ones and the last; the ranks never disagreed (no hang, no error)
+    records = log_records(out)
+    assert records[-1]["step"] == final(out).step and records[-1]["lr"] < 0.2 * config.get("lr", 1e-3)

@@ -158,6 +158,10 @@ class UNet2D(nn.Module):
     ``attn_resolutions`` lists the spatial sizes (relative to ``image_size``) that get self-attention.
     Class labels ``num_classes`` (or -1, or ``cond=None``) select the learned null class used by
     classifier-free guidance. Any input whose sides are multiples of ``downsample_factor`` is accepted.
+
+    ``patch_size`` p > 1 folds each p x p patch into channels before the first layer and unfolds the
+    output after the last (pixel unshuffle/shuffle), so every level runs at 1/p the resolution: the
+    cheap first-layer downsampling of Hoogeboom et al. 2023, "simple diffusion" (arXiv:2301.11093).
     """
 
     def __init__(
@@ -175,19 +179,21 @@ class UNet2D(nn.Module):
         attn_head_channels: int = 32,
         mid_attention: bool = True,
         emb_dim: int | None = None,
+        patch_size: int = 1,
     ) -> None:
         super().__init__()
         out_channels = out_channels or in_channels
         mults = tuple(int(m) for m in channel_mults)
-        if not mults or min(mults) < 1 or channels < 1 or num_res_blocks < 1:
-            raise ValueError("channels, num_res_blocks and every channel_mult must be >= 1")
-        factor = 2 ** (len(mults) - 1)
+        if not mults or min(mults) < 1 or channels < 1 or num_res_blocks < 1 or patch_size < 1:
+            raise ValueError("channels, num_res_blocks, patch_size and every channel_mult must be >= 1")
+        factor = patch_size * 2 ** (len(mults) - 1)
         if image_size % factor:
             raise ValueError(
-                f"image_size {image_size} cannot be halved {len(mults) - 1} times evenly; "
-                f"use a multiple of {factor} or fewer channel_mults"
+                f"image_size {image_size} cannot be cut into {patch_size}x{patch_size} patches and halved "
+                f"{len(mults) - 1} times evenly; use a multiple of {factor}, a smaller patch_size or fewer "
+                "channel_mults"
             )
-        resolutions = [image_size // 2**i for i in range(len(mults))]
+        resolutions = [image_size // patch_size // 2**i for i in range(len(mults))]
         bad = sorted(set(attn_resolutions) - set(resolutions))
         if bad:
             raise ValueError(f"attn_resolutions {bad} match no level; the levels are at {resolutions}")
@@ -204,16 +210,17 @@ class UNet2D(nn.Module):
             attn_head_channels=attn_head_channels,
             mid_attention=mid_attention,
             emb_dim=emb_dim,
+            patch_size=patch_size,
         )
         self.num_classes = num_classes
-        self.downsample_factor = factor
+        self.downsample_factor, self.patch_size = factor, patch_size
         emb_dim = emb_dim or 4 * channels
         self.embed = ConditionEmbedding(emb_dim, freq_dim=channels, num_classes=num_classes)
 
         def block(cin: int, cout: int, attn: bool) -> _Block:
             return _Block(cin, cout, emb_dim, dropout, attn_head_channels if attn else None)
 
-        self.conv_in = nn.Conv2d(in_channels, channels, 3, padding=1)
+        self.conv_in = nn.Conv2d(in_channels * patch_size**2, channels, 3, padding=1)
         self.down = nn.ModuleList()
         skip_chs, ch = [channels], channels
         for i, (mult, res) in enumerate(zip(mults, resolutions)):
@@ -234,7 +241,7 @@ class UNet2D(nn.Module):
             if i > 0:
                 self.up.append(Upsample(ch))
         self.norm_out = nn.GroupNorm(_groups(ch), ch)
-        self.conv_out = _zero(nn.Conv2d(ch, out_channels, 3, padding=1))
+        self.conv_out = _zero(nn.Conv2d(ch, out_channels * patch_size**2, 3, padding=1))
 
     def config(self) -> dict[str, Any]:
         """Constructor keyword arguments as a JSON-serialisable dict."""
@@ -251,12 +258,14 @@ class UNet2D(nn.Module):
         f = self.downsample_factor
         if height % f or width % f:
             raise ValueError(
-                f"UNet2D halves the image {len(self._config['channel_mults']) - 1} times, so height and width "
-                f"must be multiples of {f}; got {height}x{width}. Pad or resize the images to "
+                f"UNet2D cuts the image into {self.patch_size}x{self.patch_size} patches and halves it "
+                f"{len(self._config['channel_mults']) - 1} times, so height and width must be multiples of {f}; "
+                f"got {height}x{width}. Pad or resize the images to "
                 f"{-(-height // f) * f}x{-(-width // f) * f}, or use fewer channel_mults."
             )
         emb = self.embed(c_noise, cond, b, x.device)
-        h = self.conv_in(x)
+        p = self.patch_size
+        h = self.conv_in(F.pixel_unshuffle(x, p) if p > 1 else x)
         skips = [h]
         for m in self.down:
             h = m(h, emb)
@@ -265,4 +274,5 @@ class UNet2D(nn.Module):
             h = m(h, emb)
         for m in self.up:
             h = m(h, emb) if isinstance(m, Upsample) else m(torch.cat([h, skips.pop()], dim=1), emb)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        out = self.conv_out(F.silu(self.norm_out(h)))
+        return F.pixel_shuffle(out, p) if p > 1 else out

@@ -1,0 +1,44 @@
+"""Named training recipes (`rediffuse train --preset NAME`): config values that a TOML file or flags override.
+
+Each preset is measured on this project's reference machine (a 2-core CPU); docs/results.md has the numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # class-conditional UNet on scikit-learn's 8x8 digits: about 3.5 minutes on 2 quiet CPU cores (~800 img/s)
+    "digits": dict(data="digits", net="unet", conditional=True, label_dropout=0.1, steps=1300, batch_size=128,
+                   lr=2e-3, lr_schedule="cosine", warmup_steps=100, ema_decay=0.999, schedule="edm",
+                   parameterization="edm", weighting="edm", log_every=100, checkpoint_every=500,
+                   net_kwargs={"channels": 32, "channel_mults": [1, 2, 2], "num_res_blocks": 1,
+                               "attn_resolutions": [4], "dropout": 0.1}),
+    # an MLP on 2-D moons: about 30 seconds
+    "moons": dict(data="moons", steps=1500, batch_size=512, lr=3e-3, warmup_steps=50, ema_decay=0.99, net="mlp",
+                  net_kwargs={"hidden": 128, "depth": 3, "emb_dim": 64}, schedule="edm", parameterization="edm",
+                  weighting="edm", log_every=100, checkpoint_every=500),
+    # class-conditional MNIST-sized grey images (28x28) in a 15-minute CPU budget: see docs/results.md
+    "mnist-fast": dict(net="unet", conditional=True, label_dropout=0.1, steps=1_000_000, minutes=15.0,
+                       batch_size=64, lr=2e-3, lr_schedule="cosine", warmup_steps=100, ema_decay=0.999,
+                       schedule="edm", parameterization="edm", weighting="edm", log_every=100,
+                       checkpoint_every=1_000_000, checkpoint_minutes=2.0,
+                       net_kwargs={"channels": 32, "channel_mults": [1, 2, 2], "num_res_blocks": 1,
+                                   "attn_resolutions": [7]}),
+}
+
+# How each preset's models are sampled by default (the demo, the benchmarks): sampler, steps and grid.
+SAMPLING: dict[str, dict[str, Any]] = {
+    "digits": dict(sampler="heun", steps=18, spacing="default", seed=0),
+    "moons": dict(sampler="heun", steps=18, spacing="default", seed=0),
+    "mnist-fast": dict(sampler="heun", steps=18, spacing="default", seed=0),
+}
+
+
+def preset(name: str) -> dict[str, Any]:
+    """A copy of the config values of a preset (ValueError naming the choices for an unknown name)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}")
+    values = dict(PRESETS[name])
+    values["net_kwargs"] = dict(values.get("net_kwargs", {}))
+    return values

@@ -1,0 +1,85 @@
+"""Named recipes, the time budget (total over resumes) and timed checkpoints."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from rediffuse import checkpoint, sampling
+from rediffuse.cli import main
+from rediffuse.presets import PRESETS, SAMPLING, preset
+from rediffuse.train import TrainConfig, learning_rate, load_run, train, validate
+
+SMALL_MNIST = dict(data="digits@train", image_size=28, progress=False)  # 28x28 grey digits with labels
+
+
+def test_every_preset_is_a_valid_config_with_sampling_settings():
+    for name in PRESETS:
+        validate(TrainConfig.from_dict(preset(name)))
+        assert set(SAMPLING[name]) >= {"sampler", "steps"}
+    with pytest.raises(ValueError, match="unknown preset 'nope'; choose one of"):
+        preset("nope")
+
+
+def test_preset_returns_a_copy():
+    preset("mnist-fast")["net_kwargs"]["channels"] = 1
+    assert PRESETS["mnist-fast"]["net_kwargs"]["channels"] != 1
+
+
+def test_mnist_fast_trains_end_to_end_and_samples(tmp_path):
+    config = TrainConfig.from_dict({**preset("mnist-fast"), **SMALL_MNIST, "out": str(tmp_path / "run"),
+                                    "steps": 24, "batch_size": 16, "warmup_steps": 4})
+    result = train(config)
+    assert (result.stopped, result.step) == ("done", 24)
+    denoiser, schedule, _ = load_run(tmp_path / "run")
+    options = {**SAMPLING["mnist-fast"], "steps": 4}
+    x = sampling.generate(denoiser, schedule, (1, 28, 28), n=10, cond=torch.arange(10), **options)
+    assert x.shape == (10, 1, 28, 28) and torch.isfinite(x).all()
+
+
+def test_time_budget_stops_cleanly_counting_earlier_sessions(tmp_path):
+    values = {**preset("mnist-fast"), **SMALL_MNIST, "out": str(tmp_path / "run"), "batch_size": 8,
+              "minutes": 0.03, "checkpoint_minutes": None}
+    result = train(TrainConfig.from_dict(values))
+    assert result.stopped == "time" and result.step > 0
+    elapsed = checkpoint.read_manifest(result.checkpoint)["meta"]["elapsed"]
+    assert 1.8 <= elapsed < 30
+    load_run(tmp_path / "run")  # the checkpoint loads
+    again = train(TrainConfig.from_dict(values), resume=True)  # the budget is spent: no new step
+    assert (again.stopped, again.step) == ("time", result.step)
+
+
+def test_timed_checkpoints(tmp_path):
+    values = {**preset("mnist-fast"), **SMALL_MNIST, "out": str(tmp_path / "run"), "batch_size": 8,
+              "minutes": 0.04, "checkpoint_minutes": 0.01, "keep_last": 100}
+    result = train(TrainConfig.from_dict(values))
+    saved = checkpoint.list_checkpoints(tmp_path / "run")
+    assert saved[-1] == result.checkpoint and len(saved) >= 3
+    timed = [checkpoint.read_manifest(p)["meta"]["elapsed"] for p in saved[:-1]]  # the last: at the budget
+    assert all(b - a >= 0.5 for a, b in zip(timed, timed[1:]))  # one per 0.6-second interval, not per step
+    assert all(t >= 0.6 * (i + 1) for i, t in enumerate(timed))
+
+
+def test_cosine_learning_rate_follows_the_time_budget():
+    config = TrainConfig(lr=1.0, lr_schedule="cosine", warmup_steps=0, steps=1_000_000, minutes=10.0)
+    assert learning_rate(config, 5, elapsed=0.0) == pytest.approx(1.0, abs=1e-5)
+    assert learning_rate(config, 5, elapsed=300.0) == pytest.approx(0.5)
+    assert learning_rate(config, 5, elapsed=600.0) == pytest.approx(0.0, abs=1e-12)
+    by_steps = TrainConfig(lr=1.0, lr_schedule="cosine", warmup_steps=0, steps=100, minutes=10.0)
+    assert learning_rate(by_steps, 50, elapsed=1.0) == pytest.approx(0.5)  # the steps end first
+    constant = TrainConfig(lr=1.0, warmup_steps=0, minutes=10.0)
+    assert learning_rate(constant, 5, elapsed=590.0) == 1.0
+    assert math.isclose(learning_rate(TrainConfig(lr=1.0, lr_schedule="cosine", warmup_steps=0, steps=10), 5), 0.5)
+
+
+def test_cli_train_with_preset(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--preset", "mnist-fast", "--data", "digits@train", "--image-size", "28", "--steps", "3",
+                 "--batch-size", "8", "--out", str(out), "--no-progress"])
+    assert code == 0 and "finished at step 3" in capsys.readouterr().out
+    assert TrainConfig.from_dict(checkpoint.read_manifest(checkpoint.latest(out))["meta"]["train_config"]).lr == \
+        PRESETS["mnist-fast"]["lr"]
+    assert main(["train", "--preset", "nope", "--out", str(tmp_path / "x")]) == 2
+    assert "invalid choice: 'nope'" in capsys.readouterr().err
