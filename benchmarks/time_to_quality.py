@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import time
 from pathlib import Path
@@ -105,7 +104,8 @@ def sample_ours(ck: Path, n: int, batch_size: int = 500) -> tuple[Tensor, dict[s
     started = time.perf_counter()
     x = sampling.generate(denoiser, schedule, (1, 28, 28), n=n, cond=class_labels(n), batch_size=batch_size,
                           **options)
-    return x.clamp(-1, 1), {**options, "sample_wall_s": time.perf_counter() - started}
+    return x.clamp(-1, 1), {"sampler": options["sampler"], "sample_steps": options["steps"],
+                            "sample_wall_s": time.perf_counter() - started}
 
 
 # ---------------------------------------------------------------------------------------------- peer
@@ -168,7 +168,7 @@ def sample_peer(unet: Any, train_scheduler: Any, n: int, steps: int, batch_size:
         for t in scheduler.timesteps:
             x = scheduler.step(unet(x, t, class_labels=y).sample, t, x).prev_sample
         out.append(x)
-    return torch.cat(out).clamp(-1, 1), {"sampler": "DPMSolverMultistepScheduler", "steps": steps,
+    return torch.cat(out).clamp(-1, 1), {"sampler": "DPMSolverMultistepScheduler", "sample_steps": steps,
                                          "sample_wall_s": time.perf_counter() - started}
 
 
@@ -176,14 +176,16 @@ def sample_peer(unet: Any, train_scheduler: Any, n: int, steps: int, batch_size:
 
 
 def _row(name: str, r: dict[str, Any]) -> str:
-    return (f"| {name} | {r['minutes']:g} | {r.get('steps', '-')} | {r.get('images_per_s', math.nan):.0f} | "
+    rate = f"{r['images_per_s']:.0f}" if "images_per_s" in r else "-"
+    return (f"| {name} | {r['minutes']:g} | {r.get('steps', '-')} | {rate} | {r['sampler']}, {r['sample_steps']} steps | "
             f"{r['accuracy']:.3f} | {r['fd']:.3f} | {r['fd_ratio']:.2f} |")
 
 
 def table(results: list[tuple[str, dict[str, Any]]], floor: float) -> str:
     """The Markdown table of the runs."""
     lines = [f"FD floor (1,000 real training images vs the 2,000 held-out): {floor:.3f}", "",
-             "| recipe | minutes | steps | images/s | class accuracy | FD | FD / floor |", "|---|---|---|---|---|---|---|"]
+             "| recipe | minutes | steps | images/s | sampling | class accuracy | FD | FD / floor |",
+             "|---|---|---|---|---|---|---|---|"]
     return "\n".join(lines + [_row(name, r) for name, r in results]) + "\n"
 
 
@@ -214,7 +216,8 @@ def main(argv: list[str] | None = None) -> None:
     for ck in checkpoints:
         minutes = checkpoint.read_manifest(ck)["meta"]["elapsed"] / 60
         x, sample_info = sample_ours(ck, args.n)
-        row = {"minutes": round(minutes, 2), **scorer.score(x, class_labels(args.n)), **sample_info}
+        row = {"minutes": round(minutes, 2), "steps": checkpoint.read_manifest(ck)["step"],
+               **scorer.score(x, class_labels(args.n)), **sample_info}
         if ck == checkpoints[-1]:
             row.update(info)
             viz.image_grid_png(args.out / "ours.png", x[:100], labels=class_labels(100), nrow=10)
