@@ -134,7 +134,8 @@ def benchmark_problem(name: str, n: int, nfes: list[int], diffusers, tune_evals:
                 ours[(f"{sampler}/{spacing}", nfe)] = (rms(out[0], ref), out[1])
             if sampler in TUNED:
                 x_ve = x_tune * sch.prior_std(sch.sigma_max)
-                best_init = min(("default", "karras", "logsnr", "uniform"), key=lambda s: ours[(f"{sampler}/{s}", nfe)][0])
+                best_init = min(("default", "karras", "logsnr", "uniform"),  # chosen on the tuning batch only
+                                key=lambda s: tg.rms_error(denoiser, x_ve, ref_tune, sch.sigmas(steps, s), sampler))
                 grid, _, _ = tg.optimize_grid(denoiser, x_ve, sampler, steps, sch.sigma_min, sch.sigma_max,
                                               ref=ref_tune, max_evals=tune_evals,
                                               init=sch.sigmas(steps, best_init))

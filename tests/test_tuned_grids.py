@@ -43,3 +43,16 @@ def test_grid_parameter_round_trip():
     back = tg.grid_from_params(theta, 0.005, 50.0)
     assert torch.allclose(back[:-1], grid, rtol=1e-4) and back[-1] == 0
     assert tg.steps_for_nfe("heun", 10) == 5 and tg.steps_for_nfe("euler", 10) == 10
+
+
+def test_tuning_noise_is_disjoint_from_evaluation_noise():
+    from rediffuse import sampling
+    from rediffuse.tuned_grids import tuning_noise
+
+    n, shape = 64, (3,)
+    tune = tuning_noise(1, n, shape)
+    assert tune.shape == (n, 3) and torch.equal(tune, tuning_noise(1, n, shape))  # deterministic
+    for seed in (0, 1):
+        gens = sampling.sample_generators(seed, range(n))
+        evaluation = torch.stack([torch.randn(shape, generator=g) for g in gens])
+        assert torch.cdist(tune, evaluation).min() > 1e-6  # no starting point is shared

@@ -95,9 +95,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if args.steps < 1 or args.n < 1 or args.evals < 1:
         raise UsageError("--steps, -n and --evals must be >= 1")
     denoiser, schedule, shape, run, _ = _problem(args)
-    gens = [torch.Generator(device=args.device).manual_seed(args.seed * 7919 + i) for i in range(args.n)]
-    x = samplers.noise_like(torch.empty(args.n, *shape, device=args.device), gens) * schedule.prior_std(
-        schedule.sigma_max)
+    x = tg.tuning_noise(args.seed, args.n, shape, args.device) * schedule.prior_std(schedule.sigma_max)
     cond = _labels(run, args.n)
     cond = None if cond is None else cond.to(args.device)
     init = schedule.sigmas(args.steps, "karras")

@@ -13,7 +13,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -31,6 +31,19 @@ TWO_EVAL_SAMPLERS = {"heun", "dpmpp-2s"}
 def steps_for_nfe(sampler: str, nfe: int) -> int:
     """Grid steps that spend at most `nfe` network evaluations with this sampler."""
     return max(1, (nfe + 1) // 2) if sampler in TWO_EVAL_SAMPLERS else nfe
+
+
+# Evaluation noise (`sampling.sample_generators`: `sample`, `bench-samplers`) comes from one generator per sample,
+# seeded seed * 1_000_003 + i; torch's CPU generator keeps only the low 32 bits of a seed. Tuning noise is one
+# stream from a generator seeded at the top of that range, TUNING_SEED - seed, which no evaluation generator of
+# a practical seed and sample count starts from, so a grid is never scored on the noise it was tuned on.
+TUNING_SEED = 2**32 - 1
+
+
+def tuning_noise(seed: int, n: int, shape: Sequence[int], device: torch.device | str = "cpu") -> Tensor:
+    """n standard-normal starting points for grid tuning, disjoint from the evaluation noise."""
+    generator = torch.Generator().manual_seed(TUNING_SEED - seed)
+    return torch.randn((n, *shape), generator=generator).to(device)
 
 
 @torch.no_grad()
