@@ -27,8 +27,8 @@ from rediffuse import checkpoint, cli_eval, cli_samplers, distributed, samplers,
 from rediffuse.guidance import cfg_denoiser
 from rediffuse.presets import PRESETS, SAMPLING, preset
 from rediffuse.tuned_grids import load_grid
-from rediffuse.train import (ConfigError, TrainConfig, TrainResult, build_data, load_run, resolve_device, run_info,
-                             saved_config, train)
+from rediffuse.train import (ConfigError, TrainConfig, TrainResult, build_data, data_kind, load_run, resolve_device,
+                             run_info, saved_config, train)
 
 PROG = "rediffuse"
 ALIASES = {"parameterization": ["--param"]}
@@ -197,13 +197,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     return INTERRUPTED if result.stopped == "interrupted" else 0
 
 
-def _is_images(config: TrainConfig) -> bool:
-    return run_info(config.out)["data"]["kind"] == "images"
-
-
 def _report_training(result: TrainResult, config: TrainConfig) -> None:
     why = {"done": "finished", "time": "stopped at the time budget", "interrupted": "interrupted"}[result.stopped]
-    unit = "images" if _is_images(config) else "points"
+    unit = data_kind(config.data)
     print(f"{why} at step {result.step}; checkpoint {result.checkpoint} ({result.samples_per_s:.0f} {unit}/s)")
     if result.stopped != "done":
         print(f"continue with: {PROG} train --out {config.out} --resume")
