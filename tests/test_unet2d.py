@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from rediffuse.nets import NoiseEmbedding, UNet2D, sinusoidal_embedding
-from rediffuse.nets.unet2d import Upsample, nearest2x_conv3x3
+from rediffuse.nets.unet2d import Conv3x3, Upsample, narrow_conv3x3, nearest2x_conv3x3, tiny_conv3x3
 
 SMALL = dict(channels=16, channel_mults=(1, 2), num_res_blocks=1, image_size=8)
 
@@ -162,6 +162,39 @@ def test_unet_output_does_not_depend_on_the_upsample_path(monkeypatch):
     fast = model(x, t)
     monkeypatch.setattr(Upsample, "PHASE_MIN_SIZE", 10**6)  # the direct nearest-upsample-then-conv form
     torch.testing.assert_close(fast, model(x, t), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("form", [tiny_conv3x3, narrow_conv3x3])
+@pytest.mark.parametrize("shape", [(2, 5, 1, 1), (2, 5, 2, 1), (3, 4, 2, 2), (2, 3, 3, 3), (2, 6, 5, 7)])
+def test_fast_conv3x3_forms_are_the_direct_convolution(form, shape):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, shape[1], 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, generator=g, dtype=torch.float64, requires_grad=True)
+    direct = torch.nn.functional.conv2d(x, w, b, padding=1)
+    fast = form(x, w, b)
+    torch.testing.assert_close(fast, direct, rtol=0, atol=1e-12)
+    grad = torch.randn(direct.shape, generator=g, dtype=torch.float64)
+    for a, c in zip(torch.autograd.grad(fast, (x, w, b), grad), torch.autograd.grad(direct, (x, w, b), grad)):
+        torch.testing.assert_close(a, c, rtol=0, atol=1e-11)
+    cl = form(x.detach().contiguous(memory_format=torch.channels_last), w.detach(), b.detach())
+    torch.testing.assert_close(cl, direct.detach())
+
+
+def test_unet_fast_paths_match_the_plain_layers(monkeypatch):
+    model = UNet2D(channels=8, channel_mults=(1, 2, 2), image_size=8).double()  # levels 8, 4, 2
+    _perturb(model)
+    x, t = torch.randn(3, 1, 8, 8, dtype=torch.float64), torch.rand(3, dtype=torch.float64)
+    fast = model(x, t)
+    grads = torch.autograd.grad(fast.square().sum(), list(model.parameters()))
+    monkeypatch.setattr(Conv3x3, "TINY_MAX_PIXELS", 0)
+    monkeypatch.setattr(Conv3x3, "NARROW_MAX_OUT", 0)
+    monkeypatch.setattr(Upsample, "PHASE_MIN_SIZE", 10**6)
+    monkeypatch.setattr(UNet2D, "_scale_shifts", lambda self, emb: [None] * 64)  # one Linear per block
+    plain = model(x, t)
+    torch.testing.assert_close(fast, plain, rtol=0, atol=1e-12)
+    for a, c in zip(grads, torch.autograd.grad(plain.square().sum(), list(model.parameters()))):
+        torch.testing.assert_close(a, c, rtol=0, atol=1e-10)
 
 
 def test_patch_size_is_the_plain_unet_on_folded_patches():

@@ -34,23 +34,94 @@ def _zero(module: nn.Module) -> nn.Module:
     return module
 
 
+_TAP_MATRICES: dict[tuple[int, int, torch.dtype, torch.device], Tensor] = {}
+
+
+def _tap_matrix(h: int, w: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """[9, (hw)^2] 0/1 map from 3x3 taps to the (output pixel, input pixel) pairs they join on an h x w map."""
+    key = (h, w, dtype, device)
+    if key not in _TAP_MATRICES:
+        m = torch.zeros(9, h * w, h * w, dtype=dtype)
+        for i in range(h):
+            for j in range(w):
+                for u in range(max(0, i - 1), min(h, i + 2)):
+                    for v in range(max(0, j - 1), min(w, j + 2)):
+                        m[(u - i + 1) * 3 + v - j + 1, i * w + j, u * w + v] = 1
+        _TAP_MATRICES[key] = m.view(9, -1).to(device)
+    return _TAP_MATRICES[key]
+
+
+def tiny_conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``conv2d(x, weight, bias, padding=1)`` for a tiny map (e.g. 2x2) as one dense matrix product.
+
+    The same function to float rounding: every output pixel is the sum over the input pixels its 3x3
+    window covers, so only the (hw)^2 live taps are multiplied (16 of the 36 per channel pair at 2x2),
+    in a single GEMM instead of a padded convolution. The dense weight is built from ``weight`` by an
+    exact 0/1 matrix product, so gradients flow back to the 3x3 kernel.
+    """
+    b, c, h, w = x.shape
+    o, n = weight.shape[0], h * w
+    dense = (weight.reshape(o * c, 9) @ _tap_matrix(h, w, weight.dtype, weight.device)).view(o, c, n, n)
+    dense = dense.transpose(1, 2).reshape(o * n, c * n)  # [(out ch, out pixel), (in ch, in pixel)]
+    full_bias = None if bias is None else bias[:, None].expand(o, n).reshape(o * n)
+    return F.linear(x.reshape(b, c * n), dense, full_bias).view(b, o, h, w)
+
+
+def narrow_conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``conv2d(x, weight, bias, padding=1)`` for few output channels: a 1x1 convolution to one map per
+    (output channel, tap), then `F.fold` (col2im) adds each tap's map at its offset.
+
+    The same multiply-adds and function, to float rounding; on CPU the direct convolution is slow when
+    it has only one or a few output channels (the UNet's last layer).
+    """
+    _, c, h, w = x.shape
+    o = weight.shape[0]
+    taps = weight.flip(2, 3).reshape(o, c, 9).transpose(1, 2).reshape(o * 9, c, 1, 1)  # fold puts tap k at -k
+    y = F.fold(F.conv2d(x, taps).flatten(2), (h, w), 3, padding=1)
+    return y if bias is None else y + bias.view(1, o, 1, 1)
+
+
+class Conv3x3(nn.Conv2d):
+    """A 3x3, padding-1 convolution; on CPU, tiny maps take the `tiny_conv3x3` form and few output
+    channels the `narrow_conv3x3` form (same weights, same function)."""
+
+    TINY_MAX_PIXELS = 4  # 2x2: 16 instead of 36 multiply-adds per channel pair; measured faster on CPU
+    NARROW_MAX_OUT = 4  # measured faster for 1 output channel from 32 at 8x8 and 28x28
+
+    def __init__(self, in_ch: int, out_ch: int) -> None:
+        super().__init__(in_ch, out_ch, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Convolve x [B, in_ch, H, W] to [B, out_ch, H, W]."""
+        if x.device.type == "cpu":
+            if x.shape[-2] * x.shape[-1] <= self.TINY_MAX_PIXELS:
+                return tiny_conv3x3(x, self.weight, self.bias)
+            if self.out_channels <= self.NARROW_MAX_OUT:
+                return narrow_conv3x3(x, self.weight, self.bias)
+        return super().forward(x)
+
+
 class ResBlock(nn.Module):
     """Residual block: GroupNorm-SiLU-conv, then adaptive GroupNorm (noise scale-shift)-SiLU-dropout-conv."""
 
     def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.norm1 = nn.GroupNorm(_groups(in_ch), in_ch)
-        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.conv1 = Conv3x3(in_ch, out_ch)
         self.emb = nn.Linear(emb_dim, 2 * out_ch)
         self.norm2 = nn.GroupNorm(_groups(out_ch), out_ch, affine=False)  # the scale-shift is its affine
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.conv2 = _zero(nn.Conv2d(out_ch, out_ch, 3, padding=1))
+        self.conv2 = _zero(Conv3x3(out_ch, out_ch))
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        """Map x [B, in_ch, H, W] and the activated embedding [B, emb_dim] to [B, out_ch, H, W]."""
+    def forward(self, x: Tensor, emb: Tensor, scale_shift: Tensor | None = None) -> Tensor:
+        """Map x [B, in_ch, H, W] and the activated embedding [B, emb_dim] to [B, out_ch, H, W].
+
+        ``scale_shift`` [B, 2 * out_ch], if given, is ``self.emb(emb)`` computed by the caller (see
+        `UNet2D`, which projects the embedding for all blocks in one matrix product).
+        """
         h = self.conv1(F.silu(self.norm1(x)))
-        scale, shift = self.emb(emb)[:, :, None, None].chunk(2, dim=1)
+        scale, shift = (self.emb(emb) if scale_shift is None else scale_shift)[:, :, None, None].chunk(2, dim=1)
         h = F.silu(torch.addcmul(shift, self.norm2(h), 1 + scale))
         return self.skip(x) + self.conv2(self.dropout(h))
 
@@ -82,9 +153,9 @@ class _Block(nn.Module):
         self.res = ResBlock(in_ch, out_ch, emb_dim, dropout)
         self.attn = SelfAttention(out_ch, head_channels) if head_channels else None
 
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        """Apply the residual block, then attention if present."""
-        x = self.res(x, emb)
+    def forward(self, x: Tensor, emb: Tensor, scale_shift: Tensor | None = None) -> Tensor:
+        """Apply the residual block (``scale_shift``: see `ResBlock.forward`), then attention if present."""
+        x = self.res(x, emb, scale_shift)
         return self.attn(x) if self.attn is not None else x
 
 
@@ -100,35 +171,26 @@ class Downsample(nn.Module):
         return self.conv(x)
 
 
-def _phase_taps(weight: Tensor, dim: int) -> tuple[Tensor, Tensor]:
-    """The 2-tap kernels that a 3-tap axis of ``weight`` becomes on each phase of a nearest-2x upsampling.
+def _upsample_taps(weight: Tensor, dim: int) -> Tensor:
+    """The 4-tap transposed-convolution kernel that a 3-tap axis of ``weight`` becomes under nearest-2x upsampling.
 
     Output row 2i reads upsampled rows 2i-1, 2i, 2i+1 = input rows i-1, i, i; output row 2i+1 reads
-    input rows i, i, i+1. So phase 0 applies taps (w0, w1+w2) to rows (i-1, i), phase 1 (w0+w1, w2) to (i, i+1).
+    input rows i, i, i+1. A stride-2 transposed convolution (padding 1) gives output row 2i the taps
+    k = 3, 1 of rows i-1, i and row 2i+1 the taps k = 2, 0 of rows i, i+1, so k = (w2, w1+w2, w0+w1, w0).
     """
     t0, t1, t2 = weight.unbind(dim)
-    return torch.stack([t0, t1 + t2], dim), torch.stack([t0 + t1, t2], dim)
+    return torch.stack([t2, t1 + t2, t0 + t1, t0], dim)
 
 
 def nearest2x_conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """``conv3x3(nearest_upsample_2x(x))`` (padding 1) computed at the resolution of x.
 
-    The same function as the direct form, to float rounding, but each output pixel needs 4 taps
-    instead of 9: one 2x2 convolution with 4x the output channels (one group per phase) over x,
-    whose phases are then interleaved. That is 16 / 36 of the multiply-adds (plus a border row).
+    The same function as the direct form, to float rounding, as one stride-2 transposed convolution
+    with a 4x4 kernel: each output pixel needs 4 taps instead of 9 (16 / 36 of the multiply-adds),
+    and the upsampled input is never built.
     """
-    b, _, h, w = x.shape
-    o = weight.shape[0]
-    kernels = [col for row in _phase_taps(weight, 2) for col in _phase_taps(row, 3)]  # phases 00, 01, 10, 11
-    y = F.conv2d(x, torch.cat(kernels), None if bias is None else bias.repeat(4), padding=1)
-    y = y.view(b, 2, 2, o, h + 1, w + 1)  # window (r, s) starts at input (r-1, s-1): phase (a, c) -> r = i+a, s = j+c
-    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-    out = torch.empty((b, o, 2 * h, 2 * w), dtype=y.dtype, device=y.device,
-                      memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    for a in (0, 1):
-        for c in (0, 1):
-            out[:, :, a::2, c::2] = y[:, a, c, :, a:a + h, c:c + w]
-    return out
+    kernel = _upsample_taps(_upsample_taps(weight, 2), 3).transpose(0, 1)  # [C_in, C_out, 4, 4]
+    return F.conv_transpose2d(x, kernel, bias, stride=2, padding=1)
 
 
 class Upsample(nn.Module):
@@ -138,7 +200,7 @@ class Upsample(nn.Module):
     form `nearest2x_conv3x3` (the same weights and function, 16/36 of the multiply-adds).
     """
 
-    PHASE_MIN_SIZE = 4  # below this the 2x2 convolution's border overhead outweighs the saving
+    PHASE_MIN_SIZE = 1  # the transposed form wins at every size measured (2x2 to 14x14 inputs, 64 channels)
 
     def __init__(self, ch: int) -> None:
         super().__init__()
@@ -241,7 +303,7 @@ class UNet2D(nn.Module):
             if i > 0:
                 self.up.append(Upsample(ch))
         self.norm_out = nn.GroupNorm(_groups(ch), ch)
-        self.conv_out = _zero(nn.Conv2d(ch, out_channels * patch_size**2, 3, padding=1))
+        self.conv_out = _zero(Conv3x3(ch, out_channels * patch_size**2))
 
     def config(self) -> dict[str, Any]:
         """Constructor keyword arguments as a JSON-serialisable dict."""
@@ -251,6 +313,16 @@ class UNet2D(nn.Module):
     def from_config(cls, config: dict[str, Any]) -> "UNet2D":
         """Build a model from ``config()`` output."""
         return cls(**config)
+
+    def _scale_shifts(self, emb: Tensor) -> list[Tensor]:
+        """Every residual block's ``res.emb(emb)`` in forward order, as one Linear over the blocks' stacked weights.
+
+        The same parameters and function as one small Linear per block, in one matrix product.
+        """
+        layers = [m.res.emb for ms in (self.down, self.mid, self.up) for m in ms if isinstance(m, _Block)]
+        weight = torch.cat([layer.weight for layer in layers])
+        bias = torch.cat([layer.bias for layer in layers])
+        return list(F.linear(emb, weight, bias).split([layer.out_features for layer in layers], dim=1))
 
     def forward(self, x: Tensor, c_noise: Tensor | float, cond: Tensor | None = None) -> Tensor:
         """Map x [B, in_channels, H, W], noise input [B] (or scalar) and labels [B] to [B, out_channels, H, W]."""
@@ -267,12 +339,13 @@ class UNet2D(nn.Module):
         p = self.patch_size
         h = self.conv_in(F.pixel_unshuffle(x, p) if p > 1 else x)
         skips = [h]
+        scale_shifts = iter(self._scale_shifts(emb))
         for m in self.down:
-            h = m(h, emb)
+            h = m(h, emb) if isinstance(m, Downsample) else m(h, emb, next(scale_shifts))
             skips.append(h)
         for m in self.mid:
-            h = m(h, emb)
+            h = m(h, emb, next(scale_shifts))
         for m in self.up:
-            h = m(h, emb) if isinstance(m, Upsample) else m(torch.cat([h, skips.pop()], dim=1), emb)
+            h = m(h, emb) if isinstance(m, Upsample) else m(torch.cat([h, skips.pop()], dim=1), emb, next(scale_shifts))
         out = self.conv_out(F.silu(self.norm_out(h)))
         return F.pixel_shuffle(out, p) if p > 1 else out
