@@ -42,8 +42,11 @@ class GaussianMixture:
     def _terms(self, x: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Per-component (log w_k N(x; mu_k, S_k + sigma^2 I), eigen-coordinates of x - mu_k, variances)."""
         proj = (x @ self._basis - self._mean_coords).reshape(x.shape[0], *self.means.shape)
+        if sigma.numel() > 1 and bool((sigma == sigma[0]).all()):
+            sigma = sigma[:1]  # one noise level for the batch: per-component terms computed once
         var = self.evals + sigma.reshape(-1, 1, 1) ** 2
-        log_norm = -0.5 * (self.dim * math.log(2 * math.pi) + var.log().sum(-1) + (proj**2 / var).sum(-1))
+        inv = var.reciprocal()
+        log_norm = -0.5 * (self.dim * math.log(2 * math.pi) + var.log().sum(-1) + (proj.square() * inv).sum(-1))
         return self.weights.log() + log_norm, proj, var
 
     def _flat(self, x: Tensor, sigma: float | Tensor) -> tuple[Tensor, Tensor]:
@@ -63,7 +66,7 @@ class GaussianMixture:
         x64, sig = self._flat(x, sigma)
         log_joint, proj, var = self._terms(x64, sig)
         gamma = (log_joint - torch.logsumexp(log_joint, dim=1, keepdim=True)).exp()
-        shrunk = (gamma[:, :, None] * proj * self.evals / var).reshape(x64.shape[0], -1)
+        shrunk = (gamma[:, :, None] * proj * (self.evals / var)).reshape(x64.shape[0], -1)
         out = gamma @ self.means + shrunk @ self._basis.T
         return out.reshape(x.shape).to(device=x.device, dtype=x.dtype)
 
