@@ -2,6 +2,8 @@
 
 import json
 
+import numpy as np
+
 from PIL import Image
 
 from rediffuse.cli import main
@@ -40,6 +42,27 @@ def test_tune_grid_then_sample_with_it(tmp_path, capsys):
                  "--out", str(out)]) == 1
     err = capsys.readouterr().err.strip()
     assert "tune-grid" in err and "\n" not in err
+
+
+def test_teleported_grid_is_tuned_saved_benchmarked_and_sampled(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--data", "8gaussians", "--out", str(run), "--steps", "60", "--batch-size", "256",
+                 "--net-kwargs", '{"hidden": 32, "depth": 2, "emb_dim": 16}', "--no-progress"]) == 0
+    assert main(["tune-grid", str(run), "--sampler", "dpmpp-2m", "--steps", "4", "-n", "16", "--evals", "15",
+                 "--starts", "karras", "logsnr", "--teleport"]) == 0
+    entry = json.loads((run / "grids.json").read_text())["dpmpp-2m"]["4"]
+    assert len(entry["sigmas"]) == 6 and entry["sigmas"][0] > entry["sigmas"][1]  # sigma_max, landing, 3, 0
+    assert (run / entry["teleport"]).is_file()
+    bench = tmp_path / "bench"
+    assert main(["bench-samplers", str(run), "-n", "16", "--nfe", "4", "--samplers", "dpmpp-2m",
+                 "--out", str(bench)]) == 0
+    rows = json.loads((bench / "bench.json").read_text())["entries"]
+    tuned = [r for r in rows if r["spacing"] == "tuned"]
+    assert len(tuned) == 1 and tuned[0]["nfe"] == 4
+    out = tmp_path / "s.npy"
+    assert main(["sample", str(run), "--sampler", "dpmpp-2m", "--steps", "4", "--spacing", "tuned", "-n", "20",
+                 "--out", str(out)]) == 0
+    assert np.isfinite(np.load(out)).all()
 
 
 def test_bench_samplers_bad_input(tmp_path, capsys):

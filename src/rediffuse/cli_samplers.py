@@ -11,6 +11,7 @@ import torch
 from . import analytic, samplers, schedules
 from . import sampler_bench as sb
 from . import tuned_grids as tg
+from .teleport import GaussianFlow
 
 
 def add_parsers(verbs: Any, common: argparse.ArgumentParser) -> None:
@@ -40,6 +41,12 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser) -> None:
     tune.add_argument("-n", type=int, default=64, help="tuning samples (default: 64)")
     tune.add_argument("--evals", type=int, default=200, help="objective evaluations (default: 200)")
     tune.add_argument("--seed", type=int, default=1, help="seed of the tuning noise (default: 1)")
+    tune.add_argument("--starts", nargs="+", default=list(tg.START_SPACINGS), choices=list(tg.START_SPACINGS),
+                      metavar="SPACING", help="standard grids to start the search from; the best result wins "
+                                              f"(default: {' '.join(tg.START_SPACINGS)})")
+    tune.add_argument("--teleport", action="store_true",
+                      help="take the first step in closed form under a Gaussian fitted to the training data "
+                           "and tune where it lands (unconditional runs)")
     tune.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     tune.set_defaults(func=cmd_tune)
 
@@ -98,10 +105,30 @@ def cmd_tune(args: argparse.Namespace) -> int:
     x = tg.tuning_noise(args.seed, args.n, shape, args.device) * schedule.prior_std(schedule.sigma_max)
     cond = _labels(run, args.n)
     cond = None if cond is None else cond.to(args.device)
-    init = schedule.sigmas(args.steps, "karras")
-    grid, before, after = tg.optimize_grid(denoiser, x, args.sampler, args.steps, schedule.sigma_min,
-                                           schedule.sigma_max, cond=cond, max_evals=args.evals, init=init)
-    path = tg.save_grid(run, args.sampler, grid, {"tuning_rms_before": before, "tuning_rms_after": after})
-    print(f"{args.sampler}, {args.steps} steps: tuning-batch RMS error {before:.3e} (karras) -> {after:.3e}")
+    teleport = None
+    if args.teleport:
+        if cond is not None:
+            raise UsageError("--teleport needs an unconditional run: its Gaussian fit ignores the class labels")
+        teleport = GaussianFlow.fit(_training_data(run))
+    grid, before, after = tg.tune_grid(denoiser, x, args.sampler, args.steps, schedule, cond=cond,
+                                       max_evals=args.evals, starts=args.starts, teleport=teleport)
+    path = tg.save_grid(run, args.sampler, grid, {"tuning_rms_before": before, "tuning_rms_after": after},
+                        teleport=teleport)
+    print(f"{args.sampler}, {args.steps} steps{' (teleported)' if teleport else ''}: tuning-batch RMS error "
+          f"{before:.3e} (best standard start) -> {after:.3e}")
     print(path)
     return 0
+
+
+def _training_data(run: Path, limit: int = 10_000) -> torch.Tensor:
+    """Up to `limit` training examples of a run, for the Gaussian fit of --teleport."""
+    import dataclasses
+
+    from .cli import UsageError
+    from .train import build_data, load_run
+
+    config = load_run(run)[2]
+    try:
+        return build_data(dataclasses.replace(config, num_points=limit)).x[:limit]
+    except (ValueError, OSError) as err:
+        raise UsageError(f"--teleport fits the training data, which cannot be loaded now ({err})") from err

@@ -4,7 +4,8 @@ The free parameters are the log-sigma increments of the grid (a softmax, so the 
 inside [sigma_min, sigma_max]); the first level is sigma_max and the grid ends in 0. The objective is the
 RMS distance between the sampler's output and a reference ODE solution from the same starting noise, on a
 few tuning batches; scipy's derivative-free Powell search minimises it. Grids are saved in the run folder
-(`grids.json`) and reused by `rediffuse sample --spacing tuned`.
+(`grids.json`) and reused by `rediffuse sample --spacing tuned`. With a `GaussianFlow` the grid's first
+step is an analytical jump (`rediffuse.teleport`) whose landing level is tuned with the rest.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from scipy.optimize import minimize
 from torch import Tensor
 
 from . import samplers
-from .schedules import append_zero, karras_sigmas
+from .schedules import Schedule, append_zero, karras_sigmas
+from .teleport import GaussianFlow
 
 GRIDS_FILE = "grids.json"
 # Samplers whose NFE per step is 2 (the final step to 0 takes 1): they get half as many steps for an NFE.
@@ -60,6 +62,7 @@ def grid_from_params(theta: np.ndarray, sigma_min: float, sigma_max: float) -> T
     frac = np.cumsum(weights / weights.sum())[:-1]
     log_hi, log_lo = math.log(sigma_max), math.log(sigma_min)
     levels = np.concatenate([[sigma_max], np.exp(log_hi + frac * (log_lo - log_hi))])
+    levels = np.minimum.accumulate(np.minimum(levels, sigma_max))  # exp(log(s)) can round above s
     return append_zero(torch.tensor(levels, dtype=torch.float64))
 
 
@@ -72,18 +75,27 @@ def params_from_grid(sigmas: Tensor, sigma_min: float) -> np.ndarray:
 
 @torch.no_grad()
 def rms_error(denoiser: Callable[..., Tensor], x: Tensor, ref: Tensor, sigmas: Tensor, sampler: str,
-              cond: Tensor | None = None) -> float:
-    """RMS distance between a sampler's output on `sigmas` and the reference solution."""
-    out = samplers.sample(denoiser, x, sigmas, sampler, cond=cond)
+              cond: Tensor | None = None, teleport: GaussianFlow | None = None) -> float:
+    """RMS distance between a sampler's output on `sigmas` (first step teleported, if given) and the reference."""
+    out = samplers.sample(denoiser, x, sigmas, sampler, cond=cond, teleport=teleport)
     return float((out - ref).double().pow(2).mean().sqrt())
+
+
+def default_landing(teleport: GaussianFlow, sigma_max: float) -> float:
+    """Where a teleported grid starts its search: 3 standard deviations of the fit's widest direction."""
+    widest = float(teleport.evals.max()) if teleport.evals.numel() else teleport.rest
+    return min(sigma_max, 3.0 * max(widest, teleport.rest, 1e-12) ** 0.5)
 
 
 def optimize_grid(denoiser: Callable[..., Tensor], x: Tensor, sampler: str, steps: int, sigma_min: float,
                   sigma_max: float, ref: Tensor | None = None, cond: Tensor | None = None,
-                  max_evals: int = 300, init: Tensor | None = None) -> tuple[Tensor, float, float]:
+                  max_evals: int = 300, init: Tensor | None = None, teleport: GaussianFlow | None = None,
+                  landing: float | None = None) -> tuple[Tensor, float, float]:
     """Tune a `steps`-step grid for `sampler` on starting noise x; returns (grid, initial error, tuned error).
 
-    The search starts from `init` (default: the Karras rho=7 grid).
+    The search starts from `init` (default: the Karras rho=7 grid), its levels squeezed below `landing` when
+    `teleport` is given: then the grid is [sigma_max, landing, ...] with the first step taken by the Gaussian
+    flow (no network call), and the landing level is tuned too.
     """
     if ref is None:
         ref = reference_solution(denoiser, x, sigma_max, sigma_min, cond=cond)
@@ -92,36 +104,95 @@ def optimize_grid(denoiser: Callable[..., Tensor], x: Tensor, sampler: str, step
     if len(init) != steps + 1:
         raise ValueError(f"initial grid has {len(init) - 1} steps, expected {steps}")
     theta0 = params_from_grid(init, sigma_min)
+    if teleport is not None:
+        land = default_landing(teleport, sigma_max) if landing is None else landing
+        theta0 = np.concatenate([[math.log(min(land, sigma_max))], theta0])
+
+    def to_grid(theta: np.ndarray) -> Tensor:
+        if teleport is None:
+            return grid_from_params(theta, sigma_min, sigma_max)
+        land = math.exp(min(float(theta[0]), math.log(sigma_max)))
+        land = max(land, sigma_min)
+        return torch.cat([torch.tensor([sigma_max], dtype=torch.float64), grid_from_params(theta[1:], sigma_min, land)])
 
     def objective(theta: np.ndarray) -> float:
-        err = rms_error(denoiser, x, ref, grid_from_params(theta, sigma_min, sigma_max), sampler, cond)
+        err = rms_error(denoiser, x, ref, to_grid(theta), sampler, cond, teleport)
         return math.log(err) if math.isfinite(err) and err > 0 else 1e3
 
     start = objective(theta0)
     result = minimize(objective, theta0, method="Powell", options={"maxfev": max_evals, "xtol": 1e-3,
                                                                        "ftol": 1e-4})
     best = result.x if result.fun < start else theta0
-    return grid_from_params(best, sigma_min, sigma_max), math.exp(start), math.exp(min(result.fun, start))
+    return to_grid(best), math.exp(start), math.exp(min(result.fun, start))
 
 
-def save_grid(run_dir: str | os.PathLike, sampler: str, grid: Tensor, meta: dict | None = None) -> Path:
-    """Store a tuned grid in the run's grids.json (atomically), keyed by sampler and step count."""
+START_SPACINGS = ("default", "karras", "logsnr", "uniform")
+
+
+def tune_grid(denoiser: Callable[..., Tensor], x: Tensor, sampler: str, steps: int, schedule: Schedule,
+              ref: Tensor | None = None, cond: Tensor | None = None, max_evals: int = 300,
+              starts: Sequence[str] = START_SPACINGS, teleport: GaussianFlow | None = None,
+              landings: Sequence[float | None] = (None,)) -> tuple[Tensor, float, float]:
+    """`optimize_grid` from each standard grid in `starts` (x each landing level, if teleported); the grid with
+    the lowest tuning error wins.
+
+    Returns (grid, the best starting grid's tuning error, the tuned grid's tuning error). The search is local,
+    and on multimodal data where it ends depends on where it starts, so several starts pay for themselves.
+    """
+    if ref is None:
+        ref = reference_solution(denoiser, x, schedule.sigma_max, schedule.sigma_min, cond=cond)
+    if not starts:
+        raise ValueError("starts must name at least one standard spacing")
+    results = [optimize_grid(denoiser, x, sampler, steps, schedule.sigma_min, schedule.sigma_max, ref=ref, cond=cond,
+                             max_evals=max_evals, init=schedule.sigmas(steps, spacing), teleport=teleport,
+                             landing=landing)
+               for spacing in starts for landing in (landings if teleport is not None else (None,))]
+    grid, _, after = min(results, key=lambda r: r[2])
+    return grid, min(r[1] for r in results), after
+
+
+def _grid_steps(grid: Tensor, teleport: GaussianFlow | None) -> int:
+    """The steps a grid is filed under: its sampler steps (a teleported first step costs nothing)."""
+    return len(grid) - 1 - (teleport is not None)
+
+
+def save_grid(run_dir: str | os.PathLike, sampler: str, grid: Tensor, meta: dict | None = None,
+              teleport: GaussianFlow | None = None) -> Path:
+    """Store a tuned grid in the run's grids.json (atomically), keyed by sampler and step count.
+
+    A teleported grid (first step by `teleport`) is filed under its sampler steps, with its Gaussian fit
+    beside it as safetensors.
+    """
     path = Path(run_dir) / GRIDS_FILE
     data = json.loads(path.read_text()) if path.exists() else {}
+    steps = _grid_steps(grid, teleport)
     entry = {"sigmas": grid.tolist(), **(meta or {})}
-    data.setdefault(sampler, {})[str(len(grid) - 1)] = entry
+    if teleport is not None:
+        entry["teleport"] = teleport.save(Path(run_dir) / f"teleport-{sampler}-{steps}.safetensors").name
+    data.setdefault(sampler, {})[str(steps)] = entry
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=1))
     os.replace(tmp, path)
     return path
 
 
-def load_grid(run_dir: str | os.PathLike, sampler: str, steps: int) -> Tensor:
-    """A tuned grid saved for this sampler and step count; a clear error names the tuning command if absent."""
+def _entry(run_dir: str | os.PathLike, sampler: str, steps: int) -> dict:
+    """The grids.json entry for this sampler and step count; a clear error names the tuning command if absent."""
     path = Path(run_dir) / GRIDS_FILE
     data = json.loads(path.read_text()) if path.exists() else {}
     entry = data.get(sampler, {}).get(str(steps))
     if entry is None:
         raise FileNotFoundError(f"no tuned {steps}-step grid for {sampler} in {path}; run "
                                 f"`rediffuse tune-grid {run_dir} --sampler {sampler} --steps {steps}` first")
-    return torch.tensor(entry["sigmas"], dtype=torch.float64)
+    return entry
+
+
+def load_grid(run_dir: str | os.PathLike, sampler: str, steps: int) -> Tensor:
+    """A tuned grid saved for this sampler and step count."""
+    return torch.tensor(_entry(run_dir, sampler, steps)["sigmas"], dtype=torch.float64)
+
+
+def load_teleport(run_dir: str | os.PathLike, sampler: str, steps: int) -> GaussianFlow | None:
+    """The Gaussian flow that takes the first step of that tuned grid, or None if the grid has none."""
+    name = _entry(run_dir, sampler, steps).get("teleport")
+    return None if name is None else GaussianFlow.load(Path(run_dir) / name)

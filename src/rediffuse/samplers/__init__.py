@@ -10,6 +10,7 @@ from typing import Callable
 
 from torch import Tensor
 
+from ..teleport import GaussianFlow, teleported
 from .ancestral import ancestral_step, sample_ddim, sample_ddpm, sample_euler_ancestral
 from .common import noise_like
 from .dpm_solver import sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_dpmpp_2s, sample_dpmpp_3m
@@ -47,9 +48,17 @@ def get(name: str) -> Sampler:
     return SAMPLERS[name]
 
 
-def sample(denoiser: Callable[..., Tensor], x: Tensor, sigmas: Tensor, name: str = "heun", **options) -> Tensor:
-    """Run the named sampler from noise x along the grid sigmas."""
-    return get(name)(denoiser, x, sigmas, **options)
+def sample(denoiser: Callable[..., Tensor], x: Tensor, sigmas: Tensor, name: str = "heun", *,
+           teleport: GaussianFlow | None = None, **options) -> Tensor:
+    """Run the named sampler from noise x along the grid sigmas.
+
+    With `teleport` (a `rediffuse.teleport.GaussianFlow`) the first step, sigmas[0] -> sigmas[1], is the
+    Gaussian's closed-form flow and costs no network evaluation.
+    """
+    fn = get(name)
+    if teleport is not None:
+        x, sigmas = teleported(x, sigmas, teleport)
+    return fn(denoiser, x, sigmas, **options)
 
 
 __all__ = ["SAMPLERS", "STOCHASTIC", "get", "sample", "ancestral_step", "noise_like", "sample_ddim",

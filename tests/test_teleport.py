@@ -1,0 +1,126 @@
+"""Analytical teleportation: the Gaussian's closed-form flow against the ODE solved numerically."""
+
+import math
+
+import pytest
+import torch
+from scipy.integrate import solve_ivp
+
+from rediffuse import analytic, samplers, schedules
+from rediffuse import tuned_grids as tg
+from rediffuse.teleport import GaussianFlow
+
+f64 = torch.float64
+
+
+def gaussian(dim: int = 6, seed: int = 0) -> analytic.GaussianMixture:
+    """One anisotropic Gaussian (variances from 0.01 to about 10) as a one-component mixture."""
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=g, dtype=f64))
+    variances = torch.logspace(-2, 1, dim, dtype=f64)
+    cov = q @ torch.diag(variances) @ q.T
+    return analytic.GaussianMixture(torch.ones(1), torch.randn(1, dim, generator=g, dtype=f64), cov[None])
+
+
+def exact_flow(m: analytic.GaussianMixture) -> GaussianFlow:
+    """The GaussianFlow of the mixture's single component, from its exact mean and covariance."""
+    return GaussianFlow(m.means[0], m.evecs[0], m.evals[0], 0.0)
+
+
+def ode(m: analytic.GaussianMixture, x: torch.Tensor, s0: float, s1: float) -> torch.Tensor:
+    """The probability-flow ODE of the mixture from s0 to s1 by DOP853 (rtol 1e-11), in log sigma."""
+    def rhs(u, y):
+        xx = torch.from_numpy(y).reshape(x.shape)
+        return (xx - m.denoise(xx, math.exp(u))).reshape(-1).numpy()
+
+    sol = solve_ivp(rhs, (math.log(s0), math.log(s1)), x.reshape(-1).numpy(), method="DOP853", rtol=1e-11,
+                    atol=1e-11)
+    return torch.from_numpy(sol.y[:, -1]).reshape(x.shape)
+
+
+def test_flow_solves_the_gaussian_ode():
+    m = gaussian()
+    x = 80.0 * torch.randn(32, 6, generator=torch.Generator().manual_seed(1), dtype=f64)
+    flow = exact_flow(m)
+    for s1 in (20.0, 1.0, 0.05):
+        err = (flow.flow(x, 80.0, s1) - ode(m, x, 80.0, s1)).abs().max()
+        assert err < 1e-6, (s1, float(err))
+
+
+def test_fit_recovers_the_covariance_and_low_rank_keeps_the_trace():
+    m = gaussian(8, seed=3)
+    data = m.sample(4000, generator=torch.Generator().manual_seed(2))
+    full = GaussianFlow.fit(data)
+    cov = full.evecs @ torch.diag(full.evals) @ full.evecs.T
+    assert torch.allclose(cov, torch.cov(data.T), atol=1e-10)
+    assert torch.allclose(full.mean, data.mean(0), atol=1e-12)
+    low = GaussianFlow.fit(data, rank=3)
+    assert low.evecs.shape == (8, 3)
+    assert math.isclose(float(low.evals.sum()) + 5 * low.rest, float(torch.cov(data.T).trace()), rel_tol=1e-10)
+    # fewer samples than dimensions: the spare directions share the leftover variance (here none)
+    few = GaussianFlow.fit(data[:4])
+    assert few.evecs.shape[1] <= 4 and few.rest == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="at least 2"):
+        GaussianFlow.fit(data[:1])
+
+
+def test_flow_composes_and_round_trips_through_safetensors(tmp_path):
+    m = gaussian()
+    flow = GaussianFlow.fit(m.sample(500, generator=torch.Generator().manual_seed(4)), rank=4)
+    x = 30.0 * torch.randn(5, 2, 3, generator=torch.Generator().manual_seed(5))  # any per-sample shape of 6
+    direct, stepped = flow.flow(x, 30.0, 0.5), flow.flow(flow.flow(x, 30.0, 4.0), 4.0, 0.5)
+    assert direct.shape == x.shape and direct.dtype == x.dtype
+    assert torch.allclose(direct, stepped, atol=1e-5)
+    assert torch.equal(flow.flow(x, 2.0, 2.0), x)
+    back = GaussianFlow.load(flow.save(tmp_path / "teleport.safetensors"))
+    assert torch.equal(back.evecs, flow.evecs) and back.rest == flow.rest
+    with pytest.raises(ValueError, match="features"):
+        flow.flow(torch.zeros(2, 5), 1.0, 0.5)
+
+
+def test_teleported_sampler_matches_the_ode_and_skips_calls():
+    m = gaussian()
+    calls = []
+
+    def denoiser(x, sigma, cond=None):
+        calls.append(sigma)
+        return m.denoise(x, sigma)
+
+    x = 80.0 * torch.randn(16, 6, generator=torch.Generator().manual_seed(6), dtype=f64)
+    fine = schedules.get("edm").sigmas(200, "karras")
+    grid = torch.cat([torch.tensor([80.0], dtype=f64), fine[fine <= 5.0]])
+    out = samplers.sample(denoiser, x, grid, "heun", teleport=exact_flow(m))
+    assert 80.0 not in calls and max(calls) <= 5.0
+    ref = m.denoise(ode(m, x, 80.0, 0.002), 0.002)
+    assert (out - ref).abs().max() < 1e-3
+
+
+def test_teleported_tuned_grid_beats_the_plain_tuned_grid_at_five_evaluations():
+    m = analytic.preset("mix16d")
+    d = m.denoiser()
+    sch = schedules.get("edm")
+    gen = torch.Generator().manual_seed(7)
+    tune_x, test_x = (sch.sigma_max * torch.randn(128, 16, generator=gen, dtype=f64) for _ in range(2))
+    flow = GaussianFlow.fit(m.sample(2000, generator=gen))
+    ref_tune = tg.reference_solution(d, tune_x, sch.sigma_max, sch.sigma_min)
+    starts = ("karras", "logsnr")
+    plain, _, _ = tg.tune_grid(d, tune_x, "unipc-bh2", 5, sch, ref=ref_tune, max_evals=200, starts=starts)
+    jumped, _, _ = tg.tune_grid(d, tune_x, "unipc-bh2", 5, sch, ref=ref_tune, max_evals=200, starts=starts,
+                                teleport=flow)
+    assert len(jumped) == len(plain) + 1 and jumped[0] == sch.sigma_max and jumped[1] < sch.sigma_max
+    ref = tg.reference_solution(d, test_x, sch.sigma_max, sch.sigma_min)
+    e_plain = tg.rms_error(d, test_x, ref, plain, "unipc-bh2")
+    e_jump = tg.rms_error(d, test_x, ref, jumped, "unipc-bh2", teleport=flow)
+    print(f"held-out RMS error at 5 NFE: tuned {e_plain:.4f}, teleported + tuned {e_jump:.4f}")
+    assert e_jump < 0.8 * e_plain
+
+
+def test_teleported_grid_is_saved_and_loaded(tmp_path):
+    m = gaussian()
+    flow = GaussianFlow.fit(m.sample(100, generator=torch.Generator().manual_seed(8)))
+    grid = torch.tensor([80.0, 6.0, 1.0, 0.1, 0.0], dtype=f64)
+    tg.save_grid(tmp_path, "dpmpp-2m", grid, teleport=flow)  # 3 sampler steps after the jump
+    assert torch.equal(tg.load_grid(tmp_path, "dpmpp-2m", 3), grid)
+    assert torch.equal(tg.load_teleport(tmp_path, "dpmpp-2m", 3).mean, flow.mean)
+    tg.save_grid(tmp_path, "dpmpp-2m", grid[1:])  # a plain 3-step grid replaces it
+    assert tg.load_teleport(tmp_path, "dpmpp-2m", 3) is None
