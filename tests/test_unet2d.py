@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from rediffuse.nets import NoiseEmbedding, UNet2D, sinusoidal_embedding
 from rediffuse.nets.unet2d import Conv3x3, Upsample, narrow_conv3x3, nearest2x_conv3x3, tiny_conv3x3
@@ -138,21 +139,27 @@ def test_clear_errors_for_bad_sizes():
         model(torch.randn(2, 1, 32, 32), torch.zeros(3))
 
 
-@pytest.mark.parametrize("shape", [(2, 5, 4, 4), (3, 4, 5, 9), (1, 3, 1, 1), (2, 6, 7, 7)])
-def test_low_resolution_upsample_conv_is_the_direct_form(shape):
+def _check_against_direct(fast, direct, shape: tuple, out_ch: int) -> None:
+    """fast(x, w, b) equals direct(x, w, b) in float64, in value and in every gradient, also for channels_last x."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=g, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(7, shape[1], 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
-    b = torch.randn(7, generator=g, dtype=torch.float64, requires_grad=True)
-    direct = torch.nn.functional.conv2d(torch.nn.functional.interpolate(x, scale_factor=2.0, mode="nearest"), w, b,
-                                        padding=1)
-    fast = nearest2x_conv3x3(x, w, b)
-    torch.testing.assert_close(fast, direct, rtol=0, atol=1e-12)
-    grad = torch.randn(direct.shape, generator=g, dtype=torch.float64)
-    for a, c in zip(torch.autograd.grad(fast, (x, w, b), grad), torch.autograd.grad(direct, (x, w, b), grad)):
+    w = torch.randn(out_ch, shape[1], 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(out_ch, generator=g, dtype=torch.float64, requires_grad=True)
+    want, got = direct(x, w, b), fast(x, w, b)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    grad = torch.randn(want.shape, generator=g, dtype=torch.float64)
+    for a, c in zip(torch.autograd.grad(got, (x, w, b), grad), torch.autograd.grad(want, (x, w, b), grad)):
         torch.testing.assert_close(a, c, rtol=0, atol=1e-11)
-    cl = nearest2x_conv3x3(x.detach().contiguous(memory_format=torch.channels_last), w.detach(), b.detach())
-    torch.testing.assert_close(cl, direct.detach())
+    cl = fast(x.detach().contiguous(memory_format=torch.channels_last), w.detach(), b.detach())
+    torch.testing.assert_close(cl, want.detach())
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 4, 4), (3, 4, 5, 9), (1, 3, 1, 1), (2, 6, 7, 7)])
+def test_low_resolution_upsample_conv_is_the_direct_form(shape):
+    def direct(x, w, b):
+        return F.conv2d(F.interpolate(x, scale_factor=2.0, mode="nearest"), w, b, padding=1)
+
+    _check_against_direct(nearest2x_conv3x3, direct, shape, 7)
 
 
 def test_unet_output_does_not_depend_on_the_upsample_path(monkeypatch):
@@ -167,18 +174,7 @@ def test_unet_output_does_not_depend_on_the_upsample_path(monkeypatch):
 @pytest.mark.parametrize("form", [tiny_conv3x3, narrow_conv3x3])
 @pytest.mark.parametrize("shape", [(2, 5, 1, 1), (2, 5, 2, 1), (3, 4, 2, 2), (2, 3, 3, 3), (2, 6, 5, 7)])
 def test_fast_conv3x3_forms_are_the_direct_convolution(form, shape):
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(shape, generator=g, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(3, shape[1], 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
-    b = torch.randn(3, generator=g, dtype=torch.float64, requires_grad=True)
-    direct = torch.nn.functional.conv2d(x, w, b, padding=1)
-    fast = form(x, w, b)
-    torch.testing.assert_close(fast, direct, rtol=0, atol=1e-12)
-    grad = torch.randn(direct.shape, generator=g, dtype=torch.float64)
-    for a, c in zip(torch.autograd.grad(fast, (x, w, b), grad), torch.autograd.grad(direct, (x, w, b), grad)):
-        torch.testing.assert_close(a, c, rtol=0, atol=1e-11)
-    cl = form(x.detach().contiguous(memory_format=torch.channels_last), w.detach(), b.detach())
-    torch.testing.assert_close(cl, direct.detach())
+    _check_against_direct(form, lambda x, w, b: F.conv2d(x, w, b, padding=1), shape, 3)
 
 
 def test_unet_fast_paths_match_the_plain_layers(monkeypatch):
