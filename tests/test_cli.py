@@ -78,10 +78,10 @@ def test_digits_demo_writes_its_pictures(tmp_path, capsys):
     out = capsys.readouterr().out
     for name in ("samples.png", "trajectory.gif", "loss.png"):
         assert str(tmp_path / "demo" / name) in out
-    grid = Image.open(tmp_path / "demo" / "samples.png")
-    assert grid.size[1] > grid.size[0] * 0.9  # ten rows (one per digit) of ten samples
-    gif = Image.open(tmp_path / "demo" / "trajectory.gif")
-    assert gif.n_frames > 5
+    with Image.open(tmp_path / "demo" / "samples.png") as grid:
+        assert grid.size[1] > grid.size[0] * 0.9  # ten rows (one per digit) of ten samples
+    with Image.open(tmp_path / "demo" / "trajectory.gif") as gif:
+        assert gif.n_frames > 5
 
 
 def test_help_lists_verbs(capsys):
