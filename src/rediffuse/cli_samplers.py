@@ -120,8 +120,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _training_data(run: Path, limit: int = 10_000) -> torch.Tensor:
-    """Up to `limit` training examples of a run, for the Gaussian fit of --teleport."""
+def _training_data(run: Path, limit: int = 10_000, max_values: int = 200_000_000) -> torch.Tensor:
+    """Up to `limit` training examples of a run (fewer for large examples), for the Gaussian fit of --teleport."""
     import dataclasses
 
     from .cli import UsageError
@@ -129,6 +129,7 @@ def _training_data(run: Path, limit: int = 10_000) -> torch.Tensor:
 
     config = load_run(run)[2]
     try:
-        return build_data(dataclasses.replace(config, num_points=limit)).x[:limit]
+        x = build_data(dataclasses.replace(config, num_points=limit)).x
     except (ValueError, OSError) as err:
         raise UsageError(f"--teleport fits the training data, which cannot be loaded now ({err})") from err
+    return x[:min(limit, max(64, max_values // x[0].numel()))]  # the fit holds n x d float64 values
