@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -122,12 +123,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def _training_data(run: Path, limit: int = 10_000, max_values: int = 200_000_000) -> torch.Tensor:
     """Up to `limit` training examples of a run (fewer for large examples), for the Gaussian fit of --teleport."""
-    import dataclasses
-
     from .cli import UsageError
-    from .train import build_data, load_run
+    from .train import build_data, saved_config
 
-    config = load_run(run)[2]
+    config = saved_config(run)
+    assert config is not None, "the run's checkpoint was loaded already"
     try:
         x = build_data(dataclasses.replace(config, num_points=limit)).x
     except (ValueError, OSError) as err:

@@ -63,8 +63,8 @@ class GaussianFlow:
         def factor(v: Tensor | float) -> Tensor | float:
             return ((v + sigma_to**2) / (v + sigma_from**2)) ** 0.5
 
-        inside = coords @ self.evecs.T
-        out = self.mean + (coords * factor(self.evals)) @ self.evecs.T + factor(self.rest) * (u - inside)
+        rest = factor(self.rest)  # every direction scales by it, the kept ones by their own factor instead
+        out = self.mean + rest * u + (coords * (factor(self.evals) - rest)) @ self.evecs.T
         return out.reshape(x.shape).to(dtype=x.dtype, device=x.device)
 
     def save(self, path: str | os.PathLike) -> Path:

@@ -83,8 +83,8 @@ def rms_error(denoiser: Callable[..., Tensor], x: Tensor, ref: Tensor, sigmas: T
 
 def default_landing(teleport: GaussianFlow, sigma_max: float) -> float:
     """Where a teleported grid starts its search: 3 standard deviations of the fit's widest direction."""
-    widest = float(teleport.evals.max()) if teleport.evals.numel() else teleport.rest
-    return min(sigma_max, 3.0 * max(widest, teleport.rest, 1e-12) ** 0.5)
+    widest = max([*teleport.evals.tolist(), teleport.rest, 1e-12])
+    return min(sigma_max, 3.0 * widest**0.5)
 
 
 def optimize_grid(denoiser: Callable[..., Tensor], x: Tensor, sampler: str, steps: int, sigma_min: float,
@@ -111,8 +111,7 @@ def optimize_grid(denoiser: Callable[..., Tensor], x: Tensor, sampler: str, step
     def to_grid(theta: np.ndarray) -> Tensor:
         if teleport is None:
             return grid_from_params(theta, sigma_min, sigma_max)
-        land = math.exp(min(float(theta[0]), math.log(sigma_max)))
-        land = max(land, sigma_min)
+        land = max(math.exp(min(float(theta[0]), math.log(sigma_max))), sigma_min)  # no overflow
         return torch.cat([torch.tensor([sigma_max], dtype=torch.float64), grid_from_params(theta[1:], sigma_min, land)])
 
     def objective(theta: np.ndarray) -> float:
@@ -131,10 +130,9 @@ START_SPACINGS = ("default", "karras", "logsnr", "uniform")
 
 def tune_grid(denoiser: Callable[..., Tensor], x: Tensor, sampler: str, steps: int, schedule: Schedule,
               ref: Tensor | None = None, cond: Tensor | None = None, max_evals: int = 300,
-              starts: Sequence[str] = START_SPACINGS, teleport: GaussianFlow | None = None,
-              landings: Sequence[float | None] = (None,)) -> tuple[Tensor, float, float]:
-    """`optimize_grid` from each standard grid in `starts` (x each landing level, if teleported); the grid with
-    the lowest tuning error wins.
+              starts: Sequence[str] = START_SPACINGS, teleport: GaussianFlow | None = None
+              ) -> tuple[Tensor, float, float]:
+    """`optimize_grid` from each standard grid in `starts`; the grid with the lowest tuning error wins.
 
     Returns (grid, the best starting grid's tuning error, the tuned grid's tuning error). The search is local,
     and on multimodal data where it ends depends on where it starts, so several starts pay for themselves.
@@ -144,16 +142,10 @@ def tune_grid(denoiser: Callable[..., Tensor], x: Tensor, sampler: str, steps: i
     if not starts:
         raise ValueError("starts must name at least one standard spacing")
     results = [optimize_grid(denoiser, x, sampler, steps, schedule.sigma_min, schedule.sigma_max, ref=ref, cond=cond,
-                             max_evals=max_evals, init=schedule.sigmas(steps, spacing), teleport=teleport,
-                             landing=landing)
-               for spacing in starts for landing in (landings if teleport is not None else (None,))]
+                             max_evals=max_evals, init=schedule.sigmas(steps, spacing), teleport=teleport)
+               for spacing in starts]
     grid, _, after = min(results, key=lambda r: r[2])
     return grid, min(r[1] for r in results), after
-
-
-def _grid_steps(grid: Tensor, teleport: GaussianFlow | None) -> int:
-    """The steps a grid is filed under: its sampler steps (a teleported first step costs nothing)."""
-    return len(grid) - 1 - (teleport is not None)
 
 
 def save_grid(run_dir: str | os.PathLike, sampler: str, grid: Tensor, meta: dict | None = None,
@@ -165,7 +157,7 @@ def save_grid(run_dir: str | os.PathLike, sampler: str, grid: Tensor, meta: dict
     """
     path = Path(run_dir) / GRIDS_FILE
     data = json.loads(path.read_text()) if path.exists() else {}
-    steps = _grid_steps(grid, teleport)
+    steps = len(grid) - 1 - (teleport is not None)  # sampler steps: the teleported first step costs nothing
     entry = {"sigmas": grid.tolist(), **(meta or {})}
     if teleport is not None:
         entry["teleport"] = teleport.save(Path(run_dir) / f"teleport-{sampler}-{steps}.safetensors").name
