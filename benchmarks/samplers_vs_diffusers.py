@@ -4,13 +4,17 @@ Both sides run the same eps-model: the exact denoiser of a Gaussian mixture expr
 (T=1000) eps-prediction model, from the same x_T ~ N(0, I). Error: RMS distance to the probability-flow
 ODE solution (scipy DOP853, rtol 1e-10) from the same noise. diffusers' schedulers get the settings a
 careful user would choose (trailing timesteps, no clipping; Karras sigmas where offered). Ours: every
-deterministic sampler on every standard grid, plus grids tuned on a separate batch of noise (a Powell search
-from the default and log-SNR grids; the best on the tuning batch wins), and, for three samplers, tuned grids whose first
-step is the closed-form flow of a Gaussian fitted to 20,000 of the model's own samples drawn from separate noise
-(`rediffuse.teleport`). Nothing of ours sees the evaluation noise or the mixture's parameters.
+deterministic sampler on every standard grid, plus grids tuned on separate noise (a pool of draws solved by our
+own reference solver; a Powell search from the default and log-SNR grids on a stratified batch of it, the
+draws the starting grids get most wrong plus a weighted random rest; the best on the tuning batch wins), and,
+for three samplers, tuned grids whose first step is the closed-form flow of a Gaussian fitted to 20,000 of the
+model's own samples drawn from separate noise (`rediffuse.teleport`), for two also with the multistep history
+warm-started from that Gaussian. Nothing of ours sees the evaluation noise or the mixture's parameters.
+"Off mode" counts the samples whose nearest mixture component differs from the reference's: on multimodal
+data they dominate the RMS, so n must be large enough to count them.
 
-    python benchmarks/samplers_vs_diffusers.py [--n 500] [--nfe 5 10 20] [--problems ring8 mix64d]
-        [--tune-n 1024] [--tune-evals 60] [--tune-starts default logsnr]
+    python benchmarks/samplers_vs_diffusers.py [--n 4096] [--nfe 5 10 20] [--problems ring8 mix64d]
+        [--tune-pool 8192] [--tune-n 1024] [--tune-evals 60] [--tune-starts default logsnr]
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from rediffuse.teleport import GaussianFlow
 
 TUNED = ["dpmpp-2m", "dpmpp-3m", "unipc-bh2", "ipndm"]  # the others never came out best when tuned
 TELEPORTED = ["dpmpp-3m", "unipc-bh2", "ipndm"]  # also tuned with a teleported first step
+WARM_STARTED = ["dpmpp-3m", "unipc-bh2"]  # and teleported with the Gaussian's history (best at NFE 5)
 
 
 class MixtureEps(nn.Module):
@@ -100,10 +105,10 @@ def run_diffusers(model: MixtureEps, scheduler, x_T: torch.Tensor, nfe: int) -> 
 
 @torch.no_grad()
 def run_ours(denoiser, model: MixtureEps, x_T: torch.Tensor, sampler: str, grid: torch.Tensor,
-             teleport: GaussianFlow | None = None) -> tuple:
+             teleport: GaussianFlow | None = None, warm_start: bool = False) -> tuple:
     model.calls = 0
     x = x_T * denoiser.schedule.prior_std(float(grid[0]))
-    return samplers.sample(denoiser, x, grid, sampler, teleport=teleport), model.calls
+    return samplers.sample(denoiser, x, grid, sampler, teleport=teleport, warm_start=warm_start), model.calls
 
 
 @torch.no_grad()
@@ -124,7 +129,7 @@ def rms(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def benchmark_problem(name: str, n: int, nfes: list[int], diffusers, tune_evals: int, tune_n: int,
-                      tune_starts: list[str]) -> dict:
+                      tune_pool: int, tune_starts: list[str]) -> dict:
     """Errors of every scheduler/sampler at each NFE on one mixture problem."""
     mixture = analytic.preset(name)
     sched0 = diffusers.DDPMScheduler(beta_schedule="linear")
@@ -134,18 +139,24 @@ def benchmark_problem(name: str, n: int, nfes: list[int], diffusers, tune_evals:
     sch = denoiser.schedule
     g = torch.Generator().manual_seed(0)
     x_T = torch.randn(n, mixture.dim, generator=g, dtype=torch.float64)
-    x_tune = torch.randn(tune_n, mixture.dim, generator=g, dtype=torch.float64)  # the stream after x_T
+    x_tune = torch.randn(tune_pool, mixture.dim, generator=g, dtype=torch.float64)  # the stream after x_T
+    x_ve = x_tune * sch.prior_std(sch.sigma_max)
     start = time.time()
     ref = reference(mixture, x_T * sch.prior_std(sch.sigma_max), sch.sigma_max)
-    ref_tune = reference(mixture, x_tune * sch.prior_std(sch.sigma_max), sch.sigma_max)
+    ref_tune = tg.reference_solution(denoiser, x_ve, sch.sigma_max, sch.sigma_min)  # ours, as `tune-grid` does
+    mode = mixture.component(ref)
     print(f"[{name}] reference solutions in {time.time() - start:.0f}s")
+
+    def score(out: tuple) -> tuple[float, int, int]:
+        return rms(out[0], ref), out[1], int((mixture.component(out[0]) != mode).sum())
+
     flow = teleport_fit(denoiser, mixture.dim)
     theirs: dict = {}
     for label, make in diffusers_schedulers(diffusers).items():
         for nfe in nfes:
             out = run_diffusers(model, make(), x_T, nfe)
             if out is not None:
-                theirs[(label, nfe)] = (rms(out[0], ref), out[1])
+                theirs[(label, nfe)] = score(out)
     ours: dict = {}
     deterministic = [s for s in samplers.SAMPLERS if s not in samplers.STOCHASTIC and s != "ddim"]
     for sampler in deterministic:
@@ -153,16 +164,17 @@ def benchmark_problem(name: str, n: int, nfes: list[int], diffusers, tune_evals:
             steps = tg.steps_for_nfe(sampler, nfe)
             for spacing in ("default", "karras", "logsnr", "uniform"):
                 out = run_ours(denoiser, model, x_T, sampler, sch.sigmas(steps, spacing))
-                ours[(f"{sampler}/{spacing}", nfe)] = (rms(out[0], ref), out[1])
-            x_ve = x_tune * sch.prior_std(sch.sigma_max)
-            for label, teleport in (("tuned", None), ("teleport+tuned", flow)):
-                if sampler in (TELEPORTED if teleport else TUNED):  # the best start on the tuning batch wins
+                ours[(f"{sampler}/{spacing}", nfe)] = score(out)
+            variants = (("tuned", None, False, TUNED), ("teleport+tuned", flow, False, TELEPORTED),
+                        ("teleport+warm+tuned", flow, True, WARM_STARTED))
+            for label, teleport, warm, kind in variants:
+                if sampler in kind:  # the best start on the tuning batch wins
                     params = steps + (teleport is not None)  # Powell needs evaluations in proportion
                     grid, _, _ = tg.tune_grid(denoiser, x_ve, sampler, steps, sch, ref=ref_tune,
                                               max_evals=min(tune_evals * params, 700), starts=tune_starts,
-                                              teleport=teleport)
-                    out = run_ours(denoiser, model, x_T, sampler, grid, teleport)
-                    ours[(f"{sampler}/{label}", nfe)] = (rms(out[0], ref), out[1])
+                                              teleport=teleport, batch=tune_n, warm_start=warm)
+                    ours[(f"{sampler}/{label}", nfe)] = score(run_ours(denoiser, model, x_T, sampler, grid, teleport,
+                                                                       warm))
     return {"ours": ours, "theirs": theirs}
 
 
@@ -178,12 +190,12 @@ def print_table(name: str, result: dict, nfes: list[int]) -> list[str]:
                      if (label, k) in result[side] else "-" for k in nfes]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines.append("| NFE | best diffusers | best rediffuse | ratio (ours/theirs) |")
+    lines.append("| NFE | best diffusers (off mode) | best rediffuse (off mode) | ratio (ours/theirs) |")
     lines.append("|---|---|---|---|")
     for k in nfes:
-        t = min((v[0], lab) for (lab, kk), v in result["theirs"].items() if kk == k and math.isfinite(v[0]))
-        o = min((v[0], lab) for (lab, kk), v in result["ours"].items() if kk == k and math.isfinite(v[0]))
-        lines.append(f"| {k} | {t[1]} {t[0]:.2e} | {o[1]} {o[0]:.2e} | {o[0] / t[0]:.3f} |")
+        t = min((v[0], lab, v[2]) for (lab, kk), v in result["theirs"].items() if kk == k and math.isfinite(v[0]))
+        o = min((v[0], lab, v[2]) for (lab, kk), v in result["ours"].items() if kk == k and math.isfinite(v[0]))
+        lines.append(f"| {k} | {t[1]} {t[0]:.2e} ({t[2]}) | {o[1]} {o[0]:.2e} ({o[2]}) | {o[0] / t[0]:.3f} |")
     print("\n".join(lines))
     return lines
 
@@ -219,12 +231,14 @@ def overhead(diffusers, steps: int = 50, repeats: int = 3) -> tuple[float, float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=500, help="samples per problem")
+    parser.add_argument("--n", type=int, default=4096, help="evaluation samples per problem")
     parser.add_argument("--nfe", type=int, nargs="+", default=[5, 10, 20])
     parser.add_argument("--problems", nargs="+", default=["ring8", "mix64d"])
     parser.add_argument("--tune-evals", type=int, default=60,
                         help="objective evaluations per search start and grid parameter (at most 700 per start)")
-    parser.add_argument("--tune-n", type=int, default=1024, help="tuning samples (separate from the n evaluated)")
+    parser.add_argument("--tune-pool", type=int, default=8192,
+                        help="tuning draws solved by our reference solver (separate from the n evaluated)")
+    parser.add_argument("--tune-n", type=int, default=1024, help="the stratified tuning batch drawn from the pool")
     parser.add_argument("--tune-starts", nargs="+", default=["default", "logsnr"], choices=list(tg.START_SPACINGS),
                         help="standard grids each search starts from")
     parser.add_argument("--out", default=None, help="also write the Markdown tables here")
@@ -235,7 +249,7 @@ def main() -> None:
     lines = []
     for name in args.problems:
         result = benchmark_problem(name, args.n, args.nfe, diffusers, args.tune_evals, args.tune_n,
-                                   args.tune_starts)
+                                   args.tune_pool, args.tune_starts)
         lines += print_table(name, result, args.nfe)
     ours, theirs = overhead(diffusers)
     msg = (f"\nPer-step overhead (64x1x28x28, constant network): rediffuse {ours * 1e6:.0f} us, "

@@ -32,6 +32,17 @@ def test_log_prob_of_single_gaussian_matches_closed_form():
     assert torch.allclose(m.log_prob(x, 0.3), ref, atol=1e-12)
 
 
+@pytest.mark.parametrize("sigma", [0.0, 0.5])
+def test_component_is_the_most_probable_one(sigma):
+    m = analytic.preset("mix16d")
+    x = m.sample(400, torch.Generator().manual_seed(3))
+    eye = torch.eye(m.dim, dtype=f64)
+    joint = torch.stack([w.log() + torch.distributions.MultivariateNormal(mu, cov + sigma**2 * eye).log_prob(x)
+                         for w, mu, cov in zip(m.weights, m.means, m.covs)], dim=1)
+    assert torch.equal(m.component(x, sigma), joint.argmax(1))
+    assert len(set(m.component(x).tolist())) == len(m.weights)  # every component is drawn and found
+
+
 def test_per_sample_sigmas_and_shapes():
     m = analytic.preset("mix16d")
     x = torch.randn(4, 16, dtype=f64)

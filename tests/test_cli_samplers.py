@@ -49,9 +49,10 @@ def test_teleported_grid_is_tuned_saved_benchmarked_and_sampled(tmp_path, capsys
     assert main(["train", "--data", "8gaussians", "--out", str(run), "--steps", "60", "--batch-size", "256",
                  "--net-kwargs", '{"hidden": 32, "depth": 2, "emb_dim": 16}', "--no-progress"]) == 0
     assert main(["tune-grid", str(run), "--sampler", "dpmpp-2m", "--steps", "4", "-n", "16", "--evals", "15",
-                 "--starts", "karras", "logsnr", "--teleport"]) == 0
+                 "--starts", "karras", "logsnr", "--teleport", "--warm-start"]) == 0
     entry = json.loads((run / "grids.json").read_text())["dpmpp-2m"]["4"]
     assert len(entry["sigmas"]) == 6 and entry["sigmas"][0] > entry["sigmas"][1]  # sigma_max, landing, 3, 0
+    assert entry["warm_start"] is True
     assert (run / entry["teleport"]).is_file()
     bench = tmp_path / "bench"
     assert main(["bench-samplers", str(run), "-n", "16", "--nfe", "4", "--samplers", "dpmpp-2m",
@@ -70,3 +71,13 @@ def test_bench_samplers_bad_input(tmp_path, capsys):
     assert "--analytic" in capsys.readouterr().err
     assert main(["bench-samplers", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_tune_grid_bad_options(tmp_path, capsys):
+    assert main(["tune-grid", str(tmp_path), "-n", "16", "--pool", "8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--pool" in err and "-n" in err and "\n" not in err
+    for extra in ([], ["--teleport", "--sampler", "heun"]):
+        assert main(["tune-grid", str(tmp_path), "--warm-start", *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "--warm-start needs --teleport and a multistep sampler" in err and "\n" not in err

@@ -139,6 +139,18 @@ def test_grids_ending_in_zero(ring8_256, name, options):
         assert change < 1e-4 and err < 2e-3
 
 
+@pytest.mark.parametrize("name", ["dpmpp-3m", "unipc-bh2", "lms", "ipndm"])
+def test_multistep_samplers_pass_over_a_level_repeated_to_rounding(ring8_256, name):
+    """A level repeated to within rounding (a search can put two there) is skipped like an exact repeat."""
+    m, x, _ = ring8_256
+    grid = schedules.get("edm").sigmas(8)
+    nudged = torch.cat([grid[:4], grid[3:4] * (1 - 1e-15), grid[4:]])
+    repeated = torch.cat([grid[:4], grid[3:4], grid[4:]])
+    out = samplers.sample(m.denoiser(), x, grid, name)
+    assert torch.equal(samplers.sample(m.denoiser(), x, repeated, name), out)
+    assert torch.allclose(samplers.sample(m.denoiser(), x, nudged, name), out, rtol=0, atol=1e-10)
+
+
 def test_ten_nfe_beats_euler(ring8_256):
     """At 10 NFE on the log-SNR grid every deterministic new sampler beats Euler (printed: Karras too)."""
     m, x, ref = ring8_256

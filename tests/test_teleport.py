@@ -121,6 +121,39 @@ def test_teleported_grid_is_saved_and_loaded(tmp_path):
     grid = torch.tensor([80.0, 6.0, 1.0, 0.1, 0.0], dtype=f64)
     tg.save_grid(tmp_path, "dpmpp-2m", grid, teleport=flow)  # 3 sampler steps after the jump
     assert torch.equal(tg.load_grid(tmp_path, "dpmpp-2m", 3), grid)
-    assert torch.equal(tg.load_teleport(tmp_path, "dpmpp-2m", 3).mean, flow.mean)
+    loaded, warm_start = tg.load_teleport(tmp_path, "dpmpp-2m", 3)
+    assert torch.equal(loaded.mean, flow.mean) and warm_start is False
+    tg.save_grid(tmp_path, "dpmpp-2m", grid, teleport=flow, warm_start=True)
+    assert tg.load_teleport(tmp_path, "dpmpp-2m", 3)[1] is True
     tg.save_grid(tmp_path, "dpmpp-2m", grid[1:])  # a plain 3-step grid replaces it
-    assert tg.load_teleport(tmp_path, "dpmpp-2m", 3) is None
+    assert tg.load_teleport(tmp_path, "dpmpp-2m", 3) == (None, False)
+
+
+def test_history_follows_the_gaussian_ode_and_its_denoiser():
+    m = gaussian()
+    flow = exact_flow(m)
+    x = 80.0 * torch.randn(16, 6, generator=torch.Generator().manual_seed(9), dtype=f64)
+    x_land = ode(m, x, 80.0, 4.0)
+    for level, x_level, denoised in flow.history(x_land, 4.0, [30.0, 9.0]):
+        assert (x_level - ode(m, x, 80.0, level)).abs().max() < 1e-6
+        assert (denoised - m.denoise(x_level, level)).abs().max() < 1e-12
+
+
+def test_warm_start_fills_the_multistep_history_from_the_gaussian():
+    """DPM-Solver++(2M)'s first step after the landing uses the Gaussian's D one step-ratio above it (r = 1)."""
+    m = gaussian()
+    flow = exact_flow(m)
+    x = 80.0 * torch.randn(16, 6, generator=torch.Generator().manual_seed(10), dtype=f64)
+    grid = torch.tensor([80.0, 4.0, 1.0, 0.2, 0.0], dtype=f64)
+    steps = []
+    samplers.sample(m.denoiser(), x, grid, "dpmpp-2m", teleport=flow, warm_start=True, callback=steps.append)
+    x_land, d_land = steps[0]["x"], steps[0]["denoised"]
+    [(level, _, d_prev)] = flow.history(x_land, 4.0, [16.0])  # 4 * (4 / 1)
+    expected = 0.25 * x_land + 0.75 * (1.5 * d_land - 0.5 * d_prev)
+    assert torch.allclose(steps[1]["x"], expected, atol=1e-12)
+    cold = []
+    samplers.sample(m.denoiser(), x, grid, "dpmpp-2m", teleport=flow, callback=cold.append)
+    assert torch.allclose(cold[1]["x"], 0.25 * x_land + 0.75 * d_land, atol=1e-12)  # first order without it
+    for bad in ({"name": "euler", "teleport": flow}, {"name": "dpmpp-2m", "teleport": None}):
+        with pytest.raises(ValueError, match="warm_start needs a teleport and a multistep sampler"):
+            samplers.sample(m.denoiser(), x, grid, warm_start=True, **bad)

@@ -1,5 +1,7 @@
 """Tuned step grids: fitted on one batch of noise, they beat the standard grids on fresh noise."""
 
+import math
+
 import pytest
 import torch
 
@@ -56,3 +58,40 @@ def test_tuning_noise_is_disjoint_from_evaluation_noise():
         gens = sampling.sample_generators(seed, range(n))
         evaluation = torch.stack([torch.randn(shape, generator=g) for g in gens])
         assert torch.cdist(tune, evaluation).min() > 1e-6  # no starting point is shared
+
+
+def test_stratified_batch_keeps_the_worst_and_estimates_the_pool_mean():
+    g = torch.Generator().manual_seed(3)
+    errors = torch.rand(1000, generator=g, dtype=f64)
+    errors[torch.randperm(1000, generator=g)[:15]] += 200.0  # a few samples that end in another mode
+    worst = set(errors.argsort(descending=True)[:50].tolist())
+    stratified, plain = [], []
+    for seed in range(400):
+        index, weights = tg.stratified_batch(errors, 100, seed=seed)
+        assert len(set(index.tolist())) == 100 and set(index[:50].tolist()) == worst
+        assert math.isclose(float(weights.sum()), 1000.0)
+        stratified.append(float((weights * errors[index]).sum() / weights.sum()))
+        plain.append(float(errors[torch.randperm(1000, generator=torch.Generator().manual_seed(seed))[:100]].mean()))
+    stratified, plain = torch.tensor(stratified), torch.tensor(plain)
+    truth = float(errors.mean())
+    assert abs(float(stratified.mean()) - truth) < 3 * float(stratified.std()) / 20  # unbiased, within 3 s.e.
+    assert float(stratified.std()) < 0.1 * float(plain.std())  # the outliers no longer come and go by chance
+    index, weights = tg.stratified_batch(errors, 2000)
+    assert torch.equal(index, torch.arange(1000)) and torch.equal(weights, torch.ones(1000, dtype=f64))
+
+
+def test_tune_grid_searches_on_the_stratified_batch_of_a_pool():
+    m = analytic.preset("ring8")
+    sizes = []
+
+    def denoiser(x, sigma, cond=None):
+        sizes.append(len(x))
+        return m.denoise(x, sigma)
+
+    sch = schedules.get("edm")
+    pool = sch.sigma_max * torch.randn(256, 2, generator=torch.Generator().manual_seed(4), dtype=f64)
+    ref = tg.reference_solution(m.denoiser(), pool, sch.sigma_max, sch.sigma_min)
+    grid, before, after = tg.tune_grid(denoiser, pool, "dpmpp-2m", 4, sch, ref=ref, max_evals=30,
+                                       starts=("karras", "logsnr"), batch=32)
+    assert set(sizes) == {256, 32}  # the pilot runs of the starting grids see the pool, the search the batch
+    assert sizes.count(256) == 2 * 4 and after <= before and len(grid) == 5

@@ -61,6 +61,11 @@ class GaussianMixture:
         log_joint, _, _ = self._terms(x64, sig)
         return torch.logsumexp(log_joint, dim=1).to(x.device)
 
+    def component(self, x: Tensor, sigma: float | Tensor = 0.0) -> Tensor:
+        """Index of each sample's most probable mixture component at noise level sigma."""
+        x64, sig = self._flat(x, sigma)
+        return self._terms(x64, sig)[0].argmax(1).to(x.device)
+
     def denoise(self, x: Tensor, sigma: float | Tensor) -> Tensor:
         """The exact E[x0 | x] at noise level sigma, in x's shape, dtype and device."""
         x64, sig = self._flat(x, sigma)

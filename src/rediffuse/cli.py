@@ -272,8 +272,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
         options = dict(n=n, sampler=args.sampler, steps=args.steps, spacing=args.spacing, seed=args.seed,
                        batch_size=args.batch_size, cond=cond, device=device)
         if args.spacing == "tuned":
+            teleport, warm_start = load_teleport(args.run, args.sampler, args.steps)
             options.update(spacing="default", sigmas=load_grid(args.run, args.sampler, args.steps),
-                           teleport=load_teleport(args.run, args.sampler, args.steps))
+                           teleport=teleport, warm_start=warm_start)
         shape = info["data"]["shape"]
         written = (sample_points if kind == "points" else sample_images)(denoiser, schedule, shape, config, out,
                                                                          args.trajectory, options)

@@ -39,7 +39,10 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser) -> None:
     tune.add_argument("run", type=Path, metavar="RUN", help="run folder")
     tune.add_argument("--sampler", default="dpmpp-2m", choices=sorted(samplers.SAMPLERS), help="sampler")
     tune.add_argument("--steps", type=int, default=10, help="grid steps (default: 10)")
-    tune.add_argument("-n", type=int, default=64, help="tuning samples (default: 64)")
+    tune.add_argument("-n", type=int, default=64, help="tuning batch (default: 64)")
+    tune.add_argument("--pool", type=int, default=None,
+                      help="draws solved by the reference solver; the batch is the -n of them the starting grids "
+                           "get most wrong, half, plus a weighted random half of the rest (default: 4 x n)")
     tune.add_argument("--evals", type=int, default=200, help="objective evaluations (default: 200)")
     tune.add_argument("--seed", type=int, default=1, help="seed of the tuning noise (default: 1)")
     tune.add_argument("--starts", nargs="+", default=list(tg.START_SPACINGS), choices=list(tg.START_SPACINGS),
@@ -48,6 +51,9 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser) -> None:
     tune.add_argument("--teleport", action="store_true",
                       help="take the first step in closed form under a Gaussian fitted to the training data "
                            "and tune where it lands (unconditional runs)")
+    tune.add_argument("--warm-start", action="store_true",
+                      help="with --teleport: multistep samplers start with the Gaussian's history above the landing "
+                           "instead of lower-order steps (often better at 5-10 steps; tune both and compare)")
     tune.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     tune.set_defaults(func=cmd_tune)
 
@@ -102,9 +108,15 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     if args.steps < 1 or args.n < 1 or args.evals < 1:
         raise UsageError("--steps, -n and --evals must be >= 1")
+    pool = 4 * args.n if args.pool is None else args.pool
+    if pool < args.n:
+        raise UsageError(f"--pool {pool} is smaller than the tuning batch -n {args.n}; give --pool >= -n")
+    if args.warm_start and (not args.teleport or args.sampler not in samplers.WARM_STARTED):
+        raise UsageError(f"--warm-start needs --teleport and a multistep sampler "
+                         f"({', '.join(sorted(samplers.WARM_STARTED))})")
     denoiser, schedule, shape, run, _ = _problem(args)
-    x = tg.tuning_noise(args.seed, args.n, shape, args.device) * schedule.prior_std(schedule.sigma_max)
-    cond = _labels(run, args.n)
+    x = tg.tuning_noise(args.seed, pool, shape, args.device) * schedule.prior_std(schedule.sigma_max)
+    cond = _labels(run, pool)
     cond = None if cond is None else cond.to(args.device)
     teleport = None
     if args.teleport:
@@ -112,10 +124,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
             raise UsageError("--teleport needs an unconditional run: its Gaussian fit ignores the class labels")
         teleport = GaussianFlow.fit(_training_data(run))
     grid, before, after = tg.tune_grid(denoiser, x, args.sampler, args.steps, schedule, cond=cond,
-                                       max_evals=args.evals, starts=args.starts, teleport=teleport)
+                                       max_evals=args.evals, starts=args.starts, teleport=teleport, batch=args.n,
+                                       warm_start=args.warm_start)
     path = tg.save_grid(run, args.sampler, grid, {"tuning_rms_before": before, "tuning_rms_after": after},
-                        teleport=teleport)
-    print(f"{args.sampler}, {args.steps} steps{' (teleported)' if teleport else ''}: tuning-batch RMS error "
+                        teleport=teleport, warm_start=args.warm_start)
+    how = " (teleported, warm start)" if args.warm_start else " (teleported)" if teleport else ""
+    print(f"{args.sampler}, {args.steps} steps{how}: tuning-batch RMS error "
           f"{before:.3e} (best standard start) -> {after:.3e}")
     print(path)
     return 0

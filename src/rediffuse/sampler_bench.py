@@ -51,14 +51,14 @@ class CountingDenoiser:
 
 
 def _grids(schedule: Schedule, sampler: str, nfe: int, run_dir: Path | None
-           ) -> dict[str, tuple[Tensor, GaussianFlow | None]]:
-    """The standard grids for this budget, plus a tuned one if the run has it (with its teleport, if any)."""
+           ) -> dict[str, tuple[Tensor, GaussianFlow | None, bool]]:
+    """The standard grids for this budget, plus a tuned one if the run has it (with its teleport and warm start)."""
     steps = tg.steps_for_nfe(sampler, nfe)
-    grids: dict[str, tuple[Tensor, GaussianFlow | None]] = {
-        spacing: (schedule.sigmas(steps, spacing), None) for spacing in SPACINGS}
+    grids: dict[str, tuple[Tensor, GaussianFlow | None, bool]] = {
+        spacing: (schedule.sigmas(steps, spacing), None, False) for spacing in SPACINGS}
     if run_dir is not None:
         try:
-            grids["tuned"] = (tg.load_grid(run_dir, sampler, steps), tg.load_teleport(run_dir, sampler, steps))
+            grids["tuned"] = (tg.load_grid(run_dir, sampler, steps), *tg.load_teleport(run_dir, sampler, steps))
         except FileNotFoundError:
             pass
     return grids
@@ -79,9 +79,9 @@ def bench(denoiser: Callable[..., Tensor], schedule: Schedule, shape: Sequence[i
     for name in names or list(samplers.SAMPLERS):
         stochastic = name in samplers.STOCHASTIC
         for nfe in nfes:
-            for spacing, (grid, teleport) in _grids(schedule, name, nfe, run_dir).items():
+            for spacing, (grid, teleport, warm_start) in _grids(schedule, name, nfe, run_dir).items():
                 counter.calls = 0
-                out = samplers.sample(counter, x, grid, name, cond=cond, teleport=teleport,
+                out = samplers.sample(counter, x, grid, name, cond=cond, teleport=teleport, warm_start=warm_start,
                                       generator=torch.Generator(device=device).manual_seed(seed + 1))
                 if stochastic:
                     err = sliced_wasserstein(out.flatten(1), ref.flatten(1), seed=seed)

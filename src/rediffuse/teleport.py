@@ -7,7 +7,9 @@ by sqrt((v + s'^2) / (v + s^2)). At high noise the noised data is nearly Gaussia
 sampler's first steps at no network cost (Wang & Vastola 2024, "The unreasonable effectiveness of Gaussian
 score approximation for diffusion models and its applications", TMLR). The Gaussian is fitted to samples
 (training data, or the model's own samples); where the samples span fewer directions than the data has, the
-remaining directions share one variance, the mean of what the kept ones leave.
+remaining directions share one variance, the mean of what the kept ones leave. The same Gaussian's D along
+its own flow above the landing can stand in for the model's, to start a multistep sampler with a full history
+(`samplers.sample(..., warm_start=True)`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -54,18 +57,29 @@ class GaussianFlow:
 
     def flow(self, x: Tensor, sigma_from: float, sigma_to: float) -> Tensor:
         """x (VE form, noise level sigma_from) carried along the Gaussian's ODE to sigma_to."""
+        return self._shrink(x, lambda v: ((v + sigma_to**2) / (v + sigma_from**2)) ** 0.5)
+
+    def denoise(self, x: Tensor, sigma: float) -> Tensor:
+        """The Gaussian's exact denoiser E[x0 | x] = m + C (C + sigma^2 I)^-1 (x - m) at noise level sigma."""
+        return self._shrink(x, lambda v: v / (v + sigma**2))
+
+    def _shrink(self, x: Tensor, factor: Callable[[Tensor | float], Tensor | float]) -> Tensor:
+        """m + f(C) (x - m): each eigen-direction of variance v scaled by factor(v)."""
         flat = x.reshape(x.shape[0], -1)
         if flat.shape[1] != self.dim:
             raise ValueError(f"the Gaussian has {self.dim} features, x has {flat.shape[1]} per sample")
         u = flat.to(dtype=f64, device=self.mean.device) - self.mean
-        coords = u @ self.evecs
-
-        def factor(v: Tensor | float) -> Tensor | float:
-            return ((v + sigma_to**2) / (v + sigma_from**2)) ** 0.5
-
         rest = factor(self.rest)  # every direction scales by it, the kept ones by their own factor instead
-        out = self.mean + rest * u + (coords * (factor(self.evals) - rest)) @ self.evecs.T
+        out = self.mean + rest * u + ((u @ self.evecs) * (factor(self.evals) - rest)) @ self.evecs.T
         return out.reshape(x.shape).to(dtype=x.dtype, device=x.device)
+
+    def history(self, x: Tensor, sigma: float, levels: Sequence[float]) -> list[tuple[float, Tensor, Tensor]]:
+        """(level, x carried there from sigma, the Gaussian's D there) for each level, in the order given."""
+        out = []
+        for level in levels:
+            x_level = self.flow(x, sigma, level)
+            out.append((level, x_level, self.denoise(x_level, level)))
+        return out
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the fit as safetensors (atomically)."""

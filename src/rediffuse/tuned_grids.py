@@ -74,11 +74,25 @@ def params_from_grid(sigmas: Tensor, sigma_min: float) -> np.ndarray:
 
 
 @torch.no_grad()
+def per_sample_error(denoiser: Callable[..., Tensor], x: Tensor, ref: Tensor, sigmas: Tensor, sampler: str,
+                     cond: Tensor | None = None, teleport: GaussianFlow | None = None,
+                     warm_start: bool = False) -> Tensor:
+    """Each sample's mean squared distance between the sampler's output on `sigmas` and the reference."""
+    out = samplers.sample(denoiser, x, sigmas, sampler, cond=cond, teleport=teleport, warm_start=warm_start)
+    return (out - ref).double().pow(2).reshape(len(out), -1).mean(1).cpu()
+
+
 def rms_error(denoiser: Callable[..., Tensor], x: Tensor, ref: Tensor, sigmas: Tensor, sampler: str,
-              cond: Tensor | None = None, teleport: GaussianFlow | None = None) -> float:
-    """RMS distance between a sampler's output on `sigmas` (first step teleported, if given) and the reference."""
-    out = samplers.sample(denoiser, x, sigmas, sampler, cond=cond, teleport=teleport)
-    return float((out - ref).double().pow(2).mean().sqrt())
+              cond: Tensor | None = None, teleport: GaussianFlow | None = None,
+              weights: Tensor | None = None, warm_start: bool = False) -> float:
+    """RMS distance between a sampler's output on `sigmas` (first step teleported, if given) and the reference.
+
+    With per-sample `weights` it is the weighted RMS, the estimate a `stratified_batch` calls for.
+    """
+    per_sample = per_sample_error(denoiser, x, ref, sigmas, sampler, cond, teleport, warm_start)
+    if weights is None:
+        return float(per_sample.mean().sqrt())
+    return float(((weights * per_sample).sum() / weights.sum()).sqrt())
 
 
 def default_landing(teleport: GaussianFlow, sigma_max: float) -> float:
@@ -90,12 +104,13 @@ def default_landing(teleport: GaussianFlow, sigma_max: float) -> float:
 def optimize_grid(denoiser: Callable[..., Tensor], x: Tensor, sampler: str, steps: int, sigma_min: float,
                   sigma_max: float, ref: Tensor | None = None, cond: Tensor | None = None,
                   max_evals: int = 300, init: Tensor | None = None, teleport: GaussianFlow | None = None,
-                  landing: float | None = None) -> tuple[Tensor, float, float]:
+                  landing: float | None = None, weights: Tensor | None = None,
+                  warm_start: bool = False) -> tuple[Tensor, float, float]:
     """Tune a `steps`-step grid for `sampler` on starting noise x; returns (grid, initial error, tuned error).
 
     The search starts from `init` (default: the Karras rho=7 grid), its levels squeezed below `landing` when
     `teleport` is given: then the grid is [sigma_max, landing, ...] with the first step taken by the Gaussian
-    flow (no network call), and the landing level is tuned too.
+    flow (no network call), and the landing level is tuned too; `warm_start` as in `samplers.sample`.
     """
     if ref is None:
         ref = reference_solution(denoiser, x, sigma_max, sigma_min, cond=cond)
@@ -111,49 +126,85 @@ def optimize_grid(denoiser: Callable[..., Tensor], x: Tensor, sampler: str, step
     def to_grid(theta: np.ndarray) -> Tensor:
         if teleport is None:
             return grid_from_params(theta, sigma_min, sigma_max)
-        land = max(math.exp(min(float(theta[0]), math.log(sigma_max))), sigma_min)  # no overflow
+        land = min(max(math.exp(float(theta[0])), sigma_min), sigma_max)
         return torch.cat([torch.tensor([sigma_max], dtype=torch.float64), grid_from_params(theta[1:], sigma_min, land)])
 
     def objective(theta: np.ndarray) -> float:
-        err = rms_error(denoiser, x, ref, to_grid(theta), sampler, cond, teleport)
+        err = rms_error(denoiser, x, ref, to_grid(theta), sampler, cond, teleport, weights, warm_start)
         return math.log(err) if math.isfinite(err) and err > 0 else 1e3
 
     start = objective(theta0)
-    result = minimize(objective, theta0, method="Powell", options={"maxfev": max_evals, "xtol": 1e-3,
-                                                                       "ftol": 1e-4})
-    best = result.x if result.fun < start else theta0
-    return to_grid(best), math.exp(start), math.exp(min(result.fun, start))
+    # The landing level is searched inside [sigma_min, sigma_max], where the objective depends on it.
+    bounds = None if teleport is None else [(math.log(sigma_min), math.log(sigma_max))] + [(None, None)] * steps
+    best, best_f, used = theta0, start, 1
+    while used < max_evals:  # Powell again from where it stopped, with fresh directions, while it improves
+        result = minimize(objective, best, method="Powell", options={"maxfev": max_evals - used, "xtol": 1e-3,
+                                                                     "ftol": 1e-4}, bounds=bounds)
+        used += result.nfev
+        if not result.fun < best_f - 1e-4:
+            break
+        best, best_f = result.x, result.fun
+    return to_grid(best), math.exp(start), math.exp(best_f)
 
 
 START_SPACINGS = ("default", "karras", "logsnr", "uniform")
 
 
+@torch.no_grad()
+def stratified_batch(errors: Tensor, n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """(indices, weights) of n pool samples: the n // 2 with the largest `errors`, plus the rest drawn at random.
+
+    Weighted by the inverse of their chance to be drawn, the selection's mean squared error estimates the whole
+    pool's (stratified sampling). On multimodal data a few samples that end in another mode dominate the error;
+    the hard stratum keeps them in the tuning batch instead of leaving their number to chance.
+    """
+    pool = len(errors)
+    if n >= pool:
+        return torch.arange(pool), torch.ones(pool, dtype=torch.float64)
+    hard = n // 2
+    order = errors.argsort(descending=True).cpu()
+    easy = order[hard:][torch.randperm(pool - hard, generator=torch.Generator().manual_seed(seed))[:n - hard]]
+    weights = torch.cat([torch.ones(hard, dtype=torch.float64),
+                         torch.full((n - hard,), (pool - hard) / (n - hard), dtype=torch.float64)])
+    return torch.cat([order[:hard], easy]), weights
+
+
 def tune_grid(denoiser: Callable[..., Tensor], x: Tensor, sampler: str, steps: int, schedule: Schedule,
               ref: Tensor | None = None, cond: Tensor | None = None, max_evals: int = 300,
-              starts: Sequence[str] = START_SPACINGS, teleport: GaussianFlow | None = None
-              ) -> tuple[Tensor, float, float]:
+              starts: Sequence[str] = START_SPACINGS, teleport: GaussianFlow | None = None,
+              batch: int | None = None, warm_start: bool = False) -> tuple[Tensor, float, float]:
     """`optimize_grid` from each standard grid in `starts`; the grid with the lowest tuning error wins.
 
     Returns (grid, the best starting grid's tuning error, the tuned grid's tuning error). The search is local,
     and on multimodal data where it ends depends on where it starts, so several starts pay for themselves.
+    With `batch` smaller than len(x), x is a pool: the search runs on a `stratified_batch` of that size, the
+    samples the starting grids get most wrong plus a weighted random draw of the rest.
     """
     if ref is None:
         ref = reference_solution(denoiser, x, schedule.sigma_max, schedule.sigma_min, cond=cond)
     if not starts:
         raise ValueError("starts must name at least one standard spacing")
+    weights = None
+    if batch is not None and batch < len(x):
+        errors = torch.stack([per_sample_error(denoiser, x, ref, schedule.sigmas(steps, spacing), sampler, cond)
+                              for spacing in starts]).amax(0)
+        index, weights = stratified_batch(errors, batch)
+        x, ref = x[index.to(x.device)], ref[index.to(ref.device)]
+        cond = None if cond is None else cond[index.to(cond.device)]
     results = [optimize_grid(denoiser, x, sampler, steps, schedule.sigma_min, schedule.sigma_max, ref=ref, cond=cond,
-                             max_evals=max_evals, init=schedule.sigmas(steps, spacing), teleport=teleport)
+                             max_evals=max_evals, init=schedule.sigmas(steps, spacing), teleport=teleport,
+                             weights=weights, warm_start=warm_start)
                for spacing in starts]
     grid, _, after = min(results, key=lambda r: r[2])
     return grid, min(r[1] for r in results), after
 
 
 def save_grid(run_dir: str | os.PathLike, sampler: str, grid: Tensor, meta: dict | None = None,
-              teleport: GaussianFlow | None = None) -> Path:
+              teleport: GaussianFlow | None = None, warm_start: bool = False) -> Path:
     """Store a tuned grid in the run's grids.json (atomically), keyed by sampler and step count.
 
     A teleported grid (first step by `teleport`) is filed under its sampler steps, with its Gaussian fit
-    beside it as safetensors.
+    beside it as safetensors and whether the sampler starts warm.
     """
     path = Path(run_dir) / GRIDS_FILE
     data = json.loads(path.read_text()) if path.exists() else {}
@@ -161,6 +212,7 @@ def save_grid(run_dir: str | os.PathLike, sampler: str, grid: Tensor, meta: dict
     entry = {"sigmas": grid.tolist(), **(meta or {})}
     if teleport is not None:
         entry["teleport"] = teleport.save(Path(run_dir) / f"teleport-{sampler}-{steps}.safetensors").name
+        entry["warm_start"] = warm_start
     data.setdefault(sampler, {})[str(steps)] = entry
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=1))
@@ -184,7 +236,8 @@ def load_grid(run_dir: str | os.PathLike, sampler: str, steps: int) -> Tensor:
     return torch.tensor(_entry(run_dir, sampler, steps)["sigmas"], dtype=torch.float64)
 
 
-def load_teleport(run_dir: str | os.PathLike, sampler: str, steps: int) -> GaussianFlow | None:
-    """The Gaussian flow that takes the first step of that tuned grid, or None if the grid has none."""
-    name = _entry(run_dir, sampler, steps).get("teleport")
-    return None if name is None else GaussianFlow.load(Path(run_dir) / name)
+def load_teleport(run_dir: str | os.PathLike, sampler: str, steps: int) -> tuple[GaussianFlow | None, bool]:
+    """(the Gaussian flow that takes the first step of that tuned grid or None, whether the sampler starts warm)."""
+    entry = _entry(run_dir, sampler, steps)
+    name = entry.get("teleport")
+    return (None, False) if name is None else (GaussianFlow.load(Path(run_dir) / name), entry.get("warm_start", False))

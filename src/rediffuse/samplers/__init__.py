@@ -39,6 +39,8 @@ SAMPLERS: dict[str, Sampler] = {
 }
 
 STOCHASTIC = {"ddpm", "euler-ancestral", "dpmpp-2m-sde", "euler-maruyama"}
+# Multistep samplers: after a teleport their history can start full (`common.warm_history`).
+WARM_STARTED = {"dpmpp-2m", "dpmpp-3m", "dpmpp-2m-sde", "unipc-bh1", "unipc-bh2", "ipndm", "lms"}
 
 
 def get(name: str) -> Sampler:
@@ -49,19 +51,25 @@ def get(name: str) -> Sampler:
 
 
 def sample(denoiser: Callable[..., Tensor], x: Tensor, sigmas: Tensor, name: str = "heun", *,
-           teleport: GaussianFlow | None = None, **options) -> Tensor:
+           teleport: GaussianFlow | None = None, warm_start: bool = False, **options) -> Tensor:
     """Run the named sampler from noise x along the grid sigmas.
 
     With `teleport` (a `rediffuse.teleport.GaussianFlow`) the first step, sigmas[0] -> sigmas[1], is the
-    Gaussian's closed-form flow and costs no network evaluation.
+    Gaussian's closed-form flow and costs no network evaluation. With `warm_start` too, a multistep sampler
+    starts with the Gaussian's history above the landing instead of lower-order steps.
     """
     fn = get(name)
+    if warm_start and (teleport is None or name not in WARM_STARTED):
+        raise ValueError(f"warm_start needs a teleport and a multistep sampler ({', '.join(sorted(WARM_STARTED))})"
+                         f"; got {name} {'with' if teleport else 'without'} a teleport")
     if teleport is not None:
         x, sigmas = teleported(x, sigmas, teleport)
+        if warm_start:
+            options["warm"] = teleport
     return fn(denoiser, x, sigmas, **options)
 
 
-__all__ = ["SAMPLERS", "STOCHASTIC", "get", "sample", "ancestral_step", "noise_like", "sample_ddim",
+__all__ = ["SAMPLERS", "STOCHASTIC", "WARM_STARTED", "get", "sample", "ancestral_step", "noise_like", "sample_ddim",
            "sample_ddpm", "sample_dpmpp_2m", "sample_dpmpp_2m_sde", "sample_dpmpp_2s", "sample_dpmpp_3m",
            "sample_euler", "sample_euler_ancestral", "sample_euler_maruyama", "sample_heun", "sample_ipndm",
            "sample_lms", "sample_unipc_bh1", "sample_unipc_bh2"]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from ..teleport import GaussianFlow
 
 Denoiser = Callable[..., Tensor]
 Callback = Callable[[dict[str, Any]], None]
@@ -45,10 +48,14 @@ def report(callback: Callback | None, i: int, x: Tensor, sigma: float, sigma_nex
 
 
 def steps(sigmas: Tensor | Sequence[float], skip_repeats: bool = False) -> Iterator[tuple[int, float, float]]:
-    """(i, sigma, sigma_next) for each step of a validated grid; optionally without zero-length steps."""
+    """(i, sigma, sigma_next) for each step of a validated grid; optionally without (near) zero-length steps.
+
+    Multistep samplers skip steps shorter than 1e-9 relative: two history nodes that close would make their
+    interpolation weights singular, and the step itself changes x by nothing measurable.
+    """
     s = grid(sigmas)
     for i, (sigma, sigma_next) in enumerate(zip(s, s[1:])):
-        if not (skip_repeats and sigma_next == sigma):
+        if not (skip_repeats and sigma_next >= sigma * (1 - 1e-9)):
             yield i, sigma, sigma_next
 
 
@@ -58,3 +65,19 @@ def observed(denoiser: Denoiser, x: Tensor, i: int, sigma: float, sigma_next: fl
     denoised = call(denoiser, x, sigma, cond)
     report(callback, i, x, sigma, sigma_next, denoised)
     return denoised
+
+
+def warm_history(warm: "GaussianFlow | None", x: Tensor, sigmas: Tensor | Sequence[float], count: int,
+                 log_spaced: bool = True) -> list[tuple[float, Tensor, Tensor]]:
+    """(sigma, x, D) at `count` levels above the grid's first, oldest first, from a Gaussian standing in for the model.
+
+    A multistep sampler that starts where a teleport (`rediffuse.teleport`) lands has no history and must take
+    first-order steps; above the landing the Gaussian is what the model was taken to be, so its exact D along
+    its own flow fills the history at no network cost. The levels continue the first step's spacing, in log
+    sigma (exponential integrators) or in sigma (Adams in sigma).
+    """
+    s = grid(sigmas)
+    if warm is None or count < 1 or s[1] == 0 or s[1] >= s[0] * (1 - 1e-9):
+        return []
+    levels = [s[0] * (s[0] / s[1]) ** k if log_spaced else s[0] + k * (s[0] - s[1]) for k in range(count, 0, -1)]
+    return warm.history(x, s[0], levels)

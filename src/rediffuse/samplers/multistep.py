@@ -17,7 +17,8 @@ from typing import Sequence
 import numpy as np
 from torch import Tensor
 
-from .common import Callback, Denoiser, Generator, observed, steps
+from ..teleport import GaussianFlow
+from .common import Callback, Denoiser, Generator, observed, steps, warm_history
 
 # Equal-step Adams-Bashforth coefficients, newest slope first (orders 1 to 4).
 ADAMS_BASHFORTH = ((1.0,), (3 / 2, -1 / 2), (23 / 12, -16 / 12, 5 / 12), (55 / 24, -59 / 24, 37 / 24, -9 / 24))
@@ -49,12 +50,15 @@ def push(history: list, value, size: int) -> None:
 
 
 def _sigma_multistep(denoiser: Denoiser, x: Tensor, sigmas: Tensor, order: int, fixed: bool,
-                     callback: Callback | None, cond: Tensor | None) -> Tensor:
-    """Adams-Bashforth in sigma with lower orders while the history fills up."""
+                     callback: Callback | None, cond: Tensor | None, warm: GaussianFlow | None) -> Tensor:
+    """Adams-Bashforth in sigma with lower orders while the history fills up (or a `warm_history`)."""
     if not 1 <= order <= (4 if fixed else 8):
         raise ValueError(f"order must be between 1 and {4 if fixed else 8}, got {order}")
     ts: list[float] = []
     ds: list[Tensor] = []
+    for level, x_level, denoised in warm_history(warm, x, sigmas, order - 1, log_spaced=False):
+        push(ts, level, order)
+        push(ds, (x_level - denoised) / level, order)
     for i, sigma, sigma_next in steps(sigmas, skip_repeats=True):  # no repeated history nodes
         denoised = observed(denoiser, x, i, sigma, sigma_next, cond, callback)
         push(ts, sigma, order)
@@ -70,12 +74,14 @@ def _sigma_multistep(denoiser: Denoiser, x: Tensor, sigmas: Tensor, order: int, 
 
 
 def sample_ipndm(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, generator: Generator = None,
-                 callback: Callback | None = None, cond: Tensor | None = None, order: int = 4) -> Tensor:
+                 callback: Callback | None = None, cond: Tensor | None = None, order: int = 4,
+                 warm: GaussianFlow | None = None) -> Tensor:
     """iPNDM (Zhang & Chen 2023): equal-step Adams-Bashforth in sigma, orders 1..4 while warming up; N NFE."""
-    return _sigma_multistep(denoiser, x, sigmas, order, True, callback, cond)
+    return _sigma_multistep(denoiser, x, sigmas, order, True, callback, cond, warm)
 
 
 def sample_lms(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, generator: Generator = None,
-               callback: Callback | None = None, cond: Tensor | None = None, order: int = 4) -> Tensor:
+               callback: Callback | None = None, cond: Tensor | None = None, order: int = 4,
+               warm: GaussianFlow | None = None) -> Tensor:
     """Linear multistep (variable-step Adams-Bashforth) in sigma with exact Lagrange weights; N NFE."""
-    return _sigma_multistep(denoiser, x, sigmas, order, False, callback, cond)
+    return _sigma_multistep(denoiser, x, sigmas, order, False, callback, cond, warm)
