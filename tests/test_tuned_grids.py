@@ -78,6 +78,8 @@ def test_stratified_batch_keeps_the_worst_and_estimates_the_pool_mean():
     assert float(stratified.std()) < 0.1 * float(plain.std())  # the outliers no longer come and go by chance
     index, weights = tg.stratified_batch(errors, 2000)
     assert torch.equal(index, torch.arange(1000)) and torch.equal(weights, torch.ones(1000, dtype=f64))
+    errors[7] = math.nan  # a sample a starting grid diverged on is as hard as they come
+    assert 7 in tg.stratified_batch(errors, 100)[0][:50].tolist()
 
 
 def test_tune_grid_searches_on_the_stratified_batch_of_a_pool():

@@ -126,7 +126,7 @@ def optimize_grid(denoiser: Callable[..., Tensor], x: Tensor, sampler: str, step
     def to_grid(theta: np.ndarray) -> Tensor:
         if teleport is None:
             return grid_from_params(theta, sigma_min, sigma_max)
-        land = min(max(math.exp(float(theta[0])), sigma_min), sigma_max)
+        land = max(math.exp(min(float(theta[0]), math.log(sigma_max))), sigma_min)  # no overflow
         return torch.cat([torch.tensor([sigma_max], dtype=torch.float64), grid_from_params(theta[1:], sigma_min, land)])
 
     def objective(theta: np.ndarray) -> float:
@@ -134,12 +134,10 @@ def optimize_grid(denoiser: Callable[..., Tensor], x: Tensor, sampler: str, step
         return math.log(err) if math.isfinite(err) and err > 0 else 1e3
 
     start = objective(theta0)
-    # The landing level is searched inside [sigma_min, sigma_max], where the objective depends on it.
-    bounds = None if teleport is None else [(math.log(sigma_min), math.log(sigma_max))] + [(None, None)] * steps
-    best, best_f, used = theta0, start, 1
+    best, best_f, used = theta0, start, 1  # (bounding the landing level made Powell's line searches worse)
     while used < max_evals:  # Powell again from where it stopped, with fresh directions, while it improves
         result = minimize(objective, best, method="Powell", options={"maxfev": max_evals - used, "xtol": 1e-3,
-                                                                     "ftol": 1e-4}, bounds=bounds)
+                                                                     "ftol": 1e-4})
         used += result.nfev
         if not result.fun < best_f - 1e-4:
             break
@@ -162,7 +160,7 @@ def stratified_batch(errors: Tensor, n: int, seed: int = 0) -> tuple[Tensor, Ten
     if n >= pool:
         return torch.arange(pool), torch.ones(pool, dtype=torch.float64)
     hard = n // 2
-    order = errors.argsort(descending=True).cpu()
+    order = errors.nan_to_num(nan=math.inf).argsort(descending=True).cpu()  # a diverged sample counts as hard
     easy = order[hard:][torch.randperm(pool - hard, generator=torch.Generator().manual_seed(seed))[:n - hard]]
     weights = torch.cat([torch.ones(hard, dtype=torch.float64),
                          torch.full((n - hard,), (pool - hard) / (n - hard), dtype=torch.float64)])
