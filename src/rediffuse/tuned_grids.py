@@ -148,7 +148,6 @@ def optimize_grid(denoiser: Callable[..., Tensor], x: Tensor, sampler: str, step
 START_SPACINGS = ("default", "karras", "logsnr", "uniform")
 
 
-@torch.no_grad()
 def stratified_batch(errors: Tensor, n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
     """(indices, weights) of n pool samples: the n // 2 with the largest `errors`, plus the rest drawn at random.
 

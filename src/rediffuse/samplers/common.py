@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import torch
@@ -81,3 +82,14 @@ def warm_history(warm: "GaussianFlow | None", x: Tensor, sigmas: Tensor | Sequen
         return []
     levels = [s[0] * (s[0] / s[1]) ** k if log_spaced else s[0] + k * (s[0] - s[1]) for k in range(count, 0, -1)]
     return warm.history(x, s[0], levels)
+
+
+def log_sigma_history(warm: "GaussianFlow | None", x: Tensor, sigmas: Tensor | Sequence[float],
+                      order: int) -> tuple[list[float], list[Tensor]]:
+    """Newest-first (lambda = -log sigma, D) history of an exponential multistep sampler, warm-started or empty."""
+    lams: list[float] = []
+    ds: list[Tensor] = []
+    for level, _, denoised in warm_history(warm, x, sigmas, order - 1):
+        lams.insert(0, -math.log(level))
+        ds.insert(0, denoised)
+    return lams, ds

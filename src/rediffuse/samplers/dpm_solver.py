@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 from torch import Tensor
 
 from ..teleport import GaussianFlow
-from .common import Callback, Denoiser, Generator, call, noise_like, observed, steps, warm_history
+from .common import Callback, Denoiser, Generator, call, log_sigma_history, noise_like, observed, steps
 from .multistep import combine, interp_weights, push
 
 Weights = Callable[[Sequence[float], float], list[float]]
@@ -65,11 +65,7 @@ def exp_multistep(denoiser: Denoiser, x: Tensor, sigmas: Tensor, order: int, wei
     decays at rate 1 + eta and fresh noise of std sigma_next sqrt(1 - e^(-2 eta h)) makes up the variance.
     With `warm` (a Gaussian fit) the history starts full (`warm_history`).
     """
-    lams: list[float] = []
-    ds: list[Tensor] = []
-    for level, _, denoised in warm_history(warm, x, sigmas, order - 1):
-        push(lams, -math.log(level), order)
-        push(ds, denoised, order)
+    lams, ds = log_sigma_history(warm, x, sigmas, order)
     for i, sigma, sigma_next in steps(sigmas, skip_repeats=True):  # no repeated history nodes
         denoised = observed(denoiser, x, i, sigma, sigma_next, cond, callback)
         push(lams, -math.log(sigma), order)

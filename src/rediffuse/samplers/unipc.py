@@ -18,7 +18,7 @@ from typing import Sequence
 from torch import Tensor
 
 from ..teleport import GaussianFlow
-from .common import Callback, Denoiser, Generator, observed, steps, warm_history
+from .common import Callback, Denoiser, Generator, log_sigma_history, observed, steps
 from .dpm_solver import exp_adams_weights, psi, two_point_weights
 from .multistep import combine, push
 
@@ -42,11 +42,7 @@ def sample_unipc(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, generator: Ge
         raise ValueError(f"UniPC order must be 1, 2 or 3, got {order}")
     if variant not in ("bh1", "bh2"):
         raise ValueError(f"UniPC variant must be 'bh1' or 'bh2', got {variant!r}")
-    lams: list[float] = []
-    ds: list[Tensor] = []
-    for level, _, denoised in warm_history(warm, x, sigmas, order - 1):
-        push(lams, -math.log(level), order)
-        push(ds, denoised, order)
+    lams, ds = log_sigma_history(warm, x, sigmas, order)
     last = None  # (x_i, e^-h, h, nodes) of the step just taken, for the corrector
     for i, sigma, sigma_next in steps(sigmas, skip_repeats=True):  # no repeated history nodes
         denoised = observed(denoiser, x, i, sigma, sigma_next, cond, callback)
