@@ -115,6 +115,12 @@ def test_teleported_tuned_grid_beats_the_plain_tuned_grid_at_five_evaluations():
     assert e_jump < 0.8 * e_plain
 
 
+def test_teleported_searches_start_from_a_low_and_a_high_landing():
+    flow = GaussianFlow(torch.zeros(3, dtype=f64), torch.eye(3, dtype=f64)[:, :1], torch.tensor([4.0], dtype=f64), 1.0)
+    assert tg.landing_starts(flow, 80.0) == pytest.approx([6.0, math.sqrt(6.0 * 80.0)])  # 3 std of the widest
+    assert tg.landing_starts(flow, 5.0) == [5.0]  # a landing at sigma_max is one start, not two
+
+
 def test_teleported_grid_is_saved_and_loaded(tmp_path):
     m = gaussian()
     flow = GaussianFlow.fit(m.sample(100, generator=torch.Generator().manual_seed(8)))

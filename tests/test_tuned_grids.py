@@ -96,4 +96,7 @@ def test_tune_grid_searches_on_the_stratified_batch_of_a_pool():
     grid, before, after = tg.tune_grid(denoiser, pool, "dpmpp-2m", 4, sch, ref=ref, max_evals=30,
                                        starts=("karras", "logsnr"), batch=32)
     assert set(sizes) == {256, 32}  # the pilot runs of the starting grids see the pool, the search the batch
-    assert sizes.count(256) == 2 * 4 and after <= before and len(grid) == 5
+    assert sizes.count(256) == 2 * 4 + 2 * 4 and len(grid) == 5  # and so does the choice between the two results
+    assert after == pytest.approx(tg.rms_error(m.denoiser(), pool, ref, grid, "dpmpp-2m"), rel=1e-12)  # on the pool
+    best_start = min(tg.rms_error(m.denoiser(), pool, ref, sch.sigmas(4, s), "dpmpp-2m") for s in ("karras", "logsnr"))
+    assert before == pytest.approx(best_start, rel=1e-12) and after < before

@@ -129,8 +129,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     path = tg.save_grid(run, args.sampler, grid, {"tuning_rms_before": before, "tuning_rms_after": after},
                         teleport=teleport, warm_start=args.warm_start)
     how = " (teleported, warm start)" if args.warm_start else " (teleported)" if teleport else ""
-    print(f"{args.sampler}, {args.steps} steps{how}: tuning-batch RMS error "
-          f"{before:.3e} (best standard start) -> {after:.3e}")
+    print(f"{args.sampler}, {args.steps} steps{how}: RMS error on the {pool} tuning draws "
+          f"{before:.3e} (best standard grid) -> {after:.3e}")
     print(path)
     return 0
 

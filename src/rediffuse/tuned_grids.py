@@ -166,34 +166,53 @@ def stratified_batch(errors: Tensor, n: int, seed: int = 0) -> tuple[Tensor, Ten
     return torch.cat([order[:hard], easy]), weights
 
 
+def landing_starts(teleport: GaussianFlow, sigma_max: float) -> list[float]:
+    """Landing levels a teleported search starts from: `default_landing` and halfway from it to sigma_max in log sigma.
+
+    Where the network takes over decides how many of the evaluations go to the high levels, where samples choose
+    their mode; a local search seldom moves it far, so it starts from a low and a high landing.
+    """
+    low = default_landing(teleport, sigma_max)
+    return sorted({low, math.sqrt(low * sigma_max)})
+
+
 def tune_grid(denoiser: Callable[..., Tensor], x: Tensor, sampler: str, steps: int, schedule: Schedule,
               ref: Tensor | None = None, cond: Tensor | None = None, max_evals: int = 300,
               starts: Sequence[str] = START_SPACINGS, teleport: GaussianFlow | None = None,
               batch: int | None = None, warm_start: bool = False) -> tuple[Tensor, float, float]:
-    """`optimize_grid` from each standard grid in `starts`; the grid with the lowest tuning error wins.
+    """`optimize_grid` from each standard grid in `starts` (and each of `landing_starts` with a teleport).
 
-    Returns (grid, the best starting grid's tuning error, the tuned grid's tuning error). The search is local,
-    and on multimodal data where it ends depends on where it starts, so several starts pay for themselves.
-    With `batch` smaller than len(x), x is a pool: the search runs on a `stratified_batch` of that size, the
-    samples the starting grids get most wrong plus a weighted random draw of the rest.
+    Returns (grid, the best standard grid's error, the chosen grid's error). The search is local, and on
+    multimodal data where it ends depends on where it starts, so several starts pay for themselves. With `batch`
+    smaller than len(x), x is a pool: the search runs on a `stratified_batch` of that size (the samples the
+    starting grids get most wrong plus a weighted random draw of the rest), and the searches' results are compared,
+    and the errors reported, on the whole pool, most of which no search has seen. Otherwise both are on x.
     """
     if ref is None:
         ref = reference_solution(denoiser, x, schedule.sigma_max, schedule.sigma_min, cond=cond)
     if not starts:
         raise ValueError("starts must name at least one standard spacing")
-    weights = None
+    weights, pool = None, None
     if batch is not None and batch < len(x):
         errors = torch.stack([per_sample_error(denoiser, x, ref, schedule.sigmas(steps, spacing), sampler, cond)
-                              for spacing in starts]).amax(0)
-        index, weights = stratified_batch(errors, batch)
+                              for spacing in starts])
+        index, weights = stratified_batch(errors.amax(0), batch)
+        pool, before = (x, ref, cond), float(errors.mean(1).nan_to_num(nan=math.inf).min().sqrt())
         x, ref = x[index.to(x.device)], ref[index.to(ref.device)]
         cond = None if cond is None else cond[index.to(cond.device)]
+    landings = [None] if teleport is None else landing_starts(teleport, schedule.sigma_max)
     results = [optimize_grid(denoiser, x, sampler, steps, schedule.sigma_min, schedule.sigma_max, ref=ref, cond=cond,
                              max_evals=max_evals, init=schedule.sigmas(steps, spacing), teleport=teleport,
-                             weights=weights, warm_start=warm_start)
-               for spacing in starts]
-    grid, _, after = min(results, key=lambda r: r[2])
-    return grid, min(r[1] for r in results), after
+                             landing=landing, weights=weights, warm_start=warm_start)
+               for spacing in starts for landing in landings]
+    if pool is None:
+        grid, _, after = min(results, key=lambda r: r[2])
+        return grid, min(r[1] for r in results), after
+    pool_x, pool_ref, pool_cond = pool
+    scored = [rms_error(denoiser, pool_x, pool_ref, grid, sampler, pool_cond, teleport, warm_start=warm_start)
+              for grid, _, _ in results]
+    best = min(range(len(results)), key=lambda i: scored[i] if math.isfinite(scored[i]) else math.inf)
+    return results[best][0], before, scored[best]
 
 
 def save_grid(run_dir: str | os.PathLike, sampler: str, grid: Tensor, meta: dict | None = None,
