@@ -126,7 +126,8 @@ def teleport_fit(denoiser, dim: int, n: int = 20000, seed: int = 2) -> GaussianF
     return GaussianFlow.fit(samplers.sample(denoiser, x, sch.sigmas(50, "logsnr"), "dpmpp-3m"))
 
 
-def ratio_interval(ours: torch.Tensor, theirs: torch.Tensor, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+def ratio_interval(ours: torch.Tensor, theirs: torch.Tensor, resamples: int = 2000,
+                   seed: int = 0) -> tuple[float, float]:
     """95% paired-bootstrap interval of RMS(ours) / RMS(theirs) from per-sample squared errors on the same draws.
 
     On multimodal data a handful of off-mode samples carry most of the error, so the ratio of one evaluation set

@@ -66,6 +66,31 @@ def test_teleported_grid_is_tuned_saved_benchmarked_and_sampled(tmp_path, capsys
     assert np.isfinite(np.load(out)).all()
 
 
+def test_learned_coefficients_are_tuned_saved_benchmarked_and_sampled(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--data", "8gaussians", "--out", str(run), "--steps", "60", "--batch-size", "256",
+                 "--net-kwargs", '{"hidden": 32, "depth": 2, "emb_dim": 16}', "--no-progress"]) == 0
+    assert main(["tune-grid", str(run), "--sampler", "ipndm", "--steps", "4", "-n", "16", "--evals", "10",
+                 "--starts", "karras", "--learn-coefficients", "10"]) == 0
+    assert "learned coefficients: RMS error on the 16 held-out draws" in capsys.readouterr().out
+    entry = json.loads((run / "grids.json").read_text())["ipndm"]["4"]
+    table = np.array(entry["coefficients"])
+    assert table.shape == (4, 4) and np.allclose(table.sum(1), 1.0)  # one row per step, each summing to one
+    assert entry["held_out_rms_learned_coefficients"] <= entry["held_out_rms_fixed_coefficients"]
+    bench = tmp_path / "bench"
+    assert main(["bench-samplers", str(run), "-n", "16", "--nfe", "4", "--samplers", "ipndm", "--out", str(bench)]) == 0
+    rows = json.loads((bench / "bench.json").read_text())["entries"]
+    assert [r["nfe"] for r in rows if r["spacing"] == "tuned"] == [4]
+    out = tmp_path / "s.npy"
+    assert main(["sample", str(run), "--sampler", "ipndm", "--steps", "4", "--spacing", "tuned", "-n", "20",
+                 "--out", str(out)]) == 0
+    assert np.isfinite(np.load(out)).all()
+    capsys.readouterr()
+    assert main(["tune-grid", str(run), "--sampler", "dpmpp-2m", "--learn-coefficients", "10"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--sampler ipndm" in err and "\n" not in err
+
+
 def test_bench_samplers_bad_input(tmp_path, capsys):
     assert main(["bench-samplers"]) == 2
     assert "--analytic" in capsys.readouterr().err

@@ -26,7 +26,7 @@ from torch import Tensor
 from rediffuse import checkpoint, cli_eval, cli_samplers, distributed, samplers, sampling, schedules, viz
 from rediffuse.guidance import cfg_denoiser
 from rediffuse.presets import PRESETS, SAMPLING, preset
-from rediffuse.tuned_grids import load_grid, load_teleport
+from rediffuse.tuned_grids import load_grid, tuned_options
 from rediffuse.train import (ConfigError, TrainConfig, TrainResult, build_data, data_kind, load_run, resolve_device,
                              run_info, saved_config, train)
 
@@ -272,9 +272,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         options = dict(n=n, sampler=args.sampler, steps=args.steps, spacing=args.spacing, seed=args.seed,
                        batch_size=args.batch_size, cond=cond, device=device)
         if args.spacing == "tuned":
-            teleport, warm_start = load_teleport(args.run, args.sampler, args.steps)
             options.update(spacing="default", sigmas=load_grid(args.run, args.sampler, args.steps),
-                           teleport=teleport, warm_start=warm_start)
+                           **tuned_options(args.run, args.sampler, args.steps))
         shape = info["data"]["shape"]
         written = (sample_points if kind == "points" else sample_images)(denoiser, schedule, shape, config, out,
                                                                          args.trajectory, options)

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from . import analytic, samplers, schedules
+from . import analytic, learned_coefficients, samplers, schedules
 from . import sampler_bench as sb
 from . import tuned_grids as tg
 from .teleport import GaussianFlow
@@ -54,6 +54,9 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser) -> None:
     tune.add_argument("--warm-start", action="store_true",
                       help="with --teleport: multistep samplers start with the Gaussian's history above the landing "
                            "instead of lower-order steps (often better at 5-10 steps; tune both and compare)")
+    tune.add_argument("--learn-coefficients", type=int, default=0, metavar="ITERS",
+                      help="with --sampler ipndm: then fit its per-step coefficients to the pool by ITERS Adam steps "
+                           "on batches of -n (a quarter of the pool held out; kept only if better there)")
     tune.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     tune.set_defaults(func=cmd_tune)
 
@@ -106,8 +109,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_tune(args: argparse.Namespace) -> int:
     from .cli import UsageError
 
-    if args.steps < 1 or args.n < 1 or args.evals < 1:
-        raise UsageError("--steps, -n and --evals must be >= 1")
+    if args.steps < 1 or args.n < 1 or args.evals < 1 or args.learn_coefficients < 0:
+        raise UsageError("--steps, -n and --evals must be >= 1, --learn-coefficients >= 0")
+    if args.learn_coefficients and args.sampler != "ipndm":
+        raise UsageError(f"--learn-coefficients fits iPNDM's coefficients; use --sampler ipndm, not {args.sampler}")
     pool = 4 * args.n if args.pool is None else args.pool
     if pool < args.n:
         raise UsageError(f"--pool {pool} is smaller than the tuning batch -n {args.n}; give --pool >= -n")
@@ -123,14 +128,23 @@ def cmd_tune(args: argparse.Namespace) -> int:
         if cond is not None:
             raise UsageError("--teleport needs an unconditional run: its Gaussian fit ignores the class labels")
         teleport = GaussianFlow.fit(_training_data(run))
-    grid, before, after = tg.tune_grid(denoiser, x, args.sampler, args.steps, schedule, cond=cond,
+    ref = tg.reference_solution(denoiser, x, schedule.sigma_max, schedule.sigma_min, cond=cond)
+    grid, before, after = tg.tune_grid(denoiser, x, args.sampler, args.steps, schedule, ref=ref, cond=cond,
                                        max_evals=args.evals, starts=args.starts, teleport=teleport, batch=args.n,
                                        warm_start=args.warm_start)
-    path = tg.save_grid(run, args.sampler, grid, {"tuning_rms_before": before, "tuning_rms_after": after},
-                        teleport=teleport, warm_start=args.warm_start)
     how = " (teleported, warm start)" if args.warm_start else " (teleported)" if teleport else ""
     print(f"{args.sampler}, {args.steps} steps{how}: RMS error on the {pool} tuning draws "
           f"{before:.3e} (best standard grid) -> {after:.3e}")
+    meta, coefficients = {"tuning_rms_before": before, "tuning_rms_after": after}, None
+    if args.learn_coefficients:
+        coefficients, fixed, learned = learned_coefficients.fit_coefficients(
+            denoiser, x, ref, grid, teleport=teleport, warm_start=args.warm_start, cond=cond,
+            iters=args.learn_coefficients, batch=args.n)
+        meta.update(held_out_rms_fixed_coefficients=fixed, held_out_rms_learned_coefficients=learned)
+        print(f"learned coefficients: RMS error on the {pool // 4} held-out draws {fixed:.3e} (iPNDM's) -> "
+              f"{learned:.3e}")
+    path = tg.save_grid(run, args.sampler, grid, meta, teleport=teleport, warm_start=args.warm_start,
+                        coefficients=coefficients)
     print(path)
     return 0
 

@@ -22,7 +22,6 @@ from . import samplers, sampling
 from . import tuned_grids as tg
 from .metrics import sliced_wasserstein
 from .schedules import SPACINGS, Schedule
-from .teleport import GaussianFlow
 
 NFES = (5, 10, 20, 50)
 
@@ -50,15 +49,13 @@ class CountingDenoiser:
         return self.denoiser(*args, **kwargs)
 
 
-def _grids(schedule: Schedule, sampler: str, nfe: int, run_dir: Path | None
-           ) -> dict[str, tuple[Tensor, GaussianFlow | None, bool]]:
-    """The standard grids for this budget, plus a tuned one if the run has it (with its teleport and warm start)."""
+def _grids(schedule: Schedule, sampler: str, nfe: int, run_dir: Path | None) -> dict[str, tuple[Tensor, dict]]:
+    """The standard grids for this budget, plus a tuned one if the run has it (with its `tuned_options`)."""
     steps = tg.steps_for_nfe(sampler, nfe)
-    grids: dict[str, tuple[Tensor, GaussianFlow | None, bool]] = {
-        spacing: (schedule.sigmas(steps, spacing), None, False) for spacing in SPACINGS}
+    grids: dict[str, tuple[Tensor, dict]] = {spacing: (schedule.sigmas(steps, spacing), {}) for spacing in SPACINGS}
     if run_dir is not None:
         try:
-            grids["tuned"] = (tg.load_grid(run_dir, sampler, steps), *tg.load_teleport(run_dir, sampler, steps))
+            grids["tuned"] = (tg.load_grid(run_dir, sampler, steps), tg.tuned_options(run_dir, sampler, steps))
         except FileNotFoundError:
             pass
     return grids
@@ -79,9 +76,9 @@ def bench(denoiser: Callable[..., Tensor], schedule: Schedule, shape: Sequence[i
     for name in names or list(samplers.SAMPLERS):
         stochastic = name in samplers.STOCHASTIC
         for nfe in nfes:
-            for spacing, (grid, teleport, warm_start) in _grids(schedule, name, nfe, run_dir).items():
+            for spacing, (grid, options) in _grids(schedule, name, nfe, run_dir).items():
                 counter.calls = 0
-                out = samplers.sample(counter, x, grid, name, cond=cond, teleport=teleport, warm_start=warm_start,
+                out = samplers.sample(counter, x, grid, name, cond=cond, **options,
                                       generator=torch.Generator(device=device).manual_seed(seed + 1))
                 if stochastic:
                     err = sliced_wasserstein(out.flatten(1), ref.flatten(1), seed=seed)

@@ -216,11 +216,13 @@ def tune_grid(denoiser: Callable[..., Tensor], x: Tensor, sampler: str, steps: i
 
 
 def save_grid(run_dir: str | os.PathLike, sampler: str, grid: Tensor, meta: dict | None = None,
-              teleport: GaussianFlow | None = None, warm_start: bool = False) -> Path:
+              teleport: GaussianFlow | None = None, warm_start: bool = False,
+              coefficients: Tensor | None = None) -> Path:
     """Store a tuned grid in the run's grids.json (atomically), keyed by sampler and step count.
 
     A teleported grid (first step by `teleport`) is filed under its sampler steps, with its Gaussian fit
-    beside it as safetensors and whether the sampler starts warm.
+    beside it as safetensors and whether the sampler starts warm; learned per-step `coefficients`
+    (`rediffuse.learned_coefficients`) go in the entry as a table of numbers.
     """
     path = Path(run_dir) / GRIDS_FILE
     data = json.loads(path.read_text()) if path.exists() else {}
@@ -229,6 +231,8 @@ def save_grid(run_dir: str | os.PathLike, sampler: str, grid: Tensor, meta: dict
     if teleport is not None:
         entry["teleport"] = teleport.save(Path(run_dir) / f"teleport-{sampler}-{steps}.safetensors").name
         entry["warm_start"] = warm_start
+    if coefficients is not None:
+        entry["coefficients"] = coefficients.tolist()
     data.setdefault(sampler, {})[str(steps)] = entry
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=1))
@@ -257,3 +261,13 @@ def load_teleport(run_dir: str | os.PathLike, sampler: str, steps: int) -> tuple
     entry = _entry(run_dir, sampler, steps)
     name = entry.get("teleport")
     return (None, False) if name is None else (GaussianFlow.load(Path(run_dir) / name), entry.get("warm_start", False))
+
+
+def tuned_options(run_dir: str | os.PathLike, sampler: str, steps: int) -> dict:
+    """The `samplers.sample` options that go with a tuned grid: its teleport and warm start, learned coefficients."""
+    teleport, warm_start = load_teleport(run_dir, sampler, steps)
+    options: dict = {"teleport": teleport, "warm_start": warm_start}
+    coefficients = _entry(run_dir, sampler, steps).get("coefficients")
+    if coefficients is not None:
+        options["coefficients"] = torch.tensor(coefficients, dtype=torch.float64)
+    return options

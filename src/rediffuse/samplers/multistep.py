@@ -8,6 +8,8 @@ equal-step Adams-Bashforth coefficients (Zhang & Chen 2023, "improved PNDM"), wh
 uniform grids: on a smoothly non-uniform grid (Karras) they leave an O(h^3) local error, so iPNDM converges
 at order 2 there, although at 10-20 NFE it is often the most accurate sampler in this package.
 Both start with lower orders while the history fills up; the step to sigma = 0 needs no special case.
+`ipndm` also takes per-step coefficients in place of the fixed ones (`rediffuse.learned_coefficients` fits them
+to the model at hand); as a tensor that requires grad, they keep the whole run differentiable.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from ..teleport import GaussianFlow
@@ -50,10 +53,18 @@ def push(history: list, value, size: int) -> None:
 
 
 def _sigma_multistep(denoiser: Denoiser, x: Tensor, sigmas: Tensor, order: int, fixed: bool,
-                     callback: Callback | None, cond: Tensor | None, warm: GaussianFlow | None) -> Tensor:
-    """Adams-Bashforth in sigma with lower orders while the history fills up (or a `warm_history`)."""
+                     callback: Callback | None, cond: Tensor | None, warm: GaussianFlow | None,
+                     coefficients: Tensor | None = None) -> Tensor:
+    """Adams-Bashforth in sigma with lower orders while the history fills up (or a `warm_history`).
+
+    `coefficients` [steps, order], newest slope first, replace the fixed ones: step i uses the first k entries
+    of row i while the history holds k slopes.
+    """
     if not 1 <= order <= (4 if fixed else 8):
         raise ValueError(f"order must be between 1 and {4 if fixed else 8}, got {order}")
+    if coefficients is not None and tuple(coefficients.shape) != (len(sigmas) - 1, order):
+        raise ValueError(f"coefficients must have one row per step and one column per order, "
+                         f"[{len(sigmas) - 1}, {order}]; got {list(coefficients.shape)}")
     ts: list[float] = []
     ds: list[Tensor] = []
     for level, x_level, denoised in warm_history(warm, x, sigmas, order - 1, log_spaced=False):
@@ -64,6 +75,9 @@ def _sigma_multistep(denoiser: Denoiser, x: Tensor, sigmas: Tensor, order: int, 
         push(ts, sigma, order)
         push(ds, (x - denoised) / sigma, order)
         dt = sigma_next - sigma
+        if coefficients is not None:  # tensor arithmetic, so that a fit can differentiate through it
+            x = x + sum((dt * c).to(d.dtype) * d for c, d in zip(coefficients[i, :len(ds)], ds))
+            continue
         if fixed:
             weights = [dt * c for c in ADAMS_BASHFORTH[len(ds) - 1]]
         else:
@@ -75,9 +89,15 @@ def _sigma_multistep(denoiser: Denoiser, x: Tensor, sigmas: Tensor, order: int, 
 
 def sample_ipndm(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, generator: Generator = None,
                  callback: Callback | None = None, cond: Tensor | None = None, order: int = 4,
-                 warm: GaussianFlow | None = None) -> Tensor:
-    """iPNDM (Zhang & Chen 2023): equal-step Adams-Bashforth in sigma, orders 1..4 while warming up; N NFE."""
-    return _sigma_multistep(denoiser, x, sigmas, order, True, callback, cond, warm)
+                 warm: GaussianFlow | None = None,
+                 coefficients: Tensor | Sequence[Sequence[float]] | None = None) -> Tensor:
+    """iPNDM (Zhang & Chen 2023): equal-step Adams-Bashforth in sigma, orders 1..4 while warming up; N NFE.
+
+    With `coefficients` ([steps, order], newest first) the step weights are those instead (a learned solver).
+    """
+    if coefficients is not None and not isinstance(coefficients, Tensor):
+        coefficients = torch.tensor(coefficients, dtype=torch.float64)
+    return _sigma_multistep(denoiser, x, sigmas, order, True, callback, cond, warm, coefficients)
 
 
 def sample_lms(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, generator: Generator = None,

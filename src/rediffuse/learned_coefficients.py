@@ -1,0 +1,109 @@
+"""iPNDM coefficients learned for the model at hand: a bespoke multistep solver on a fixed step grid.
+
+iPNDM's step is x_next = x + (sigma_next - sigma) sum_j c_j d_(i-j), with the equal-step Adams-Bashforth
+coefficients c. Here each step gets its own c, fitted by gradient descent (Adam, through the sampler and the
+network) to the reference solutions of a pool of starting points, as in bespoke solvers (Shaul et al. 2023,
+"Bespoke Solvers for Generative Flow Models") and S4S (Frankel et al. 2025). Every row keeps sum_j c_j = 1, so a
+constant slope is still integrated exactly. A quarter of the pool is held out: the fit keeps the coefficients
+that are best on it, and gives back the fixed ones if it never beats them. No extra network evaluation is
+spent at sampling time.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from . import samplers
+from .samplers.multistep import ADAMS_BASHFORTH
+from .teleport import GaussianFlow
+
+ORDER = 4  # iPNDM's default order: the coefficient rows have this many entries
+
+
+def history_lengths(steps: int, warm_start: bool = False, order: int = ORDER) -> list[int]:
+    """How many slopes iPNDM holds at each step: 1, 2, ... up to `order` (all of them from the start when warm)."""
+    return [order if warm_start else min(i + 1, order) for i in range(steps)]
+
+
+def standard_coefficients(steps: int, warm_start: bool = False, order: int = ORDER) -> Tensor:
+    """iPNDM's own coefficients as a [steps, order] table (zeros past each step's history)."""
+    table = torch.zeros(steps, order, dtype=torch.float64)
+    for i, k in enumerate(history_lengths(steps, warm_start, order)):
+        table[i, :k] = torch.tensor(ADAMS_BASHFORTH[k - 1], dtype=torch.float64)
+    return table
+
+
+def _with_offsets(base: Tensor, offsets: Tensor, lengths: list[int]) -> Tensor:
+    """base plus offsets on the older slopes of each row's history; the newest absorbs them so rows keep their sum."""
+    mask = torch.tensor([[0 < j < k for j in range(base.shape[1])] for k in lengths])
+    older = offsets * mask
+    return base + older - torch.nn.functional.pad(older.sum(1, keepdim=True), (0, base.shape[1] - 1))
+
+
+def _mse(denoiser: Callable[..., Tensor], x: Tensor, ref: Tensor, sigmas: Tensor, coefficients: Tensor,
+         teleport: GaussianFlow | None, warm_start: bool, cond: Tensor | None) -> Tensor:
+    out = samplers.sample(denoiser, x, sigmas, "ipndm", cond=cond, teleport=teleport, warm_start=warm_start,
+                          coefficients=coefficients)
+    return (out - ref).double().pow(2).mean()
+
+
+def _held_out_rms(denoiser: Callable[..., Tensor], x: Tensor, ref: Tensor, sigmas: Tensor, coefficients: Tensor,
+                  teleport: GaussianFlow | None, warm_start: bool, cond: Tensor | None, batch: int) -> float:
+    """RMS error over x in batches, without gradients."""
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, len(x), batch):
+            part = slice(start, start + batch)
+            c = None if cond is None else cond[part]
+            total += float(_mse(denoiser, x[part], ref[part], sigmas, coefficients, teleport, warm_start, c)) * len(
+                x[part])
+    return math.sqrt(total / len(x))
+
+
+def fit_coefficients(denoiser: Callable[..., Tensor], x: Tensor, ref: Tensor, sigmas: Tensor, *,
+                     teleport: GaussianFlow | None = None, warm_start: bool = False, cond: Tensor | None = None,
+                     iters: int = 300, lr: float = 1e-2, batch: int = 1024, seed: int = 0
+                     ) -> tuple[Tensor, float, float]:
+    """Fit iPNDM's per-step coefficients on this grid to the reference solutions `ref` of the starting points x.
+
+    Returns (coefficients [steps, 4], held-out RMS error with the fixed coefficients, with the returned ones).
+    The sampler steps are the grid's (after the teleported first step, if any); the last quarter of x is held out.
+    """
+    steps = len(sigmas) - 1 - (teleport is not None)
+    if len(x) < 8:
+        raise ValueError(f"fitting coefficients needs at least 8 starting points, got {len(x)}")
+    lengths = history_lengths(steps, warm_start and teleport is not None)
+    base = standard_coefficients(steps, warm_start and teleport is not None)
+    split = len(x) - len(x) // 4
+    train, held = slice(0, split), slice(split, None)
+    held_cond = None if cond is None else cond[held]
+
+    def score(table: Tensor) -> float:
+        return _held_out_rms(denoiser, x[held], ref[held], sigmas, table, teleport, warm_start, held_cond, batch)
+
+    best, best_err = base, score(base)
+    fixed_err = best_err
+    offsets = torch.zeros_like(base, requires_grad=True)
+    opt = torch.optim.Adam([offsets], lr=lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iters)
+    gen = torch.Generator().manual_seed(seed)
+    checks = max(1, iters // 10)
+    for it in range(iters):
+        index = torch.randint(0, split, (min(batch, split),), generator=gen).to(x.device)
+        c = None if cond is None else cond[train][index]
+        loss = _mse(denoiser, x[train][index], ref[train][index], sigmas, _with_offsets(base, offsets, lengths),
+                    teleport, warm_start, c)
+        (grad,) = torch.autograd.grad(loss, [offsets])  # not into the network's own parameters
+        offsets.grad = grad * min(1.0, 1.0 / max(float(grad.norm()), 1e-12))  # clipped: rare draws give huge steps
+        opt.step()
+        schedule.step()
+        if (it + 1) % checks == 0 or it + 1 == iters:
+            table = _with_offsets(base, offsets, lengths).detach()
+            err = score(table)
+            if err < best_err:
+                best, best_err = table, err
+    return best, fixed_err, best_err
