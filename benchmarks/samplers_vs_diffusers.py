@@ -30,7 +30,7 @@ import torch
 from scipy.integrate import solve_ivp
 from torch import nn
 
-from rediffuse import analytic, samplers
+from rediffuse import analytic, learned_coefficients, samplers
 from rediffuse import tuned_grids as tg
 from rediffuse.foreign import from_diffusers
 from rediffuse.teleport import GaussianFlow
@@ -38,6 +38,7 @@ from rediffuse.teleport import GaussianFlow
 TUNED = ["dpmpp-2m", "dpmpp-3m", "unipc-bh2", "ipndm"]  # the others never came out best when tuned
 TELEPORTED = ["unipc-bh2", "ipndm"]  # also tuned with a teleported first step (dpmpp-3m: only warm, which beat it)
 WARM_STARTED = ["dpmpp-3m", "unipc-bh2"]  # and teleported with the Gaussian's history (best at NFE 5)
+LEARNED = "ipndm"  # its teleported tuned grid also gets learned coefficients (`rediffuse.learned_coefficients`)
 
 
 class MixtureEps(nn.Module):
@@ -107,10 +108,10 @@ def run_diffusers(model: MixtureEps, scheduler, x_T: torch.Tensor, nfe: int) -> 
 
 @torch.no_grad()
 def run_ours(denoiser, model: MixtureEps, x_T: torch.Tensor, sampler: str, grid: torch.Tensor,
-             teleport: GaussianFlow | None = None, warm_start: bool = False) -> tuple:
+             teleport: GaussianFlow | None = None, warm_start: bool = False, **options) -> tuple:
     model.calls = 0
     x = x_T * denoiser.schedule.prior_std(float(grid[0]))
-    return samplers.sample(denoiser, x, grid, sampler, teleport=teleport, warm_start=warm_start), model.calls
+    return samplers.sample(denoiser, x, grid, sampler, teleport=teleport, warm_start=warm_start, **options), model.calls
 
 
 @torch.no_grad()
@@ -141,7 +142,8 @@ def ratio_interval(ours: torch.Tensor, theirs: torch.Tensor, resamples: int = 20
 
 
 def benchmark_problem(name: str, n: int, nfes: list[int], diffusers, tune_evals: int, tune_n: int,
-                      tune_pool: int, tune_starts: list[str]) -> dict:
+                      tune_pool: int, tune_starts: list[str], learn_pool: int, learn_iters: int,
+                      learn_batch: int) -> dict:
     """Errors of every scheduler/sampler at each NFE on one mixture problem."""
     mixture = analytic.preset(name)
     sched0 = diffusers.DDPMScheduler(beta_schedule="linear")
@@ -153,9 +155,12 @@ def benchmark_problem(name: str, n: int, nfes: list[int], diffusers, tune_evals:
     x_T = torch.randn(n, mixture.dim, generator=g, dtype=torch.float64)
     x_tune = torch.randn(tune_pool, mixture.dim, generator=g, dtype=torch.float64)  # the stream after x_T
     x_ve = x_tune * sch.prior_std(sch.sigma_max)
+    x_learn = torch.cat([x_ve, torch.randn(learn_pool, mixture.dim, generator=g, dtype=torch.float64)
+                         * sch.prior_std(sch.sigma_max)])  # the tuning pool and more: coefficients need many draws
     start = time.time()
     ref = reference(mixture, x_T * sch.prior_std(sch.sigma_max), sch.sigma_max)
-    ref_tune = tg.reference_solution(denoiser, x_ve, sch.sigma_max, sch.sigma_min)  # ours, as `tune-grid` does
+    ref_learn = tg.reference_solution(denoiser, x_learn, sch.sigma_max, sch.sigma_min)  # ours, as `tune-grid` does
+    ref_tune = ref_learn[:tune_pool]
     mode = mixture.component(ref)
     print(f"[{name}] reference solutions in {time.time() - start:.0f}s")
 
@@ -188,6 +193,11 @@ def benchmark_problem(name: str, n: int, nfes: list[int], diffusers, tune_evals:
                                               teleport=teleport, batch=tune_n, warm_start=warm)
                     ours[(f"{sampler}/{label}", nfe)] = score(run_ours(denoiser, model, x_T, sampler, grid, teleport,
                                                                        warm))
+                    if sampler == LEARNED and label == "teleport+tuned":
+                        table, _, _ = learned_coefficients.fit_coefficients(
+                            denoiser, x_learn, ref_learn, grid, teleport=teleport, iters=learn_iters, batch=learn_batch)
+                        ours[(f"{sampler}/{label}+learned", nfe)] = score(run_ours(
+                            denoiser, model, x_T, sampler, grid, teleport, coefficients=table))
     return {"ours": ours, "theirs": theirs}
 
 
@@ -256,6 +266,10 @@ def main() -> None:
     parser.add_argument("--tune-n", type=int, default=1024, help="the stratified tuning batch drawn from the pool")
     parser.add_argument("--tune-starts", nargs="+", default=["default", "logsnr"], choices=list(tg.START_SPACINGS),
                         help="standard grids each search starts from")
+    parser.add_argument("--learn-pool", type=int, default=16384,
+                        help="draws added to the tuning pool to fit ipndm's coefficients on (a quarter held out)")
+    parser.add_argument("--learn-iters", type=int, default=200, help="Adam steps of the coefficient fit")
+    parser.add_argument("--learn-batch", type=int, default=2048, help="draws per Adam step")
     parser.add_argument("--out", default=None, help="also write the Markdown tables here")
     args = parser.parse_args()
     import diffusers  # the peer: `pip install -e .[bench]`
@@ -264,7 +278,8 @@ def main() -> None:
     lines = []
     for name in args.problems:
         result = benchmark_problem(name, args.n, args.nfe, diffusers, args.tune_evals, args.tune_n,
-                                   args.tune_pool, args.tune_starts)
+                                   args.tune_pool, args.tune_starts, args.learn_pool, args.learn_iters,
+                                   args.learn_batch)
         lines += print_table(name, result, args.nfe)
     ours, theirs = overhead(diffusers)
     msg = (f"\nPer-step overhead (64x1x28x28, constant network): rediffuse {ours * 1e6:.0f} us, "
