@@ -76,3 +76,13 @@ def test_a_fit_that_cannot_improve_returns_the_fixed_coefficients():
     assert learned < fixed or torch.equal(table, lc.standard_coefficients(4))
     with pytest.raises(ValueError, match="at least 8"):
         lc.fit_coefficients(d, x[:4], ref[:4], grid)
+
+
+def test_one_warm_step_to_zero_has_nothing_to_learn():
+    m = analytic.preset("mix16d")
+    flow = GaussianFlow.fit(m.sample(500, generator=torch.Generator().manual_seed(2)))
+    x = 80.0 * torch.randn(32, 16, generator=torch.Generator().manual_seed(6), dtype=f64)
+    grid = torch.tensor([80.0, 2.0, 0.0], dtype=f64)  # the teleport, then one step: x_next = D
+    ref = tg.reference_solution(m.denoiser(), x, 80.0, 0.002)
+    table, _, _ = lc.fit_coefficients(m.denoiser(), x, ref, grid, teleport=flow, warm_start=True, iters=5)
+    assert table.tolist() == [[1.0, 0.0, 0.0, 0.0]]

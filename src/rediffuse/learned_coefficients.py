@@ -59,8 +59,8 @@ def _held_out_rms(denoiser: Callable[..., Tensor], x: Tensor, ref: Tensor, sigma
         for start in range(0, len(x), batch):
             part = slice(start, start + batch)
             c = None if cond is None else cond[part]
-            total += float(_mse(denoiser, x[part], ref[part], sigmas, coefficients, teleport, warm_start, c)) * len(
-                x[part])
+            mse = _mse(denoiser, x[part], ref[part], sigmas, coefficients, teleport, warm_start, c)
+            total += float(mse) * len(x[part])
     return math.sqrt(total / len(x))
 
 
@@ -76,8 +76,9 @@ def fit_coefficients(denoiser: Callable[..., Tensor], x: Tensor, ref: Tensor, si
     steps = len(sigmas) - 1 - (teleport is not None)
     if len(x) < 8:
         raise ValueError(f"fitting coefficients needs at least 8 starting points, got {len(x)}")
-    lengths = history_lengths(steps, warm_start and teleport is not None)
-    base = standard_coefficients(steps, warm_start and teleport is not None)
+    warm = warm_start and teleport is not None and steps > 1  # one step to 0 has no history to warm
+    lengths = history_lengths(steps, warm)
+    base = standard_coefficients(steps, warm)
     split = len(x) - len(x) // 4
     train, held = slice(0, split), slice(split, None)
     held_cond = None if cond is None else cond[held]
