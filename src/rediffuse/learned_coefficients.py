@@ -11,13 +11,12 @@ spent at sampling time.
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
 from torch import Tensor
 
-from . import samplers
+from . import samplers, tuned_grids
 from .samplers.multistep import ADAMS_BASHFORTH
 from .teleport import GaussianFlow
 
@@ -51,19 +50,6 @@ def _mse(denoiser: Callable[..., Tensor], x: Tensor, ref: Tensor, sigmas: Tensor
     return (out - ref).double().pow(2).mean()
 
 
-def _held_out_rms(denoiser: Callable[..., Tensor], x: Tensor, ref: Tensor, sigmas: Tensor, coefficients: Tensor,
-                  teleport: GaussianFlow | None, warm_start: bool, cond: Tensor | None, batch: int) -> float:
-    """RMS error over x in batches, without gradients."""
-    total = 0.0
-    with torch.no_grad():
-        for start in range(0, len(x), batch):
-            part = slice(start, start + batch)
-            c = None if cond is None else cond[part]
-            mse = _mse(denoiser, x[part], ref[part], sigmas, coefficients, teleport, warm_start, c)
-            total += float(mse) * len(x[part])
-    return math.sqrt(total / len(x))
-
-
 def fit_coefficients(denoiser: Callable[..., Tensor], x: Tensor, ref: Tensor, sigmas: Tensor, *,
                      teleport: GaussianFlow | None = None, warm_start: bool = False, cond: Tensor | None = None,
                      iters: int = 300, lr: float = 1e-2, batch: int = 1024, seed: int = 0
@@ -84,7 +70,8 @@ def fit_coefficients(denoiser: Callable[..., Tensor], x: Tensor, ref: Tensor, si
     held_cond = None if cond is None else cond[held]
 
     def score(table: Tensor) -> float:
-        return _held_out_rms(denoiser, x[held], ref[held], sigmas, table, teleport, warm_start, held_cond, batch)
+        return tuned_grids.rms_error(denoiser, x[held], ref[held], sigmas, "ipndm", held_cond, teleport,
+                                     warm_start=warm_start, coefficients=table)
 
     best, best_err = base, score(base)
     fixed_err = best_err

@@ -76,20 +76,22 @@ def params_from_grid(sigmas: Tensor, sigma_min: float) -> np.ndarray:
 @torch.no_grad()
 def per_sample_error(denoiser: Callable[..., Tensor], x: Tensor, ref: Tensor, sigmas: Tensor, sampler: str,
                      cond: Tensor | None = None, teleport: GaussianFlow | None = None,
-                     warm_start: bool = False) -> Tensor:
+                     warm_start: bool = False, **options) -> Tensor:
     """Each sample's mean squared distance between the sampler's output on `sigmas` and the reference."""
-    out = samplers.sample(denoiser, x, sigmas, sampler, cond=cond, teleport=teleport, warm_start=warm_start)
+    out = samplers.sample(denoiser, x, sigmas, sampler, cond=cond, teleport=teleport, warm_start=warm_start,
+                          **options)
     return (out - ref).double().pow(2).reshape(len(out), -1).mean(1).cpu()
 
 
 def rms_error(denoiser: Callable[..., Tensor], x: Tensor, ref: Tensor, sigmas: Tensor, sampler: str,
               cond: Tensor | None = None, teleport: GaussianFlow | None = None,
-              weights: Tensor | None = None, warm_start: bool = False) -> float:
+              weights: Tensor | None = None, warm_start: bool = False, **options) -> float:
     """RMS distance between a sampler's output on `sigmas` (first step teleported, if given) and the reference.
 
-    With per-sample `weights` it is the weighted RMS, the estimate a `stratified_batch` calls for.
+    With per-sample `weights` it is the weighted RMS, the estimate a `stratified_batch` calls for; `options` go to
+    the sampler (iPNDM's learned `coefficients`, for one).
     """
-    per_sample = per_sample_error(denoiser, x, ref, sigmas, sampler, cond, teleport, warm_start)
+    per_sample = per_sample_error(denoiser, x, ref, sigmas, sampler, cond, teleport, warm_start, **options)
     if weights is None:
         return float(per_sample.mean().sqrt())
     return float(((weights * per_sample).sum() / weights.sum()).sqrt())
