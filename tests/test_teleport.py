@@ -163,3 +163,37 @@ def test_warm_start_fills_the_multistep_history_from_the_gaussian():
     for bad in ({"name": "euler", "teleport": flow}, {"name": "dpmpp-2m", "teleport": None}):
         with pytest.raises(ValueError, match="warm_start needs a teleport and a multistep sampler"):
             samplers.sample(m.denoiser(), x, grid, warm_start=True, **bad)
+
+
+def test_exp_euler_is_exact_for_the_gaussian_and_for_a_constant_rest():
+    m = gaussian()
+    flow = exact_flow(m)
+    x = 30.0 * torch.randn(16, 6, generator=torch.Generator().manual_seed(4), dtype=f64)
+    s0, s1 = 30.0, 4.0
+    assert (flow.exp_euler(x, m.denoise(x, s0), s0, s1) - ode(m, x, s0, s1)).abs().max() < 1e-6
+    rest = torch.randn(16, 6, generator=torch.Generator().manual_seed(5), dtype=f64)  # D = D_Gauss + rest
+
+    def rhs(s, y):
+        xx = torch.from_numpy(y).reshape(x.shape)
+        return ((xx - m.denoise(xx, s) - rest) / s).reshape(-1).numpy()
+
+    sol = solve_ivp(rhs, (s0, s1), x.reshape(-1).numpy(), method="DOP853", rtol=1e-12, atol=1e-12)
+    exact = torch.from_numpy(sol.y[:, -1]).reshape(x.shape)
+    assert (flow.exp_euler(x, m.denoise(x, s0) + rest, s0, s1) - exact).abs().max() < 1e-8
+    none = GaussianFlow(torch.zeros(6, dtype=f64), torch.zeros(6, 0, dtype=f64), torch.zeros(0, dtype=f64), 0.0)
+    denoised = torch.randn(16, 6, generator=torch.Generator().manual_seed(6), dtype=f64)  # no Gaussian: DDIM's step
+    assert torch.allclose(none.exp_euler(x, denoised, s0, s1), s1 / s0 * x + (1 - s1 / s0) * denoised, atol=1e-12)
+    with pytest.raises(ValueError, match="positive level"):
+        flow.exp_euler(x, denoised, s0, 0.0)
+
+
+@pytest.mark.parametrize("name", sorted(samplers.GAUSSIAN_FIRST_STEP))
+def test_teleported_multistep_takes_its_first_step_exactly_on_the_gaussian(name):
+    m = gaussian()
+    flow = exact_flow(m)
+    x = 80.0 * torch.randn(16, 6, generator=torch.Generator().manual_seed(7), dtype=f64)
+    grid = torch.tensor([80.0, 20.0, 3.0], dtype=f64)  # teleport to 20, then one network step
+    exact = ode(m, x, 80.0, 3.0)
+    assert (samplers.sample(m.denoise, x, grid, name, teleport=flow) - exact).abs().max() < 1e-6
+    plain = samplers.get(name)(m.denoise, flow.flow(x, 80.0, 20.0), grid[1:])  # a first-order step instead
+    assert (plain - exact).abs().max() > 0.1

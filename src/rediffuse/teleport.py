@@ -9,7 +9,8 @@ score approximation for diffusion models and its applications", TMLR). The Gauss
 (training data, or the model's own samples); where the samples span fewer directions than the data has, the
 remaining directions share one variance, the mean of what the kept ones leave. The same Gaussian's D along
 its own flow above the landing can stand in for the model's, to start a multistep sampler with a full history
-(`samplers.sample(..., warm_start=True)`).
+(`samplers.sample(..., warm_start=True)`). Without that history, a multistep sampler's first network step can
+still solve the Gaussian's part of the model exactly (`GaussianFlow.exp_euler`).
 """
 
 from __future__ import annotations
@@ -63,14 +64,43 @@ class GaussianFlow:
         """The Gaussian's exact denoiser E[x0 | x] = m + C (C + sigma^2 I)^-1 (x - m) at noise level sigma."""
         return self._shrink(x, lambda v: v / (v + sigma**2))
 
+    def exp_euler(self, x: Tensor, denoised: Tensor, sigma: float, sigma_next: float) -> Tensor:
+        """One step of the model's ODE from sigma to sigma_next > 0 with this Gaussian's part solved exactly.
+
+        The model's D(x, sigma) = `denoised` is split into the Gaussian's D, linear in x, and the rest, held
+        constant over the step: x' = flow(x) + W(C) (D - D_Gauss(x)) with, per direction of variance v,
+        W = sqrt(v + s'^2) (asinh(sqrt(v) / s') - asinh(sqrt(v) / s)) / sqrt(v), the integral of the flow's
+        factor times ds / s (an exponential Euler step with the Gaussian's linear part; Hochbruck & Ostermann
+        2010, "Exponential integrators"). Exact when the data are this Gaussian; DDIM's step when C = 0.
+        """
+        if not sigma > sigma_next > 0:
+            raise ValueError(f"exp_euler steps down to a positive level; got {sigma} -> {sigma_next}")
+
+        def weight(v: Tensor | float) -> Tensor:
+            a = torch.as_tensor(v, dtype=f64).clamp(min=0).sqrt()
+            safe = a.clamp(min=1e-300)
+            exact = (a**2 + sigma_next**2).sqrt() * (torch.asinh(safe / sigma_next) - torch.asinh(safe / sigma)) / safe
+            return torch.where(a > 0, exact, torch.full_like(a, 1 - sigma_next / sigma))
+
+        rest = denoised - self.denoise(x, sigma)
+        return self.flow(x, sigma, sigma_next) + self._scale(rest, weight)
+
     def _shrink(self, x: Tensor, factor: Callable[[Tensor | float], Tensor | float]) -> Tensor:
         """m + f(C) (x - m): each eigen-direction of variance v scaled by factor(v)."""
+        return self._scale(x, factor, centre=True)
+
+    def _scale(self, x: Tensor, factor: Callable[[Tensor | float], Tensor | float], centre: bool = False) -> Tensor:
+        """f(C) x, or m + f(C) (x - m) with `centre`: each eigen-direction of variance v scaled by factor(v)."""
         flat = x.reshape(x.shape[0], -1)
         if flat.shape[1] != self.dim:
             raise ValueError(f"the Gaussian has {self.dim} features, x has {flat.shape[1]} per sample")
-        u = flat.to(dtype=f64, device=self.mean.device) - self.mean
+        u = flat.to(dtype=f64, device=self.mean.device)
+        if centre:
+            u = u - self.mean
         rest = factor(self.rest)  # every direction scales by it, the kept ones by their own factor instead
-        out = self.mean + rest * u + ((u @ self.evecs) * (factor(self.evals) - rest)) @ self.evecs.T
+        out = rest * u + ((u @ self.evecs) * (factor(self.evals) - rest)) @ self.evecs.T
+        if centre:
+            out = out + self.mean
         return out.reshape(x.shape).to(dtype=x.dtype, device=x.device)
 
     def history(self, x: Tensor, sigma: float, levels: Sequence[float]) -> list[tuple[float, Tensor, Tensor]]:

@@ -41,6 +41,8 @@ SAMPLERS: dict[str, Sampler] = {
 STOCHASTIC = {"ddpm", "euler-ancestral", "dpmpp-2m-sde", "euler-maruyama"}
 # Multistep samplers: after a teleport their history can start full (`common.warm_history`).
 WARM_STARTED = {"dpmpp-2m", "dpmpp-3m", "dpmpp-2m-sde", "unipc-bh1", "unipc-bh2", "ipndm", "lms"}
+# Samplers whose first step after a teleport (without a warm history) is `GaussianFlow.exp_euler`.
+GAUSSIAN_FIRST_STEP = {"ipndm", "lms"}
 
 
 def get(name: str) -> Sampler:
@@ -56,7 +58,8 @@ def sample(denoiser: Callable[..., Tensor], x: Tensor, sigmas: Tensor, name: str
 
     With `teleport` (a `rediffuse.teleport.GaussianFlow`) the first step, sigmas[0] -> sigmas[1], is the
     Gaussian's closed-form flow and costs no network evaluation. With `warm_start` too, a multistep sampler
-    starts with the Gaussian's history above the landing instead of lower-order steps.
+    starts with the Gaussian's history above the landing instead of lower-order steps; without it, the first
+    network step of ipndm and lms solves the Gaussian's part of the model exactly (`GaussianFlow.exp_euler`).
     """
     fn = get(name)
     if warm_start and (teleport is None or name not in WARM_STARTED):
@@ -66,10 +69,12 @@ def sample(denoiser: Callable[..., Tensor], x: Tensor, sigmas: Tensor, name: str
         x, sigmas = teleported(x, sigmas, teleport)
         if warm_start:
             options["warm"] = teleport
+        elif name in GAUSSIAN_FIRST_STEP:
+            options["gaussian"] = teleport
     return fn(denoiser, x, sigmas, **options)
 
 
-__all__ = ["SAMPLERS", "STOCHASTIC", "WARM_STARTED", "get", "sample", "ancestral_step", "noise_like", "sample_ddim",
+__all__ = ["SAMPLERS", "STOCHASTIC", "WARM_STARTED", "GAUSSIAN_FIRST_STEP", "get", "sample", "ancestral_step", "noise_like", "sample_ddim",
            "sample_ddpm", "sample_dpmpp_2m", "sample_dpmpp_2m_sde", "sample_dpmpp_2s", "sample_dpmpp_3m",
            "sample_euler", "sample_euler_ancestral", "sample_euler_maruyama", "sample_heun", "sample_ipndm",
            "sample_lms", "sample_unipc_bh1", "sample_unipc_bh2"]

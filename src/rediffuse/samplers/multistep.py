@@ -7,7 +7,9 @@ x_{i+1} = x_i + sum_j w_j d_{i-j}, w_j = integral over [sigma_i, sigma_{i+1}] of
 equal-step Adams-Bashforth coefficients (Zhang & Chen 2023, "improved PNDM"), which are exact only on
 uniform grids: on a smoothly non-uniform grid (Karras) they leave an O(h^3) local error, so iPNDM converges
 at order 2 there, although at 10-20 NFE it is often the most accurate sampler in this package.
-Both start with lower orders while the history fills up; the step to sigma = 0 needs no special case.
+Both start with lower orders while the history fills up; the step to sigma = 0 needs no special case. After a
+teleport their first step, which has a single slope, can be `GaussianFlow.exp_euler` instead (`samplers.sample`
+does so unless warm-started).
 `ipndm` also takes per-step coefficients in place of the fixed ones (`rediffuse.learned_coefficients` fits them
 to the model at hand); as a tensor that requires grad, they keep the whole run differentiable.
 """
@@ -54,11 +56,12 @@ def push(history: list, value, size: int) -> None:
 
 def _sigma_multistep(denoiser: Denoiser, x: Tensor, sigmas: Tensor, order: int, fixed: bool,
                      callback: Callback | None, cond: Tensor | None, warm: GaussianFlow | None,
-                     coefficients: Tensor | None = None) -> Tensor:
+                     coefficients: Tensor | None = None, gaussian: GaussianFlow | None = None) -> Tensor:
     """Adams-Bashforth in sigma with lower orders while the history fills up (or a `warm_history`).
 
     `coefficients` [steps, order], newest slope first, replace the fixed ones: step i uses the first k entries
-    of row i while the history holds k slopes.
+    of row i while the history holds k slopes. With `gaussian` and no warm history, the first step, which has one
+    slope only, is `GaussianFlow.exp_euler` instead: exact for that Gaussian's part of the model.
     """
     if not 1 <= order <= (4 if fixed else 8):
         raise ValueError(f"order must be between 1 and {4 if fixed else 8}, got {order}")
@@ -75,6 +78,9 @@ def _sigma_multistep(denoiser: Denoiser, x: Tensor, sigmas: Tensor, order: int, 
         push(ts, sigma, order)
         push(ds, (x - denoised) / sigma, order)
         dt = sigma_next - sigma
+        if gaussian is not None and len(ds) == 1 and sigma_next > 0:
+            x = gaussian.exp_euler(x, denoised, sigma, sigma_next)
+            continue
         if coefficients is not None:  # tensor arithmetic, so that a fit can differentiate through it
             x = x + sum((dt * c).to(d.dtype) * d for c, d in zip(coefficients[i, :len(ds)], ds))
             continue
@@ -90,18 +96,20 @@ def _sigma_multistep(denoiser: Denoiser, x: Tensor, sigmas: Tensor, order: int, 
 def sample_ipndm(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, generator: Generator = None,
                  callback: Callback | None = None, cond: Tensor | None = None, order: int = 4,
                  warm: GaussianFlow | None = None,
-                 coefficients: Tensor | Sequence[Sequence[float]] | None = None) -> Tensor:
+                 coefficients: Tensor | Sequence[Sequence[float]] | None = None,
+                 gaussian: GaussianFlow | None = None) -> Tensor:
     """iPNDM (Zhang & Chen 2023): equal-step Adams-Bashforth in sigma, orders 1..4 while warming up; N NFE.
 
-    With `coefficients` ([steps, order], newest first) the step weights are those instead (a learned solver).
+    With `coefficients` ([steps, order], newest first) the step weights are those instead (a learned solver);
+    with `gaussian` the first step is the Gaussian-exact `GaussianFlow.exp_euler`.
     """
     if coefficients is not None and not isinstance(coefficients, Tensor):
         coefficients = torch.tensor(coefficients, dtype=torch.float64)
-    return _sigma_multistep(denoiser, x, sigmas, order, True, callback, cond, warm, coefficients)
+    return _sigma_multistep(denoiser, x, sigmas, order, True, callback, cond, warm, coefficients, gaussian)
 
 
 def sample_lms(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, generator: Generator = None,
                callback: Callback | None = None, cond: Tensor | None = None, order: int = 4,
-               warm: GaussianFlow | None = None) -> Tensor:
+               warm: GaussianFlow | None = None, gaussian: GaussianFlow | None = None) -> Tensor:
     """Linear multistep (variable-step Adams-Bashforth) in sigma with exact Lagrange weights; N NFE."""
-    return _sigma_multistep(denoiser, x, sigmas, order, False, callback, cond, warm)
+    return _sigma_multistep(denoiser, x, sigmas, order, False, callback, cond, warm, gaussian=gaussian)
