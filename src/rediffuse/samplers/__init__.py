@@ -74,7 +74,7 @@ def sample(denoiser: Callable[..., Tensor], x: Tensor, sigmas: Tensor, name: str
     return fn(denoiser, x, sigmas, **options)
 
 
-__all__ = ["SAMPLERS", "STOCHASTIC", "WARM_STARTED", "GAUSSIAN_FIRST_STEP", "get", "sample", "ancestral_step", "noise_like", "sample_ddim",
-           "sample_ddpm", "sample_dpmpp_2m", "sample_dpmpp_2m_sde", "sample_dpmpp_2s", "sample_dpmpp_3m",
-           "sample_euler", "sample_euler_ancestral", "sample_euler_maruyama", "sample_heun", "sample_ipndm",
-           "sample_lms", "sample_unipc_bh1", "sample_unipc_bh2"]
+__all__ = ["SAMPLERS", "STOCHASTIC", "WARM_STARTED", "GAUSSIAN_FIRST_STEP", "get", "sample", "ancestral_step",
+           "noise_like", "sample_ddim", "sample_ddpm", "sample_dpmpp_2m", "sample_dpmpp_2m_sde", "sample_dpmpp_2s",
+           "sample_dpmpp_3m", "sample_euler", "sample_euler_ancestral", "sample_euler_maruyama", "sample_heun",
+           "sample_ipndm", "sample_lms", "sample_unipc_bh1", "sample_unipc_bh2"]
