@@ -100,3 +100,34 @@ def test_tune_grid_searches_on_the_stratified_batch_of_a_pool():
     assert after == pytest.approx(tg.rms_error(m.denoiser(), pool, ref, grid, "dpmpp-2m"), rel=1e-12)  # on the pool
     best_start = min(tg.rms_error(m.denoiser(), pool, ref, sch.sigmas(4, s), "dpmpp-2m") for s in ("karras", "logsnr"))
     assert before == pytest.approx(best_start, rel=1e-12) and after < before
+
+
+def test_bump_grid_is_log_snr_spacing_with_more_steps_near_its_centre():
+    plain = tg.bump_grid(6, 50.0, 0.05, 1.0, 0.0, 1.0)
+    assert torch.allclose(plain[:-1], torch.logspace(math.log10(50.0), math.log10(0.05), 6, dtype=f64), rtol=1e-9)
+    bumped = tg.bump_grid(10, 50.0, 0.05, 1.0, 10.0, 0.5)
+    assert bumped[0] == 50.0 and bumped[-2] == 0.05 and bumped[-1] == 0 and (bumped[1:] < bumped[:-1]).all()
+    near = [int(((g > math.exp(-0.5)) & (g < math.exp(0.5))).sum()) for g in (tg.bump_grid(10, 50.0, 0.05, 1.0, 0.0, 1.0),
+                                                                             bumped)]
+    assert near[1] >= near[0] + 3
+    assert torch.equal(tg.bump_grid(1, 50.0, 0.05, 1.0, 10.0, 0.5), torch.tensor([50.0, 0.0], dtype=f64))
+    with pytest.raises(ValueError, match="top level"):
+        tg.bump_grid(5, 0.05, 50.0, 1.0, 10.0, 0.5)
+
+
+def test_family_search_puts_the_steps_where_samples_choose_their_mode():
+    # two well-separated modes: a sample's mode is decided near sigma ~ 2, and a step too coarse there sends it astray
+    m = analytic.GaussianMixture(torch.tensor([0.5, 0.5]), torch.tensor([[-2.0], [2.0]]), torch.full((2, 1, 1), 0.0025))
+    sch = schedules.get("edm")
+    g = torch.Generator().manual_seed(0)
+    tune_x, test_x = (sch.sigma_max * torch.randn(512, 1, generator=g, dtype=f64) for _ in range(2))
+    d = m.denoiser()
+    tune_ref = tg.reference_solution(d, tune_x, sch.sigma_max, sch.sigma_min)
+    found = tg.family_search(d, tune_x, tune_ref, "dpmpp-2m", 5, sch.sigma_min, sch.sigma_max)
+    assert len(found) == 2 and all(len(grid) == 6 and grid[0] == sch.sigma_max for grid in found)
+    test_ref = tg.reference_solution(d, test_x, sch.sigma_max, sch.sigma_min)
+    best_standard = min(tg.rms_error(d, test_x, test_ref, sch.sigmas(5, s), "dpmpp-2m")
+                        for s in ("karras", "logsnr", "uniform"))
+    found_error = tg.rms_error(d, test_x, test_ref, found[0], "dpmpp-2m")
+    print(f"held-out RMS error: best standard grid {best_standard:.4f}, family search {found_error:.4f}")
+    assert found_error < 0.3 * best_standard

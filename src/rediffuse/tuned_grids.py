@@ -147,7 +147,42 @@ def optimize_grid(denoiser: Callable[..., Tensor], x: Tensor, sampler: str, step
     return to_grid(best), math.exp(start), math.exp(best_f)
 
 
-START_SPACINGS = ("default", "karras", "logsnr", "uniform")
+START_SPACINGS = ("default", "karras", "logsnr", "uniform", "bump")
+BUMP = "bump"  # the start found by `family_search` rather than a standard spacing
+
+
+def bump_grid(steps: int, top: float, lowest: float, centre: float, extra: float, width: float) -> Tensor:
+    """`steps` levels from top down to lowest, then 0, at equal quantiles of a step density in log sigma.
+
+    The density is 1 + extra * exp(-(log sigma - log centre)^2 / (2 width^2)): log-SNR spacing (extra = 0) with
+    more steps around one level, where on multimodal data the samples choose their mode.
+    """
+    if not top > lowest > 0:
+        raise ValueError(f"a bump grid runs from a top level down to a lower positive one; got {top} -> {lowest}")
+    if steps == 1:
+        return torch.tensor([top, 0.0], dtype=torch.float64)
+    u = np.linspace(math.log(top), math.log(lowest), 4001)
+    density = 1 + extra * np.exp(-((u - math.log(centre)) ** 2) / (2 * width**2))
+    mass = np.concatenate([[0.0], np.cumsum(density[1:] + density[:-1])])
+    levels = np.exp(np.interp(np.linspace(0, 1, steps), mass / mass[-1], u))
+    levels[0], levels[-1] = top, lowest
+    return append_zero(torch.tensor(levels, dtype=torch.float64))
+
+
+def bump_candidates(steps: int, tops: Sequence[float], sigma_min: float) -> list[Tensor]:
+    """The coarse family `family_search` scores: each top, lowest level 3, 10 or 30 sigma_min, and no bump or one
+    of two heights and two widths at five levels spread evenly in log sigma between lowest and top."""
+    grids = []
+    for top in tops:
+        for lowest in (3 * sigma_min, 10 * sigma_min, 30 * sigma_min):
+            if not top > lowest:
+                continue
+            grids.append(bump_grid(steps, top, lowest, top, 0.0, 1.0))
+            for centre in np.geomspace(lowest, top, 7)[1:-1]:
+                for extra in (3.0, 10.0):
+                    for width in (0.5, 1.0):
+                        grids.append(bump_grid(steps, top, lowest, float(centre), extra, width))
+    return grids
 
 
 def stratified_batch(errors: Tensor, n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
@@ -178,6 +213,25 @@ def landing_starts(teleport: GaussianFlow, sigma_max: float) -> list[float]:
     return sorted({low, math.sqrt(low * sigma_max)})
 
 
+def family_search(denoiser: Callable[..., Tensor], x: Tensor, ref: Tensor, sampler: str, steps: int, sigma_min: float,
+                  sigma_max: float, cond: Tensor | None = None, teleport: GaussianFlow | None = None,
+                  weights: Tensor | None = None, warm_start: bool = False, keep: int = 2) -> list[Tensor]:
+    """The `keep` grids of `bump_candidates` with the least error on x: global starts for the local search.
+
+    A local search from a standard grid can end far from the best grid, when the steps must move from where that
+    grid puts them (many at the lowest levels, for Karras) to where the samples choose their mode. A coarse pass
+    over a few-parameter family finds that region first. With `teleport` the candidates' tops are the
+    `landing_starts` and each returned grid starts at its landing level (its teleported first step not included).
+    """
+    tops = [sigma_max] if teleport is None else landing_starts(teleport, sigma_max)
+    head = torch.tensor([] if teleport is None else [sigma_max], dtype=torch.float64)
+    candidates = bump_candidates(steps, tops, sigma_min)
+    errors = [rms_error(denoiser, x, ref, torch.cat([head, grid]), sampler, cond, teleport, weights, warm_start)
+              for grid in candidates]
+    order = sorted(range(len(candidates)), key=lambda i: errors[i] if math.isfinite(errors[i]) else math.inf)
+    return [candidates[i] for i in order[:keep]]
+
+
 def tune_grid(denoiser: Callable[..., Tensor], x: Tensor, sampler: str, steps: int, schedule: Schedule,
               ref: Tensor | None = None, cond: Tensor | None = None, max_evals: int = 300,
               starts: Sequence[str] = START_SPACINGS, teleport: GaussianFlow | None = None,
@@ -185,7 +239,8 @@ def tune_grid(denoiser: Callable[..., Tensor], x: Tensor, sampler: str, steps: i
     """`optimize_grid` from each standard grid in `starts` (and each of `landing_starts` with a teleport).
 
     Returns (grid, the best standard grid's error, the chosen grid's error). The search is local, and on
-    multimodal data where it ends depends on where it starts, so several starts pay for themselves. With `batch`
+    multimodal data where it ends depends on where it starts, so several starts pay for themselves; "bump" in
+    `starts` adds the two best grids of a coarse `family_search`. With `batch`
     smaller than len(x), x is a pool: the search runs on a `stratified_batch` of that size (the samples the
     starting grids get most wrong plus a weighted random draw of the rest), and the searches' results are compared,
     and the errors reported, on the whole pool, most of which no search has seen. Otherwise both are on x.
@@ -194,22 +249,30 @@ def tune_grid(denoiser: Callable[..., Tensor], x: Tensor, sampler: str, steps: i
         ref = reference_solution(denoiser, x, schedule.sigma_max, schedule.sigma_min, cond=cond)
     if not starts:
         raise ValueError("starts must name at least one standard spacing")
+    standard = [spacing for spacing in starts if spacing != BUMP] or ["default"]
     weights, pool = None, None
     if batch is not None and batch < len(x):
         errors = torch.stack([per_sample_error(denoiser, x, ref, schedule.sigmas(steps, spacing), sampler, cond)
-                              for spacing in starts])
+                              for spacing in standard])
         index, weights = stratified_batch(errors.amax(0), batch)
         pool, before = (x, ref, cond), float(errors.mean(1).nan_to_num(nan=math.inf).min().sqrt())
         x, ref = x[index.to(x.device)], ref[index.to(ref.device)]
         cond = None if cond is None else cond[index.to(cond.device)]
     landings = [None] if teleport is None else landing_starts(teleport, schedule.sigma_max)
+    inits = [(schedule.sigmas(steps, spacing), landing) for spacing in starts if spacing != BUMP for landing in landings]
+    n_standard = len(inits)
+    if BUMP in starts:
+        found = family_search(denoiser, x, ref, sampler, steps, schedule.sigma_min, schedule.sigma_max, cond, teleport,
+                              weights, warm_start)
+        inits += [(grid, None if teleport is None else float(grid[0])) for grid in found]
     results = [optimize_grid(denoiser, x, sampler, steps, schedule.sigma_min, schedule.sigma_max, ref=ref, cond=cond,
-                             max_evals=max_evals, init=schedule.sigmas(steps, spacing), teleport=teleport,
-                             landing=landing, weights=weights, warm_start=warm_start)
-               for spacing in starts for landing in landings]
+                             max_evals=max_evals, init=init, teleport=teleport, landing=landing, weights=weights,
+                             warm_start=warm_start)
+               for init, landing in inits]
     if pool is None:
         grid, _, after = min(results, key=lambda r: r[2])
-        return grid, min(r[1] for r in results), after
+        plain = [r[1] for r in results[:n_standard]]
+        return grid, min(plain) if plain else rms_error(denoiser, x, ref, schedule.sigmas(steps), sampler, cond), after
     pool_x, pool_ref, pool_cond = pool
     scored = [rms_error(denoiser, pool_x, pool_ref, grid, sampler, pool_cond, teleport, warm_start=warm_start)
               for grid, _, _ in results]
