@@ -268,7 +268,8 @@ def main() -> None:
     parser.add_argument("--tune-starts", nargs="+", default=["bump"], choices=list(tg.START_SPACINGS),
                         help="grids the searches start from (bump: a coarse family search)")
     parser.add_argument("--learn-pool", type=int, default=0,
-                        help="draws added to the tuning pool to fit ipndm's coefficients on (a quarter of all held out)")
+                        help="draws added to the tuning pool to fit ipndm's coefficients on (a quarter of all "
+                             "held out)")
     parser.add_argument("--learn-iters", type=int, default=200, help="Adam steps of the coefficient fit")
     parser.add_argument("--learn-batch", type=int, default=2048, help="draws per Adam step")
     parser.add_argument("--out", default=None, help="also write the Markdown tables here")

@@ -46,8 +46,9 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser) -> None:
     tune.add_argument("--evals", type=int, default=200, help="objective evaluations (default: 200)")
     tune.add_argument("--seed", type=int, default=1, help="seed of the tuning noise (default: 1)")
     tune.add_argument("--starts", nargs="+", default=list(tg.START_SPACINGS), choices=list(tg.START_SPACINGS),
-                      metavar="SPACING", help="grids to start the search from (bump: the two best of a coarse search over "
-                                              "log-SNR grids with extra steps around one level); the best result wins "
+                      metavar="SPACING", help="grids to start the search from (bump: the two best of a coarse search "
+                                              "over log-SNR grids with extra steps around one level); the best result "
+                                              "wins "
                                               f"(default: {' '.join(tg.START_SPACINGS)})")
     tune.add_argument("--teleport", action="store_true",
                       help="take the first step in closed form under a Gaussian fitted to the training data "

@@ -147,8 +147,8 @@ def optimize_grid(denoiser: Callable[..., Tensor], x: Tensor, sampler: str, step
     return to_grid(best), math.exp(start), math.exp(best_f)
 
 
-START_SPACINGS = ("default", "karras", "logsnr", "uniform", "bump")
-BUMP = "bump"  # the start found by `family_search` rather than a standard spacing
+BUMP = "bump"  # a start found by `family_search` rather than a standard spacing
+START_SPACINGS = ("default", "karras", "logsnr", "uniform", BUMP)
 
 
 def bump_grid(steps: int, top: float, lowest: float, centre: float, extra: float, width: float) -> Tensor:
@@ -240,15 +240,15 @@ def tune_grid(denoiser: Callable[..., Tensor], x: Tensor, sampler: str, steps: i
 
     Returns (grid, the best standard grid's error, the chosen grid's error). The search is local, and on
     multimodal data where it ends depends on where it starts, so several starts pay for themselves; "bump" in
-    `starts` adds the two best grids of a coarse `family_search`. With `batch`
-    smaller than len(x), x is a pool: the search runs on a `stratified_batch` of that size (the samples the
-    starting grids get most wrong plus a weighted random draw of the rest), and the searches' results are compared,
+    `starts` adds the two best grids of a coarse `family_search`. With `batch` smaller than len(x), x is a pool:
+    the search runs on a `stratified_batch` of that size (the samples the standard grids in `starts`, or the
+    default grid, get most wrong plus a weighted random draw of the rest), and the searches' results are compared,
     and the errors reported, on the whole pool, most of which no search has seen. Otherwise both are on x.
     """
     if ref is None:
         ref = reference_solution(denoiser, x, schedule.sigma_max, schedule.sigma_min, cond=cond)
     if not starts:
-        raise ValueError("starts must name at least one standard spacing")
+        raise ValueError("starts must name at least one start grid (a standard spacing or bump)")
     standard = [spacing for spacing in starts if spacing != BUMP] or ["default"]
     weights, pool = None, None
     if batch is not None and batch < len(x):
@@ -259,7 +259,8 @@ def tune_grid(denoiser: Callable[..., Tensor], x: Tensor, sampler: str, steps: i
         x, ref = x[index.to(x.device)], ref[index.to(ref.device)]
         cond = None if cond is None else cond[index.to(cond.device)]
     landings = [None] if teleport is None else landing_starts(teleport, schedule.sigma_max)
-    inits = [(schedule.sigmas(steps, spacing), landing) for spacing in starts if spacing != BUMP for landing in landings]
+    inits = [(schedule.sigmas(steps, spacing), landing) for spacing in starts if spacing != BUMP
+             for landing in landings]
     n_standard = len(inits)
     if BUMP in starts:
         found = family_search(denoiser, x, ref, sampler, steps, schedule.sigma_min, schedule.sigma_max, cond, teleport,
