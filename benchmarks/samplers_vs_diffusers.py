@@ -17,7 +17,7 @@ data they dominate the RMS, so n must be large enough to count them, and the sum
 paired-bootstrap interval over the evaluation draws.
 
     python benchmarks/samplers_vs_diffusers.py [--n 4096] [--nfe 5 10 20] [--problems ring8 mix64d]
-        [--tune-pool 32768] [--tune-n 1024] [--tune-evals 60] [--tune-starts bump]
+        [--tune-pool 32768] [--tune-n 1024] [--tune-evals 60] [--tune-starts bump] [--fresh 32768]
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ import argparse
 import math
 import time
 import types
+from functools import partial
+from typing import Callable
 
 import torch
 from scipy.integrate import solve_ivp
@@ -144,8 +146,8 @@ def ratio_interval(ours: torch.Tensor, theirs: torch.Tensor, resamples: int = 20
 
 def benchmark_problem(name: str, n: int, nfes: list[int], diffusers, tune_evals: int, tune_n: int,
                       tune_pool: int, tune_starts: list[str], learn_pool: int, learn_iters: int,
-                      learn_batch: int) -> dict:
-    """Errors of every scheduler/sampler at each NFE on one mixture problem."""
+                      learn_batch: int, fresh: int = 0) -> dict:
+    """Errors of every scheduler/sampler at each NFE on one mixture problem (and each side's best on fresh draws)."""
     mixture = analytic.preset(name)
     sched0 = diffusers.DDPMScheduler(beta_schedule="linear")
     model = MixtureEps(mixture, None)
@@ -171,19 +173,25 @@ def benchmark_problem(name: str, n: int, nfes: list[int], diffusers, tune_evals:
 
     flow = teleport_fit(denoiser, mixture.dim)
     theirs: dict = {}
+    ours: dict = {}
+    runs: dict = {}  # (side, label, nfe) -> the configuration as a function of the starting noise
+
+    def record(side: dict, key: tuple, run: Callable[[torch.Tensor], tuple | None]) -> None:
+        out = run(x_T)
+        if out is not None:
+            side[key] = score(out)
+            runs[("ours" if side is ours else "theirs", *key)] = run
+
     for label, make in diffusers_schedulers(diffusers).items():
         for nfe in nfes:
-            out = run_diffusers(model, make(), x_T, nfe)
-            if out is not None:
-                theirs[(label, nfe)] = score(out)
-    ours: dict = {}
+            record(theirs, (label, nfe), lambda x, make=make, nfe=nfe: run_diffusers(model, make(), x, nfe))
     deterministic = [s for s in samplers.SAMPLERS if s not in samplers.STOCHASTIC and s != "ddim"]
     for sampler in deterministic:
         for nfe in nfes:
             steps = tg.steps_for_nfe(sampler, nfe)
             for spacing in ("default", "karras", "logsnr", "uniform"):
-                out = run_ours(denoiser, model, x_T, sampler, sch.sigmas(steps, spacing))
-                ours[(f"{sampler}/{spacing}", nfe)] = score(out)
+                record(ours, (f"{sampler}/{spacing}", nfe),
+                       partial(run_ours, denoiser, model, sampler=sampler, grid=sch.sigmas(steps, spacing)))
             variants = (("tuned", None, False, TUNED), ("teleport+tuned", flow, False, TELEPORTED),
                         ("teleport+warm+tuned", flow, True, WARM_STARTED))
             for label, teleport, warm, kind in variants:
@@ -192,14 +200,44 @@ def benchmark_problem(name: str, n: int, nfes: list[int], diffusers, tune_evals:
                     grid, _, _ = tg.tune_grid(denoiser, x_ve, sampler, steps, sch, ref=ref_tune,
                                               max_evals=min(tune_evals * params, 700), starts=tune_starts,
                                               teleport=teleport, batch=tune_n, warm_start=warm)
-                    ours[(f"{sampler}/{label}", nfe)] = score(run_ours(denoiser, model, x_T, sampler, grid, teleport,
-                                                                       warm))
+                    run = partial(run_ours, denoiser, model, sampler=sampler, grid=grid, teleport=teleport,
+                                  warm_start=warm)
+                    record(ours, (f"{sampler}/{label}", nfe), run)
                     if sampler == LEARNED and label == "teleport+tuned":
                         table, _, _ = learned_coefficients.fit_coefficients(
                             denoiser, x_learn, ref_learn, grid, teleport=teleport, iters=learn_iters, batch=learn_batch)
-                        ours[(f"{sampler}/{label}+learned", nfe)] = score(run_ours(
-                            denoiser, model, x_T, sampler, grid, teleport, coefficients=table))
-    return {"ours": ours, "theirs": theirs}
+                        record(ours, (f"{sampler}/{label}+learned", nfe), partial(run, coefficients=table))
+    result = {"ours": ours, "theirs": theirs, "fresh": {}}
+    if fresh:
+        result["fresh"] = fresh_scores(result, runs, denoiser, mixture.dim, fresh, nfes)
+    return result
+
+
+def best(result: dict, side: str, nfe: int) -> tuple[float, str, int, torch.Tensor]:
+    """(RMS, label, off-mode count, per-sample errors) of one side's configuration with the least RMS at this NFE."""
+    return min(((v[0], label, v[2], v[3]) for (label, k), v in result[side].items() if k == nfe
+                and math.isfinite(v[0])), key=lambda r: r[0])
+
+
+@torch.no_grad()
+def fresh_scores(result: dict, runs: dict, denoiser, dim: int, n: int, nfes: list[int], seed: int = 1) -> dict:
+    """NFE -> each side's best configuration (label, per-sample squared errors) run again on n fresh draws.
+
+    The evaluation draws pick the best configurations, and on multimodal data a few off-mode samples decide the
+    ratio on them; fresh draws (a generator no other draw comes from; references by our own solver, as for the
+    tuning pool) show what new noise gets.
+    """
+    sch = denoiser.schedule
+    x = torch.randn(n, dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    ref = tg.reference_solution(denoiser, x * sch.prior_std(sch.sigma_max), sch.sigma_max, sch.sigma_min)
+    scores = {}
+    for nfe in nfes:
+        scores[nfe] = {}
+        for side in ("theirs", "ours"):
+            label = best(result, side, nfe)[1]
+            out = runs[(side, label, nfe)](x)[0].double()
+            scores[nfe][side] = (label, (out - ref).pow(2).reshape(n, -1).mean(1))
+    return scores
 
 
 def print_table(name: str, result: dict, nfes: list[int]) -> list[str]:
@@ -217,11 +255,20 @@ def print_table(name: str, result: dict, nfes: list[int]) -> list[str]:
     lines.append("| NFE | best diffusers (off mode) | best rediffuse (off mode) | ratio (ours/theirs) | 95% interval |")
     lines.append("|---|---|---|---|---|")
     for k in nfes:
-        t, o = (min(((v[0], lab, v[2], v[3]) for (lab, kk), v in result[side].items()
-                     if kk == k and math.isfinite(v[0])), key=lambda r: r[0]) for side in ("theirs", "ours"))
+        t, o = (best(result, side, k) for side in ("theirs", "ours"))
         low, high = ratio_interval(o[3], t[3])
         lines.append(f"| {k} | {t[1]} {t[0]:.2e} ({t[2]}) | {o[1]} {o[0]:.2e} ({o[2]}) | {o[0] / t[0]:.3f} | "
                      f"{low:.3f}-{high:.3f} |")
+    if result["fresh"]:
+        n = len(next(iter(result["fresh"].values()))["ours"][1])
+        lines += ["", f"The same best configurations on {n} fresh draws (references by our own solver):", "",
+                  "| NFE | diffusers | rediffuse | ratio (ours/theirs) | 95% interval |", "|---|---|---|---|---|"]
+        for k in nfes:
+            (tl, te), (ol, oe) = result["fresh"][k]["theirs"], result["fresh"][k]["ours"]
+            low, high = ratio_interval(oe, te)
+            ratio = float((oe.mean() / te.mean()).sqrt())
+            lines.append(f"| {k} | {tl} {float(te.mean().sqrt()):.2e} | {ol} {float(oe.mean().sqrt()):.2e} | "
+                         f"{ratio:.3f} | {low:.3f}-{high:.3f} |")
     print("\n".join(lines))
     return lines
 
@@ -272,6 +319,8 @@ def main() -> None:
                              "held out)")
     parser.add_argument("--learn-iters", type=int, default=200, help="Adam steps of the coefficient fit")
     parser.add_argument("--learn-batch", type=int, default=2048, help="draws per Adam step")
+    parser.add_argument("--fresh", type=int, default=0,
+                        help="also run each side's best configuration per NFE on this many fresh draws")
     parser.add_argument("--out", default=None, help="also write the Markdown tables here")
     args = parser.parse_args()
     import diffusers  # the peer: `pip install -e .[bench]`
@@ -281,7 +330,7 @@ def main() -> None:
     for name in args.problems:
         result = benchmark_problem(name, args.n, args.nfe, diffusers, args.tune_evals, args.tune_n,
                                    args.tune_pool, args.tune_starts, args.learn_pool, args.learn_iters,
-                                   args.learn_batch)
+                                   args.learn_batch, args.fresh)
         lines += print_table(name, result, args.nfe)
     ours, theirs = overhead(diffusers)
     msg = (f"\nPer-step overhead (64x1x28x28, constant network): rediffuse {ours * 1e6:.0f} us, "
