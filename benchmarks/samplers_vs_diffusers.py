@@ -172,25 +172,24 @@ def benchmark_problem(name: str, n: int, nfes: list[int], diffusers, tune_evals:
         return float(per_sample.mean().sqrt()), out[1], int((mixture.component(out[0]) != mode).sum()), per_sample
 
     flow = teleport_fit(denoiser, mixture.dim)
-    theirs: dict = {}
-    ours: dict = {}
+    result: dict = {"ours": {}, "theirs": {}, "fresh": {}}
     runs: dict = {}  # (side, label, nfe) -> the configuration as a function of the starting noise
 
-    def record(side: dict, key: tuple, run: Callable[[torch.Tensor], tuple | None]) -> None:
+    def record(side: str, key: tuple, run: Callable[[torch.Tensor], tuple | None]) -> None:
         out = run(x_T)
         if out is not None:
-            side[key] = score(out)
-            runs[("ours" if side is ours else "theirs", *key)] = run
+            result[side][key] = score(out)
+            runs[(side, *key)] = run
 
     for label, make in diffusers_schedulers(diffusers).items():
         for nfe in nfes:
-            record(theirs, (label, nfe), lambda x, make=make, nfe=nfe: run_diffusers(model, make(), x, nfe))
+            record("theirs", (label, nfe), lambda x, make=make, nfe=nfe: run_diffusers(model, make(), x, nfe))
     deterministic = [s for s in samplers.SAMPLERS if s not in samplers.STOCHASTIC and s != "ddim"]
     for sampler in deterministic:
         for nfe in nfes:
             steps = tg.steps_for_nfe(sampler, nfe)
             for spacing in ("default", "karras", "logsnr", "uniform"):
-                record(ours, (f"{sampler}/{spacing}", nfe),
+                record("ours", (f"{sampler}/{spacing}", nfe),
                        partial(run_ours, denoiser, model, sampler=sampler, grid=sch.sigmas(steps, spacing)))
             variants = (("tuned", None, False, TUNED), ("teleport+tuned", flow, False, TELEPORTED),
                         ("teleport+warm+tuned", flow, True, WARM_STARTED))
@@ -202,12 +201,11 @@ def benchmark_problem(name: str, n: int, nfes: list[int], diffusers, tune_evals:
                                               teleport=teleport, batch=tune_n, warm_start=warm)
                     run = partial(run_ours, denoiser, model, sampler=sampler, grid=grid, teleport=teleport,
                                   warm_start=warm)
-                    record(ours, (f"{sampler}/{label}", nfe), run)
+                    record("ours", (f"{sampler}/{label}", nfe), run)
                     if sampler == LEARNED and label == "teleport+tuned":
                         table, _, _ = learned_coefficients.fit_coefficients(
                             denoiser, x_learn, ref_learn, grid, teleport=teleport, iters=learn_iters, batch=learn_batch)
-                        record(ours, (f"{sampler}/{label}+learned", nfe), partial(run, coefficients=table))
-    result = {"ours": ours, "theirs": theirs, "fresh": {}}
+                        record("ours", (f"{sampler}/{label}+learned", nfe), partial(run, coefficients=table))
     if fresh:
         result["fresh"] = fresh_scores(result, runs, denoiser, mixture.dim, fresh, nfes)
     return result

@@ -249,7 +249,8 @@ def tune_grid(denoiser: Callable[..., Tensor], x: Tensor, sampler: str, steps: i
         ref = reference_solution(denoiser, x, schedule.sigma_max, schedule.sigma_min, cond=cond)
     if not starts:
         raise ValueError("starts must name at least one start grid (a standard spacing or bump)")
-    standard = [spacing for spacing in starts if spacing != BUMP] or ["default"]
+    spacings = [spacing for spacing in starts if spacing != BUMP]
+    standard = spacings or ["default"]  # what the stratified batch is drawn by
     weights, pool = None, None
     if batch is not None and batch < len(x):
         errors = torch.stack([per_sample_error(denoiser, x, ref, schedule.sigmas(steps, spacing), sampler, cond)
@@ -259,8 +260,7 @@ def tune_grid(denoiser: Callable[..., Tensor], x: Tensor, sampler: str, steps: i
         x, ref = x[index.to(x.device)], ref[index.to(ref.device)]
         cond = None if cond is None else cond[index.to(cond.device)]
     landings = [None] if teleport is None else landing_starts(teleport, schedule.sigma_max)
-    inits = [(schedule.sigmas(steps, spacing), landing) for spacing in starts if spacing != BUMP
-             for landing in landings]
+    inits = [(schedule.sigmas(steps, spacing), landing) for spacing in spacings for landing in landings]
     n_standard = len(inits)
     if BUMP in starts:
         found = family_search(denoiser, x, ref, sampler, steps, schedule.sigma_min, schedule.sigma_max, cond, teleport,
