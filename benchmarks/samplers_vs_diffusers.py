@@ -10,8 +10,10 @@ stratified batch of it, the draws the default grid gets most wrong plus a weight
 the whole pool wins; the pool is large because with fewer draws the search fits the few that end off mode), and,
 for three samplers, tuned grids whose first step is the closed-form flow of a Gaussian fitted to 20,000 of the
 model's own samples drawn from separate noise (`rediffuse.teleport`; searches from a low and a high landing level),
-for two with the multistep history warm-started from that Gaussian. Nothing of ours sees the evaluation noise or
-the mixture's parameters.
+for two with the multistep history warm-started from that Gaussian. iPNDM's teleported grid is also run with learned
+coefficients, and with the Gaussian's jump corrected by an affine map fitted to the model's own flow from 8,192 of
+the pool's draws (`teleport.fit_jump`; then with coefficients learned for it). Nothing of ours sees the evaluation
+noise or the mixture's parameters.
 "Off mode" counts the samples whose nearest mixture component differs from the reference's: on multimodal
 data they dominate the RMS, so n must be large enough to count them, and the summary gives the ratio's 95%
 paired-bootstrap interval over the evaluation draws.
@@ -36,12 +38,13 @@ from torch import nn
 from rediffuse import analytic, learned_coefficients, samplers
 from rediffuse import tuned_grids as tg
 from rediffuse.foreign import from_diffusers
-from rediffuse.teleport import GaussianFlow
+from rediffuse.teleport import GaussianFlow, fit_jump
 
 TUNED = ["dpmpp-2m", "dpmpp-3m", "unipc-bh2", "ipndm"]  # the others never came out best when tuned
 TELEPORTED = ["unipc-bh2", "ipndm"]  # also tuned with a teleported first step (dpmpp-3m: only warm, which beat it)
 WARM_STARTED = ["dpmpp-3m", "unipc-bh2"]  # and teleported with the Gaussian's history (best at NFE 5)
 LEARNED = "ipndm"  # its teleported tuned grid also gets learned coefficients (`rediffuse.learned_coefficients`)
+JUMP_DRAWS = 8192  # pool draws the fitted jump (`teleport.fit_jump`) is regressed on
 
 
 class MixtureEps(nn.Module):
@@ -203,9 +206,15 @@ def benchmark_problem(name: str, n: int, nfes: list[int], diffusers, tune_evals:
                                   warm_start=warm)
                     record("ours", (f"{sampler}/{label}", nfe), run)
                     if sampler == LEARNED and label == "teleport+tuned":
-                        table, _, _ = learned_coefficients.fit_coefficients(
-                            denoiser, x_learn, ref_learn, grid, teleport=teleport, iters=learn_iters, batch=learn_batch)
-                        record("ours", (f"{sampler}/{label}+learned", nfe), partial(run, coefficients=table))
+                        jumped = fit_jump(denoiser, teleport, x_ve[:JUMP_DRAWS], float(grid[0]), float(grid[1]))
+                        for suffix, tele in (("", teleport), ("+jump", jumped)):
+                            run = partial(run_ours, denoiser, model, sampler=sampler, grid=grid, teleport=tele)
+                            if suffix:
+                                record("ours", (f"{sampler}/{label}{suffix}", nfe), run)
+                            table, _, _ = learned_coefficients.fit_coefficients(
+                                denoiser, x_learn, ref_learn, grid, teleport=tele, iters=learn_iters,
+                                batch=learn_batch)
+                            record("ours", (f"{sampler}/{label}{suffix}+learned", nfe), partial(run, coefficients=table))
     if fresh:
         result["fresh"] = fresh_scores(result, runs, denoiser, mixture.dim, fresh, nfes)
     return result

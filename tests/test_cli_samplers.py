@@ -7,6 +7,7 @@ import numpy as np
 from PIL import Image
 
 from rediffuse.cli import main
+from rediffuse.teleport import GaussianFlow
 
 
 def test_bench_samplers_on_an_analytic_mixture(tmp_path, capsys):
@@ -49,8 +50,11 @@ def test_teleported_grid_is_tuned_saved_benchmarked_and_sampled(tmp_path, capsys
     assert main(["train", "--data", "8gaussians", "--out", str(run), "--steps", "60", "--batch-size", "256",
                  "--net-kwargs", '{"hidden": 32, "depth": 2, "emb_dim": 16}', "--no-progress"]) == 0
     assert main(["tune-grid", str(run), "--sampler", "dpmpp-2m", "--steps", "4", "-n", "16", "--evals", "15",
-                 "--starts", "karras", "logsnr", "--teleport", "--warm-start"]) == 0
+                 "--starts", "karras", "logsnr", "--teleport", "--warm-start", "--fit-jump"]) == 0
+    assert "fitted jump: RMS error on the 16 held-out draws" in capsys.readouterr().out
     entry = json.loads((run / "grids.json").read_text())["dpmpp-2m"]["4"]
+    jump_kept = entry["held_out_rms_fitted_jump"] < entry["held_out_rms_gaussian_jump"]
+    assert (GaussianFlow.load(run / entry["teleport"]).jump is not None) == jump_kept
     assert len(entry["sigmas"]) == 6 and entry["sigmas"][0] > entry["sigmas"][1]  # sigma_max, landing, 3, 0
     assert entry["warm_start"] is True
     assert (run / entry["teleport"]).is_file()
@@ -106,3 +110,6 @@ def test_tune_grid_bad_options(tmp_path, capsys):
         assert main(["tune-grid", str(tmp_path), "--warm-start", *extra]) == 2
         err = capsys.readouterr().err.strip()
         assert "--warm-start needs --teleport and a multistep sampler" in err and "\n" not in err
+    assert main(["tune-grid", str(tmp_path), "--fit-jump"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--fit-jump" in err and "--teleport" in err and "\n" not in err

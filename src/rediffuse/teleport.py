@@ -10,13 +10,16 @@ score approximation for diffusion models and its applications", TMLR). The Gauss
 remaining directions share one variance, the mean of what the kept ones leave. The same Gaussian's D along
 its own flow above the landing can stand in for the model's, to start a multistep sampler with a full history
 (`samplers.sample(..., warm_start=True)`). Without that history, a multistep sampler's first network step can
-still solve the Gaussian's part of the model exactly (`GaussianFlow.exp_euler`).
+still solve the Gaussian's part of the model exactly (`GaussianFlow.exp_euler`). The jump itself can carry an
+affine correction fitted to the model's own flow (`fit_jump`): the Gaussian's map is affine, but not the best affine
+map for data that is not Gaussian.
 """
 
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -28,6 +31,20 @@ f64 = torch.float64
 
 
 @dataclass(frozen=True)
+class AffineJump:
+    """A correction b + W z added to the Gaussian's jump sigma_from -> sigma_to, z the start's whitened coordinates."""
+
+    sigma_from: float
+    sigma_to: float
+    weights: Tensor  # [rank + 1, d]: the bias, then one row per whitened coordinate
+
+    def matches(self, sigma_from: float, sigma_to: float) -> bool:
+        """Whether this correction was fitted for the jump sigma_from -> sigma_to (to 1e-9 relative)."""
+        return (abs(sigma_from - self.sigma_from) <= 1e-9 * self.sigma_from
+                and abs(sigma_to - self.sigma_to) <= 1e-9 * self.sigma_to)
+
+
+@dataclass(frozen=True)
 class GaussianFlow:
     """The closed-form probability-flow map of N(mean, V diag(evals) V^T + rest (I - V V^T))."""
 
@@ -35,6 +52,7 @@ class GaussianFlow:
     evecs: Tensor  # [d, k], orthonormal columns
     evals: Tensor  # [k]
     rest: float  # variance of every direction orthogonal to evecs
+    jump: AffineJump | None = None  # a fitted correction to one teleport jump (`fit_jump`)
 
     @classmethod
     def fit(cls, samples: Tensor, rank: int | None = None) -> "GaussianFlow":
@@ -59,6 +77,22 @@ class GaussianFlow:
     def flow(self, x: Tensor, sigma_from: float, sigma_to: float) -> Tensor:
         """x (VE form, noise level sigma_from) carried along the Gaussian's ODE to sigma_to."""
         return self._shrink(x, lambda v: ((v + sigma_to**2) / (v + sigma_from**2)) ** 0.5)
+
+    def teleport(self, x: Tensor, sigma_from: float, sigma_to: float) -> Tensor:
+        """The jump a teleported sampler takes: `flow`, plus the fitted correction where `jump` is for this pair."""
+        out = self.flow(x, sigma_from, sigma_to)
+        if self.jump is None or not self.jump.matches(sigma_from, sigma_to):
+            return out
+        z = self.whiten(x, sigma_from, self.jump.weights.shape[0] - 1)
+        correction = self.jump.weights[0] + z @ self.jump.weights[1:]
+        return out + correction.reshape(x.shape).to(dtype=x.dtype, device=x.device)
+
+    def whiten(self, x: Tensor, sigma: float, rank: int) -> Tensor:
+        """[n, rank]: x's coordinates along the top `rank` directions, centred and scaled to unit variance at sigma."""
+        if not 1 <= rank <= len(self.evals):
+            raise ValueError(f"rank must be between 1 and the fit's {len(self.evals)} directions, got {rank}")
+        u = x.reshape(x.shape[0], -1).to(dtype=f64, device=self.mean.device) - self.mean
+        return (u @ self.evecs[:, :rank]) / (self.evals[:rank] + sigma**2).sqrt()
 
     def denoise(self, x: Tensor, sigma: float) -> Tensor:
         """The Gaussian's exact denoiser E[x0 | x] = m + C (C + sigma^2 I)^-1 (x - m) at noise level sigma."""
@@ -115,8 +149,12 @@ class GaussianFlow:
         """Write the fit as safetensors (atomically)."""
         path = Path(path)
         tmp = path.with_suffix(".tmp")
-        save_file({"mean": self.mean.contiguous(), "evecs": self.evecs.contiguous(), "evals": self.evals.contiguous(),
-                   "rest": torch.tensor([self.rest], dtype=f64)}, str(tmp))
+        tensors = {"mean": self.mean.contiguous(), "evecs": self.evecs.contiguous(), "evals": self.evals.contiguous(),
+                   "rest": torch.tensor([self.rest], dtype=f64)}
+        if self.jump is not None:
+            tensors["jump_levels"] = torch.tensor([self.jump.sigma_from, self.jump.sigma_to], dtype=f64)
+            tensors["jump_weights"] = self.jump.weights.contiguous()
+        save_file(tensors, str(tmp))
         os.replace(tmp, path)
         return path
 
@@ -124,11 +162,44 @@ class GaussianFlow:
     def load(cls, path: str | os.PathLike) -> "GaussianFlow":
         """Read a fit written by `save`."""
         t = load_file(str(path))
-        return cls(t["mean"], t["evecs"], t["evals"], float(t["rest"][0]))
+        jump = None
+        if "jump_weights" in t:
+            jump = AffineJump(float(t["jump_levels"][0]), float(t["jump_levels"][1]), t["jump_weights"])
+        return cls(t["mean"], t["evecs"], t["evals"], float(t["rest"][0]), jump)
 
 
 def teleported(x: Tensor, sigmas: Tensor, flow: GaussianFlow) -> tuple[Tensor, Tensor]:
     """(x carried from sigmas[0] to sigmas[1] by the Gaussian flow, the grid from sigmas[1] on)."""
     if len(sigmas) < 3:
         raise ValueError("a teleported grid needs sigma_max, the landing level and at least one more level")
-    return flow.flow(x, float(sigmas[0]), float(sigmas[1])), sigmas[1:]
+    return flow.teleport(x, float(sigmas[0]), float(sigmas[1])), sigmas[1:]
+
+
+@torch.no_grad()
+def fit_jump(denoiser: Callable[..., Tensor], flow: GaussianFlow, x: Tensor, sigma_from: float, sigma_to: float,
+             rank: int = 32, steps: int = 200) -> GaussianFlow:
+    """`flow` with an affine correction of its jump sigma_from -> sigma_to, fitted to the model's own flow.
+
+    The model's ODE is solved from each start in x (VE form, [n, ...]) down to sigma_to (Heun, `steps` steps even
+    in log sigma), and the residual left by the Gaussian's jump is regressed by least squares on the starts'
+    whitened coordinates along the fit's top `rank` directions. The Gaussian's map is the best affine one only for
+    Gaussian data; on multimodal data this fit roughly halves the landing's error (about 2 * steps evaluations per
+    start, spent once, like a grid search). A jump of (near) zero length is returned uncorrected.
+    """
+    from . import samplers  # samplers import this module
+
+    rank = min(rank, len(flow.evals))
+    if len(x) < 4 * (rank + 1):
+        raise ValueError(f"fitting a rank-{rank} jump needs at least {4 * (rank + 1)} starts, got {len(x)}; "
+                         f"pass more starts or a smaller rank")
+    if not sigma_to > 0 or sigma_to > sigma_from * (1 + 1e-9):
+        raise ValueError(f"a jump goes down to a positive level; got {sigma_from} -> {sigma_to}")
+    if sigma_to >= sigma_from * (1 - 1e-9):
+        return flow  # a grid that lands where it starts takes no jump
+    levels = torch.logspace(math.log10(sigma_from), math.log10(sigma_to), steps + 1, dtype=f64)
+    target = samplers.sample(denoiser, x, levels, "heun").reshape(len(x), -1).to(dtype=f64, device=flow.mean.device)
+    residual = target - flow.flow(x, sigma_from, sigma_to).reshape(len(x), -1).to(dtype=f64, device=flow.mean.device)
+    z = flow.whiten(x, sigma_from, rank)
+    features = torch.cat([torch.ones(len(x), 1, dtype=f64, device=z.device), z], 1)
+    weights = torch.linalg.lstsq(features.cpu(), residual.cpu(), driver="gelsd").solution.to(z.device)
+    return replace(flow, jump=AffineJump(float(sigma_from), float(sigma_to), weights))
