@@ -169,7 +169,7 @@ class GaussianFlow:
 
 
 def teleported(x: Tensor, sigmas: Tensor, flow: GaussianFlow) -> tuple[Tensor, Tensor]:
-    """(x carried from sigmas[0] to sigmas[1] by the Gaussian flow, the grid from sigmas[1] on)."""
+    """(x carried from sigmas[0] to sigmas[1] by `flow.teleport`, the grid from sigmas[1] on)."""
     if len(sigmas) < 3:
         raise ValueError("a teleported grid needs sigma_max, the landing level and at least one more level")
     return flow.teleport(x, float(sigmas[0]), float(sigmas[1])), sigmas[1:]
@@ -183,8 +183,9 @@ def fit_jump(denoiser: Callable[..., Tensor], flow: GaussianFlow, x: Tensor, sig
     The model's ODE is solved from each start in x (VE form, [n, ...]) down to sigma_to (Heun, `steps` steps even
     in log sigma), and the residual left by the Gaussian's jump is regressed by least squares on the starts'
     whitened coordinates along the fit's top `rank` directions. The Gaussian's map is the best affine one only for
-    Gaussian data; on multimodal data this fit roughly halves the landing's error (about 2 * steps evaluations per
-    start, spent once, like a grid search). A jump of (near) zero length is returned uncorrected.
+    Gaussian data: on the 64-D benchmark mixture, landing at sigma 33, the fit cuts the landing's RMS error from
+    8.8e-3 to 5.6e-3 and the samples the jump sends to another mode by two thirds. It costs 2 * steps - 1
+    evaluations per start, spent once, like a grid search. A jump of (near) zero length is returned uncorrected.
     """
     from . import samplers  # samplers import this module
 
