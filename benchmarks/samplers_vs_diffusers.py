@@ -207,14 +207,13 @@ def benchmark_problem(name: str, n: int, nfes: list[int], diffusers, tune_evals:
                     record("ours", (f"{sampler}/{label}", nfe), run)
                     if sampler == LEARNED and label == "teleport+tuned":
                         jumped = fit_jump(denoiser, teleport, x_ve[:JUMP_DRAWS], float(grid[0]), float(grid[1]))
-                        for suffix, tele in (("", teleport), ("+jump", jumped)):
-                            run = partial(run_ours, denoiser, model, sampler=sampler, grid=grid, teleport=tele)
-                            if suffix:
-                                record("ours", (f"{sampler}/{label}{suffix}", nfe), run)
+                        jump_run = partial(run, teleport=jumped)
+                        record("ours", (f"{sampler}/{label}+jump", nfe), jump_run)
+                        for suffix, tele, base in (("", teleport, run), ("+jump", jumped, jump_run)):
                             table, _, _ = learned_coefficients.fit_coefficients(
                                 denoiser, x_learn, ref_learn, grid, teleport=tele, iters=learn_iters,
                                 batch=learn_batch)
-                            record("ours", (f"{sampler}/{label}{suffix}+learned", nfe), partial(run, coefficients=table))
+                            record("ours", (f"{sampler}/{label}{suffix}+learned", nfe), partial(base, coefficients=table))
     if fresh:
         result["fresh"] = fresh_scores(result, runs, denoiser, mixture.dim, fresh, nfes)
     return result
