@@ -9,7 +9,7 @@ own reference solver; Powell searches from the two best grids of a coarse pass o
 stratified batch of it, the draws the default grid gets most wrong plus a weighted random rest; the result best on
 the whole pool wins; the pool is large because with fewer draws the search fits the few that end off mode), and,
 for three samplers, tuned grids whose first step is the closed-form flow of a Gaussian fitted to 20,000 of the
-model's own samples drawn from separate noise (`rediffuse.teleport`; searches from a low and a high landing level),
+model's own samples drawn from separate noise (`rediffuse.tuning.teleport`; searches from a low and a high landing level),
 for two with the multistep history warm-started from that Gaussian. iPNDM's teleported grid is also run with learned
 coefficients, and with the Gaussian's jump corrected by an affine map fitted to the model's own flow from 8,192 of
 the pool's draws (`teleport.fit_jump`; then with coefficients learned for it). Nothing of ours sees the evaluation
@@ -35,15 +35,16 @@ import torch
 from scipy.integrate import solve_ivp
 from torch import nn
 
-from rediffuse import analytic, learned_coefficients, samplers
-from rediffuse import tuned_grids as tg
+from rediffuse import analytic, samplers
+from rediffuse.tuning import coefficients as learned_coefficients
+from rediffuse.tuning import grids as tg
 from rediffuse.foreign import from_diffusers
-from rediffuse.teleport import GaussianFlow, fit_jump
+from rediffuse.tuning.teleport import GaussianFlow, fit_jump
 
 TUNED = ["dpmpp-2m", "dpmpp-3m", "unipc-bh2", "ipndm"]  # the others never came out best when tuned
 TELEPORTED = ["unipc-bh2", "ipndm"]  # also tuned with a teleported first step (dpmpp-3m: only warm, which beat it)
 WARM_STARTED = ["dpmpp-3m", "unipc-bh2"]  # and teleported with the Gaussian's history (best at NFE 5)
-LEARNED = "ipndm"  # its teleported tuned grid also gets learned coefficients (`rediffuse.learned_coefficients`)
+LEARNED = "ipndm"  # its teleported tuned grid also gets learned coefficients (`rediffuse.tuning.coefficients`)
 JUMP_DRAWS = 8192  # pool draws the fitted jump (`teleport.fit_jump`) is regressed on
 
 

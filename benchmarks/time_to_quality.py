@@ -37,11 +37,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rediffuse import checkpoint, sampling, viz
+from rediffuse import checkpoint, viz
+from rediffuse.samplers import generation as sampling
 from rediffuse.data.images import load_images
-from rediffuse.features import extract_features, load_or_train_classifier
-from rediffuse.features.classifier import classify
-from rediffuse.metrics import frechet_distance
+from rediffuse.evaluation.features import extract_features, load_or_train_classifier
+from rediffuse.evaluation.features.classifier import classify
+from rediffuse.evaluation.metrics import frechet_distance
 from rediffuse.presets import SAMPLING, preset
 from rediffuse.train import TrainConfig, load_run, train
 

@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 
 from rediffuse.cli import main
-from rediffuse.teleport import GaussianFlow
+from rediffuse.tuning.teleport import GaussianFlow
 
 
 def test_bench_samplers_on_an_analytic_mixture(tmp_path, capsys):

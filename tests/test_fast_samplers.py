@@ -12,7 +12,8 @@ import test_samplers
 import torch
 from test_samplers import SIGMA_END, SIGMA_MAX, chunked_sw, measured_order, reference_ode
 
-from rediffuse import analytic, sampling, samplers, schedules
+from rediffuse import analytic, samplers, schedules
+from rediffuse.samplers import generation as sampling
 from rediffuse.samplers.dpm_solver import exp_adams_weights, exp_multistep, psi
 from rediffuse.schedules import append_zero, karras_sigmas, logsnr_sigmas
 

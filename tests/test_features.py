@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from rediffuse.features import (
+from rediffuse.evaluation.features import (
     CONFIGS,
     REQUIRED_ACCURACY,
     DigitClassifier,
@@ -28,10 +28,10 @@ from rediffuse.features import (
     load_split,
     train_classifier,
 )
-from rediffuse.features import cache as cache_module
-from rediffuse.features.inception import WEIGHTS_ENV, WEIGHTS_FILE
-from rediffuse.features.training import data_fingerprint, quick_settings, random_affine
-from rediffuse.metrics import frechet_distance
+from rediffuse.evaluation.features import cache as cache_module
+from rediffuse.evaluation.features.inception import WEIGHTS_ENV, WEIGHTS_FILE
+from rediffuse.evaluation.features.training import data_fingerprint, quick_settings, random_affine
+from rediffuse.evaluation.metrics import frechet_distance
 
 MNIST = Path("/work/shared/data/mnist")
 

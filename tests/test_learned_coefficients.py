@@ -5,9 +5,9 @@ import torch
 from torch import nn
 
 from rediffuse import analytic, samplers, schedules
-from rediffuse import learned_coefficients as lc
-from rediffuse import tuned_grids as tg
-from rediffuse.teleport import GaussianFlow
+from rediffuse.tuning import coefficients as lc
+from rediffuse.tuning import grids as tg
+from rediffuse.tuning.teleport import GaussianFlow
 
 f64 = torch.float64
 

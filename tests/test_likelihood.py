@@ -9,10 +9,10 @@ import torch
 from scipy.stats import norm
 
 from rediffuse import analytic, schedules
-from rediffuse.likelihood import (bits_from_log_prob, bits_per_dim, dequantize, discretized_gaussian_log_prob,
+from rediffuse.evaluation.likelihood import (bits_from_log_prob, bits_per_dim, dequantize, discretized_gaussian_log_prob,
                                   log_likelihood, ode_likelihood, to_levels, vlb_bits_per_dim)
-from rediffuse.likelihood.ode import draw_probes, exact_divergence, hutchinson_divergence, resolve_prior_std
-from rediffuse.likelihood.vlb import log_normal_mass, posterior_terms
+from rediffuse.evaluation.likelihood.ode import draw_probes, exact_divergence, hutchinson_divergence, resolve_prior_std
+from rediffuse.evaluation.likelihood.vlb import log_normal_mass, posterior_terms
 
 f64 = torch.float64
 SIGMA_MIN = 0.01

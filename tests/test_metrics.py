@@ -1,4 +1,4 @@
-"""Tests of rediffuse.metrics against independent references (scipy, closed forms, brute force)."""
+"""Tests of rediffuse.evaluation.metrics against independent references (scipy, closed forms, brute force)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import scipy.spatial.distance
 import scipy.stats
 import torch
 
-from rediffuse.metrics import (
+from rediffuse.evaluation.metrics import (
     density_coverage,
     energy_distance,
     feature_stats,

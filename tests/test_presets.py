@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from rediffuse import checkpoint, sampling
+from rediffuse import checkpoint
+from rediffuse.samplers import generation as sampling
 from rediffuse.cli import main
 from rediffuse.presets import PRESETS, SAMPLING, preset
 from rediffuse.train import TrainConfig, learning_rate, load_run, train, validate

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from rediffuse import sampling
+from rediffuse.samplers import generation as sampling
 from rediffuse.presets import PRESETS as DEMOS
-from rediffuse.features import classify, load_or_train_classifier
+from rediffuse.evaluation.features import classify, load_or_train_classifier
 from rediffuse.train import TrainConfig, load_run, train
 
 

@@ -7,8 +7,9 @@ import pytest
 import torch
 from scipy.integrate import solve_ivp
 
-from rediffuse import analytic, sampling, samplers, schedules
-from rediffuse.metrics import sliced_wasserstein
+from rediffuse import analytic, samplers, schedules
+from rediffuse.samplers import generation as sampling
+from rediffuse.evaluation.metrics import sliced_wasserstein
 from rediffuse.schedules import karras_sigmas
 
 f64 = torch.float64

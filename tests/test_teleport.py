@@ -7,8 +7,8 @@ import torch
 from scipy.integrate import solve_ivp
 
 from rediffuse import analytic, samplers, schedules
-from rediffuse import tuned_grids as tg
-from rediffuse.teleport import GaussianFlow, fit_jump, teleported
+from rediffuse.tuning import grids as tg
+from rediffuse.tuning.teleport import GaussianFlow, fit_jump, teleported
 
 f64 = torch.float64
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rediffuse import analytic, schedules
-from rediffuse import tuned_grids as tg
+from rediffuse.tuning import grids as tg
 
 f64 = torch.float64
 
@@ -48,8 +48,8 @@ def test_grid_parameter_round_trip():
 
 
 def test_tuning_noise_is_disjoint_from_evaluation_noise():
-    from rediffuse import sampling
-    from rediffuse.tuned_grids import tuning_noise
+    from rediffuse.samplers import generation as sampling
+    from rediffuse.tuning.grids import tuning_noise
 
     n, shape = 64, (3,)
     tune = tuning_noise(1, n, shape)

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -29,18 +27,16 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import Tensor
 
+from rediffuse.errors import CheckpointError
+from rediffuse.io import TEMP_SUFFIX, atomic_write, fsync_dir
+
 FORMAT = "rediffuse-checkpoint"
 VERSION = 1
 MANIFEST = "manifest.json"
 PREFIX = "ckpt-"
-TEMP_SUFFIX = ".tmp"
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
 _FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\.safetensors")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, incomplete, corrupt or not a rediffuse checkpoint."""
 
 
 @dataclass
@@ -51,37 +47,6 @@ class Checkpoint:
     step: int
     meta: dict[str, Any]
     tensors: dict[str, dict[str, Tensor]]
-
-
-def atomic_write(path: str | Path, data: bytes) -> None:
-    """Write bytes to path via a temporary file in the same folder, fsync and os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename in folder durable (where the platform allows opening folders)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def checkpoint_dir(run_dir: str | Path, step: int) -> Path:
@@ -122,7 +87,7 @@ def save(run_dir: str | Path, step: int, tensors: dict[str, dict[str, Tensor]], 
                               "values; the earlier checkpoints are kept")
     folder = checkpoint_dir(run_dir, step)
     folder.mkdir(parents=True, exist_ok=True)
-    _fsync_dir(folder.parent)  # the new folder's entry survives a power cut
+    fsync_dir(folder.parent)  # the new folder's entry survives a power cut
     (folder / MANIFEST).unlink(missing_ok=True)  # rewriting a step: incomplete until the new manifest lands
     files = {}
     for part, group in tensors.items():

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from rediffuse import sampling
+from rediffuse.samplers import generation as sampling
 from rediffuse.schedules import Schedule
 
 

@@ -33,24 +33,19 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from rediffuse import checkpoint, losses, sampling, schedules, viz
+from rediffuse import checkpoint, losses, schedules, viz
+from rediffuse.samplers import generation as sampling
 from rediffuse.distributed import SINGLE, World, session, wrap_ddp
 from rediffuse.data import toy2d
 from rediffuse.denoisers import PARAMETERIZATIONS, Denoiser, wrap
 from rediffuse.ema import EMA
+from rediffuse.errors import ConfigError, NonFiniteError
+from rediffuse.io import atomic_write
 from rediffuse.nets.mlp import MLP
 from rediffuse.nets.unet2d import UNet2D
 
 NETS: dict[str, type[nn.Module]] = {"mlp": MLP, "unet": UNet2D}
 LR_SCHEDULES = ("constant", "cosine")
-
-
-class ConfigError(ValueError):
-    """An invalid training configuration (a usage error)."""
-
-
-class NonFiniteError(RuntimeError):
-    """Training stopped: too many steps in a row had a non-finite loss or gradient."""
 
 
 def _opt(default: Any, help: str) -> Any:
@@ -642,7 +637,7 @@ class RunLog:
         self.path = path
         if path.exists():  # read_log drops a line torn by a crash
             kept = [r for r in viz.read_log(path) if r.get("step", 0) <= resume_step]
-            checkpoint.atomic_write(path, "".join(json.dumps(r) + "\n" for r in kept).encode())
+            atomic_write(path, "".join(json.dumps(r) + "\n" for r in kept).encode())
 
     def write(self, record: dict[str, Any]) -> None:
         with self.path.open("a") as f:
@@ -698,7 +693,7 @@ def _train(config: TrainConfig, resume: bool, world: World) -> TrainResult:
     if world.is_main:
         out.mkdir(parents=True, exist_ok=True)
         checkpoint.remove_stale_temp(out)
-        checkpoint.atomic_write(out / "config.json", json.dumps(config.to_dict(), indent=1).encode())
+        atomic_write(out / "config.json", json.dumps(config.to_dict(), indent=1).encode())
     first_step, started = state.step, time.monotonic()
     stopped = _loop(state, config, data, device, out, world)
     rate = (state.step - first_step) * config.batch_size / max(time.monotonic() - started, 1e-9)

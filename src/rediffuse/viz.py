@@ -19,21 +19,22 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torch import Tensor
 
-from rediffuse.checkpoint import atomic_write
+from rediffuse.io import atomic_write
 
 Snapshot = tuple[float, Tensor]  # (sigma, x) at one step of the reverse process
 
 
-def _figure(width: float, height: float) -> Figure:
+def figure(width: float, height: float) -> Figure:
+    """A matplotlib figure that draws off-screen (no pyplot, so a notebook's backend is left alone)."""
     fig = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(fig)
     return fig
 
 
-def save_figure(fig: Figure, path: str | Path) -> Path:
+def save_figure(fig: Figure, path: str | Path, dpi: float | None = None) -> Path:
     """Write a figure as PNG, atomically."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
+    fig.savefig(buf, format="png", bbox_inches="tight", dpi=dpi or "figure")
     atomic_write(path, buf.getvalue())
     return Path(path)
 
@@ -79,7 +80,7 @@ def scatter_png(path: str | Path, samples: Tensor | np.ndarray, data: Tensor | n
     """Samples (blue) over data (grey), first two coordinates, as a PNG."""
     s = _xy(samples)
     d = None if data is None else _xy(data)
-    fig = _figure(5, 5)
+    fig = figure(5, 5)
     ax = fig.add_subplot()
     _scatter_axes(ax, s, d, _limits(*([d] if d is not None else [s])), title)
     ax.legend(loc="upper right", markerscale=4, fontsize=8)
@@ -105,7 +106,7 @@ def reverse_strip_png(path: str | Path, snapshots: Sequence[Snapshot], data: Ten
     The last panel also shows the data, on the data's scale.
     """
     d = None if data is None else _xy(data)
-    fig = _figure(2.4 * len(snapshots), 2.6)
+    fig = figure(2.4 * len(snapshots), 2.6)
     for k, (sigma, x) in enumerate(snapshots):
         last = k == len(snapshots) - 1
         xy = _xy(x)
@@ -129,7 +130,7 @@ def read_log(path: str | Path) -> list[dict]:
 def loss_curve_png(path: str | Path, log_path: str | Path) -> Path:
     """Training loss against step (log scale if it spans a decade) from a run's log.jsonl, as a PNG."""
     records = [r for r in read_log(log_path) if "step" in r and "loss" in r]
-    fig = _figure(6, 3.5)
+    fig = figure(6, 3.5)
     ax = fig.add_subplot()
     if records:
         steps = [r["step"] for r in records]
@@ -216,7 +217,7 @@ def points_gif(path: str | Path, snapshots: Sequence[Snapshot], data: Tensor | n
     limits = _limits(d if d is not None else _xy(snapshots[-1][1]))
     pictures = []
     for sigma, x in snapshots:
-        fig = _figure(4, 4)
+        fig = figure(4, 4)
         _scatter_axes(fig.add_subplot(), _xy(x), d, limits, f"sigma = {sigma:.3g}")
         canvas = fig.canvas
         canvas.draw()

@@ -17,7 +17,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rediffuse import cli
+from rediffuse.cli import app, main
+from rediffuse.cli import train as cli_train
+from rediffuse.cli.train import config_from_args
+from rediffuse.errors import UsageError
 from rediffuse.train import ConfigError, TrainConfig, build_data, validate
 
 FIELDS = [f.name for f in dataclasses.fields(TrainConfig)]
@@ -68,8 +71,8 @@ def _parse_config(tmp_path, text_or_bytes) -> None:
     """What `rediffuse train --config FILE --out X` does before training: parse, merge, validate."""
     path = tmp_path / "config.toml"
     path.write_bytes(text_or_bytes if isinstance(text_or_bytes, bytes) else text_or_bytes.encode())
-    args = cli.build_parser().parse_args(["train", "--config", str(path), "--out", str(tmp_path / "run")])
-    validate(cli.config_from_args(args))
+    args = app.build_parser().parse_args(["train", "--config", str(path), "--out", str(tmp_path / "run")])
+    validate(config_from_args(args))
 
 
 @SETTINGS
@@ -77,7 +80,7 @@ def _parse_config(tmp_path, text_or_bytes) -> None:
 def test_random_toml_files_give_usage_errors(tmp_path, content):
     try:
         _parse_config(tmp_path, content)
-    except (cli.UsageError, ConfigError) as err:
+    except (UsageError, ConfigError) as err:
         assert_one_line(err)
 
 
@@ -132,7 +135,7 @@ def test_random_data_files_give_value_errors(tmp_path, damaged):
     (["--ema-decay", "1.5"], "ema_decay must be in [0, 1)"),
 ])
 def test_bad_flags_exit_2(tmp_path, capsys, argv, fragment):
-    code = cli.main(["train", "--data", "moons", "--out", str(tmp_path / "run"), "--steps", "2", "--no-progress",
+    code = main(["train", "--data", "moons", "--out", str(tmp_path / "run"), "--steps", "2", "--no-progress",
                      *argv])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and fragment in err and "Traceback" not in err, err
@@ -146,7 +149,7 @@ def test_bad_flags_exit_2(tmp_path, capsys, argv, fragment):
 def test_unreadable_data_exits_1(tmp_path, capsys, content, fragment):
     path = tmp_path / "data.npy"
     path.write_bytes(content)
-    code = cli.main(["train", "--data", str(path), "--out", str(tmp_path / "run"), "--steps", "2", "--no-progress"])
+    code = main(["train", "--data", str(path), "--out", str(tmp_path / "run"), "--steps", "2", "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1 and fragment in err and "Traceback" not in err, err
 
@@ -155,10 +158,10 @@ def test_unexpected_exception_is_one_line_unless_debug(tmp_path, monkeypatch, ca
     def broken(*args, **kwargs):
         raise KeyError("surprise")
 
-    monkeypatch.setattr(cli, "train", broken)
+    monkeypatch.setattr(cli_train, "train", broken)
     argv = ["train", "--data", "moons", "--out", str(tmp_path / "run"), "--steps", "2"]
-    assert cli.main(argv) == 1
+    assert main(argv) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "unexpected KeyError" in err and "--debug" in err, err
     with pytest.raises(KeyError):
-        cli.main(["--debug", *argv])
+        main(["--debug", *argv])

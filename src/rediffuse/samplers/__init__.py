@@ -1,6 +1,6 @@
 """Samplers: plain functions `fn(denoiser, x, sigmas, *, generator=None, callback=None, **options) -> x0`.
 
-`x` is the starting noise in VE form at `sigmas[0]` (see `rediffuse.sampling.prior`), `sigmas` a
+`x` is the starting noise in VE form at `sigmas[0]` (see `rediffuse.samplers.generation.prior`), `sigmas` a
 non-increasing grid ending in 0. No sampler knows which parameterisation or schedule trained the model.
 """
 
@@ -10,7 +10,7 @@ from typing import Callable
 
 from torch import Tensor
 
-from ..teleport import GaussianFlow, teleported
+from rediffuse.tuning.teleport import GaussianFlow, teleported
 from .ancestral import ancestral_step, sample_ddim, sample_ddpm, sample_euler_ancestral
 from .common import noise_like
 from .dpm_solver import sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_dpmpp_2s, sample_dpmpp_3m
@@ -56,7 +56,7 @@ def sample(denoiser: Callable[..., Tensor], x: Tensor, sigmas: Tensor, name: str
            teleport: GaussianFlow | None = None, warm_start: bool = False, **options) -> Tensor:
     """Run the named sampler from noise x along the grid sigmas.
 
-    With `teleport` (a `rediffuse.teleport.GaussianFlow`) the first step, sigmas[0] -> sigmas[1], is the
+    With `teleport` (a `rediffuse.tuning.teleport.GaussianFlow`) the first step, sigmas[0] -> sigmas[1], is the
     Gaussian's closed-form flow and costs no network evaluation. With `warm_start` too, a multistep sampler
     starts with the Gaussian's history above the landing instead of lower-order steps; without it, the first
     network step of ipndm and lms solves the Gaussian's part of the model exactly (`GaussianFlow.exp_euler`).

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from ..teleport import GaussianFlow
+    from rediffuse.tuning.teleport import GaussianFlow
 
 Denoiser = Callable[..., Tensor]
 Callback = Callable[[dict[str, Any]], None]
@@ -72,7 +72,7 @@ def warm_history(warm: "GaussianFlow | None", x: Tensor, sigmas: Tensor | Sequen
                  log_spaced: bool = True) -> list[tuple[float, Tensor, Tensor]]:
     """(sigma, x, D) at `count` levels above the grid's first, oldest first, from a Gaussian standing in for the model.
 
-    A multistep sampler that starts where a teleport (`rediffuse.teleport`) lands has no history and must take
+    A multistep sampler that starts where a teleport (`rediffuse.tuning.teleport`) lands has no history and must take
     first-order steps; above the landing the Gaussian is what the model was taken to be, so its exact D along
     its own flow fills the history at no network cost. The levels continue the first step's spacing, in log
     sigma (exponential integrators) or in sigma (Adams in sigma).

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 from torch import Tensor
 
-from ..teleport import GaussianFlow
+from rediffuse.tuning.teleport import GaussianFlow
 from .common import Callback, Denoiser, Generator, call, log_sigma_history, noise_like, observed, steps
 from .multistep import combine, interp_weights, push
 

@@ -10,7 +10,7 @@ at order 2 there, although at 10-20 NFE it is often the most accurate sampler in
 Both start with lower orders while the history fills up; the step to sigma = 0 needs no special case. After a
 teleport their first step, which has a single slope, can be `GaussianFlow.exp_euler` instead (`samplers.sample`
 does so unless warm-started).
-`ipndm` also takes per-step coefficients in place of the fixed ones (`rediffuse.learned_coefficients` fits them
+`ipndm` also takes per-step coefficients in place of the fixed ones (`rediffuse.tuning.coefficients` fits them
 to the model at hand); as a tensor that requires grad, they keep the whole run differentiable.
 """
 
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..teleport import GaussianFlow
+from rediffuse.tuning.teleport import GaussianFlow
 from .common import Callback, Denoiser, Generator, observed, steps, warm_history
 
 # Equal-step Adams-Bashforth coefficients, newest slope first (orders 1 to 4).

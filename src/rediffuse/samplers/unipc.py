@@ -17,7 +17,7 @@ from typing import Sequence
 
 from torch import Tensor
 
-from ..teleport import GaussianFlow
+from rediffuse.tuning.teleport import GaussianFlow
 from .common import Callback, Denoiser, Generator, log_sigma_history, observed, steps
 from .dpm_solver import exp_adams_weights, psi, two_point_weights
 from .multistep import combine, push

@@ -1,6 +1,6 @@
 """Evaluating a trained image run: Frechet distance, precision/recall, class accuracy, bits/dim.
 
-Features come from the project's own digit classifier (digits and MNIST runs, `rediffuse.features`). Every
+Features come from the project's own digit classifier (digits and MNIST runs, `rediffuse.evaluation.features`). Every
 sample metric is also computed for held-out real images in place of samples: the floor a perfect model
 would reach at that sample size. Samples are generated in batches with per-sample seeds and cached beside
 the run, so repeated evaluations reuse them.
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -19,11 +18,12 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from . import distributed
-from .features import classify, extract_features, load_or_train_classifier
-from .guidance import cfg_denoiser
-from .likelihood import bits_per_dim
-from .metrics import frechet_distance, prdc
+from rediffuse import distributed
+from rediffuse.evaluation.features import classify, extract_features, load_or_train_classifier
+from rediffuse.guidance import cfg_denoiser
+from rediffuse.io import atomic_write_arrays, atomic_write_text
+from rediffuse.evaluation.likelihood import bits_per_dim
+from rediffuse.evaluation.metrics import frechet_distance, prdc
 
 METRICS = ("fd", "prdc", "acc", "nll")
 
@@ -36,13 +36,7 @@ def classifier_kind(data_spec: str) -> tuple[str, str | None]:
     if base.startswith("mnist:"):
         return "mnist", base.partition(":")[2]
     raise ValueError(f"no built-in feature extractor for data {data_spec!r}: evaluation supports digits and "
-                     "mnist:PATH runs (Inception features: rediffuse.features.load_inception)")
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+                     "mnist:PATH runs (Inception features: rediffuse.evaluation.features.load_inception)")
 
 
 def cached_samples(run_dir: Path, denoiser: Callable, schedule: Any, shape: Sequence[int], n: int,
@@ -61,9 +55,7 @@ def cached_samples(run_dir: Path, denoiser: Callable, schedule: Any, shape: Sequ
         x = distributed.generate(den, schedule, shape, n=n, cond=cond, progress=bar.update, **gen_options)
     x = x.clamp(-1, 1).cpu()
     if distributed.is_main_process():
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, samples=x.numpy())
-        os.replace(tmp, path)
+        atomic_write_arrays(path, samples=x.numpy())
     return x, cond
 
 
@@ -88,7 +80,7 @@ def evaluate(run_dir: str | Path, *, metrics: Sequence[str] = METRICS, n: int = 
 
     Under torchrun the ranks split the sample batches (identical to one process); rank 0 writes the files.
     """
-    from .train import load_run, run_info
+    from rediffuse.train import load_run, run_info
 
     run_dir = Path(run_dir)
     unknown = set(metrics) - set(METRICS)
@@ -100,7 +92,7 @@ def evaluate(run_dir: str | Path, *, metrics: Sequence[str] = METRICS, n: int = 
         raise ValueError("rediffuse eval measures image runs; for points use bench-samplers or the metrics module")
     kind, data_path = classifier_kind(config.data)
     classifier, meta = load_or_train_classifier(kind, data_path, device="cpu")
-    from .features import load_split
+    from rediffuse.evaluation.features import load_split
 
     split = load_split(kind, data_path)
     real_feats = extract_features(classifier, split.train_x)
@@ -128,8 +120,8 @@ def evaluate(run_dir: str | Path, *, metrics: Sequence[str] = METRICS, n: int = 
     if distributed.is_main_process():
         out = run_dir / "eval"
         out.mkdir(parents=True, exist_ok=True)
-        _atomic_text(out / "eval.json", json.dumps(report, indent=1))
-        _atomic_text(out / "eval.md", markdown(report))
+        atomic_write_text(out / "eval.json", json.dumps(report, indent=1))
+        atomic_write_text(out / "eval.md", markdown(report))
     return report
 
 

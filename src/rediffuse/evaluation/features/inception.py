@@ -341,7 +341,7 @@ def convert_inception_weights(src: str | Path, dst: str | Path) -> Path:
     """Validate a .pth FID weights file and save the needed tensors as .safetensors at dst (atomically)."""
     from safetensors.torch import save
 
-    from rediffuse.checkpoint import atomic_write
+    from rediffuse.io import atomic_write
 
     state = check_inception_weights(read_weights(src), source=str(src))
     atomic_write(dst, save({k: v.contiguous() for k, v in state.items()}))

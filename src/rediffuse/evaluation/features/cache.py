@@ -13,9 +13,9 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from rediffuse.checkpoint import atomic_write
-from rediffuse.features.classifier import CONFIGS, ClassifierConfig, DigitClassifier
-from rediffuse.features.training import REQUIRED_ACCURACY, SETTINGS, check_kind, load_split, train_classifier
+from rediffuse.io import atomic_write
+from rediffuse.evaluation.features.classifier import CONFIGS, ClassifierConfig, DigitClassifier
+from rediffuse.evaluation.features.training import REQUIRED_ACCURACY, SETTINGS, check_kind, load_split, train_classifier
 
 FORMAT = "rediffuse-digit-classifier"
 # Bump when the architecture, training or split changes in a way the config/settings do not record.

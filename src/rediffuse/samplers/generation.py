@@ -7,8 +7,8 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from . import samplers
-from .schedules import Schedule
+from rediffuse import samplers
+from rediffuse.schedules import Schedule
 
 
 def sample_generators(seed: int, indices: Sequence[int], device: torch.device | str = "cpu") -> list[torch.Generator]:

@@ -20,8 +20,8 @@ import torch
 from torch import Tensor
 from torchdiffeq import odeint
 
-from ..samplers.common import Denoiser, call
-from ..schedules import Schedule
+from rediffuse.samplers.common import Denoiser, call
+from rediffuse.schedules import Schedule
 
 DIVERGENCES = ("exact", "hutchinson")
 PROBES = ("rademacher", "gaussian")

@@ -5,7 +5,7 @@ inside [sigma_min, sigma_max]); the first level is sigma_max and the grid ends i
 RMS distance between the sampler's output and a reference ODE solution from the same starting noise, on a
 few tuning batches; scipy's derivative-free Powell search minimises it. Grids are saved in the run folder
 (`grids.json`) and reused by `rediffuse sample --spacing tuned`. With a `GaussianFlow` the grid's first
-step is an analytical jump (`rediffuse.teleport`) whose landing level is tuned with the rest.
+step is an analytical jump (`rediffuse.tuning.teleport`) whose landing level is tuned with the rest.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ import torch
 from scipy.optimize import minimize
 from torch import Tensor
 
-from . import samplers
-from .schedules import Schedule, append_zero, karras_sigmas
-from .teleport import GaussianFlow
+from rediffuse import samplers
+from rediffuse.io import atomic_write_json
+from rediffuse.schedules import Schedule, append_zero, karras_sigmas
+from rediffuse.tuning.teleport import GaussianFlow
 
 GRIDS_FILE = "grids.json"
 # Samplers whose NFE per step is 2 (the final step to 0 takes 1): they get half as many steps for an NFE.
@@ -288,7 +289,7 @@ def save_grid(run_dir: str | os.PathLike, sampler: str, grid: Tensor, meta: dict
 
     A teleported grid (first step by `teleport`) is filed under its sampler steps, with its Gaussian fit
     beside it as safetensors and whether the sampler starts warm; learned per-step `coefficients`
-    (`rediffuse.learned_coefficients`) go in the entry as a table of numbers.
+    (`rediffuse.tuning.coefficients`) go in the entry as a table of numbers.
     """
     path = Path(run_dir) / GRIDS_FILE
     data = json.loads(path.read_text()) if path.exists() else {}
@@ -300,10 +301,7 @@ def save_grid(run_dir: str | os.PathLike, sampler: str, grid: Tensor, meta: dict
     if coefficients is not None:
         entry["coefficients"] = coefficients.tolist()
     data.setdefault(sampler, {})[str(steps)] = entry
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_json(path, data)
 
 
 def _entry(run_dir: str | os.PathLike, sampler: str, steps: int) -> dict:

@@ -9,10 +9,13 @@ from typing import Any
 
 import torch
 
-from . import analytic, learned_coefficients, samplers, schedules
-from . import sampler_bench as sb
-from . import tuned_grids as tg
-from .teleport import GaussianFlow, fit_jump
+from rediffuse import analytic, samplers, schedules
+from rediffuse.tuning import coefficients as learned_coefficients
+from rediffuse.tuning import bench as sb
+from rediffuse.tuning import grids as tg
+from rediffuse.tuning.teleport import GaussianFlow, fit_jump
+from rediffuse.errors import UsageError
+from rediffuse.train import build_data, load_run, resolve_device, run_info, saved_config
 
 
 def add_parsers(verbs: Any, common: argparse.ArgumentParser) -> None:
@@ -68,9 +71,6 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser) -> None:
 
 def _problem(args: argparse.Namespace) -> tuple[Any, schedules.Schedule, list[int], Path | None, Path]:
     """(denoiser, schedule, per-sample shape, run folder or None, output folder) for a bench or tune call."""
-    from .cli import UsageError
-    from .train import load_run, resolve_device, run_info
-
     if getattr(args, "analytic", None):
         if args.run is not None:
             raise UsageError("give either RUN or --analytic NAME, not both")
@@ -88,15 +88,11 @@ def _problem(args: argparse.Namespace) -> tuple[Any, schedules.Schedule, list[in
 
 def _labels(run: Path | None, n: int) -> torch.Tensor | None:
     """Every class in turn for class-conditional runs."""
-    from .train import run_info
-
     classes = None if run is None else run_info(run)["data"]["num_classes"]
     return None if not classes else torch.arange(n) % classes
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .cli import UsageError
-
     if args.n < 2 or min(args.nfe) < 1:
         raise UsageError("-n must be >= 2 and every --nfe >= 1")
     denoiser, schedule, shape, run, out = _problem(args)
@@ -112,8 +108,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from .cli import UsageError
-
     if args.steps < 1 or args.n < 1 or args.evals < 1 or args.learn_coefficients < 0:
         raise UsageError("--steps, -n and --evals must be >= 1, --learn-coefficients >= 0")
     if args.learn_coefficients and args.sampler != "ipndm":
@@ -177,9 +171,6 @@ def _fitted_jump(denoiser: Any, x: torch.Tensor, ref: torch.Tensor, grid: torch.
 
 def _training_data(run: Path, limit: int = 10_000, max_values: int = 200_000_000) -> torch.Tensor:
     """Up to `limit` training examples of a run (fewer for large examples), for the Gaussian fit of --teleport."""
-    from .cli import UsageError
-    from .train import build_data, saved_config
-
     config = saved_config(run)
     assert config is not None, "the run's checkpoint was loaded already"
     try:

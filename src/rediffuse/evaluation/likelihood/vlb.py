@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..samplers.common import Denoiser, call
-from ..schedules import VPLinear
+from rediffuse.samplers.common import Denoiser, call
+from rediffuse.schedules import VPLinear
 from .bits import LEVELS, mean_and_stderr, to_levels
 
 VARIANCES = ("posterior", "beta")

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rediffuse.data.images import load_digits, load_mnist_idx
-from rediffuse.features.classifier import CONFIGS, ClassifierConfig, DigitClassifier, accuracy
+from rediffuse.evaluation.features.classifier import CONFIGS, ClassifierConfig, DigitClassifier, accuracy
 
 KINDS = ("digits", "mnist")
 # Held-out accuracy a trained classifier must reach before its features are trusted for metrics.

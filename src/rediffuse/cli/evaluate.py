@@ -6,8 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from . import distributed, samplers
-from .evaluate import METRICS, evaluate
+from rediffuse import distributed, samplers
+from rediffuse.evaluation.evaluate import METRICS, evaluate
+from rediffuse.errors import UsageError
 
 
 def add_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
@@ -30,8 +31,6 @@ def add_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .cli import UsageError
-
     if not args.run.is_dir():
         raise UsageError(f"run folder {str(args.run)!r} does not exist; give the --out folder of a training run")
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]

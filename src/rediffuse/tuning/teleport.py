@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor
+
+from rediffuse.io import atomic_write
 
 f64 = torch.float64
 
@@ -147,16 +149,12 @@ class GaussianFlow:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the fit as safetensors (atomically)."""
-        path = Path(path)
-        tmp = path.with_suffix(".tmp")
         tensors = {"mean": self.mean.contiguous(), "evecs": self.evecs.contiguous(), "evals": self.evals.contiguous(),
                    "rest": torch.tensor([self.rest], dtype=f64)}
         if self.jump is not None:
             tensors["jump_levels"] = torch.tensor([self.jump.sigma_from, self.jump.sigma_to], dtype=f64)
             tensors["jump_weights"] = self.jump.weights.contiguous()
-        save_file(tensors, str(tmp))
-        os.replace(tmp, path)
-        return path
+        return atomic_write(path, save(tensors))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "GaussianFlow":
@@ -187,7 +185,7 @@ def fit_jump(denoiser: Callable[..., Tensor], flow: GaussianFlow, x: Tensor, sig
     8.8e-3 to 5.6e-3 and the samples the jump sends to another mode by two thirds. It costs 2 * steps - 1
     evaluations per start, spent once, like a grid search. A jump of (near) zero length is returned uncorrected.
     """
-    from . import samplers  # samplers import this module
+    from rediffuse import samplers  # samplers import this module
 
     rank = min(rank, len(flow.evals))
     if len(x) < 4 * (rank + 1):

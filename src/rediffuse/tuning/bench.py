@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -18,10 +17,12 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from . import samplers, sampling
-from . import tuned_grids as tg
-from .metrics import sliced_wasserstein
-from .schedules import SPACINGS, Schedule
+from rediffuse import samplers, viz
+from rediffuse.samplers import generation as sampling
+from rediffuse.tuning import grids as tg
+from rediffuse.evaluation.metrics import sliced_wasserstein
+from rediffuse.io import atomic_write_text
+from rediffuse.schedules import SPACINGS, Schedule
 
 NFES = (5, 10, 20, 50)
 
@@ -123,12 +124,8 @@ def markdown(entries: Sequence[Entry], title: str) -> str:
 
 def plot(entries: Sequence[Entry], path: Path, title: str) -> Path:
     """Error vs NFE, one line per sampler (its best grid at each NFE)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig = viz.figure(12, 4.5)
+    axes = fig.subplots(1, 2)
     for ax, metric in zip(axes, ("rms", "sliced-W2")):
         for name in dict.fromkeys(e.sampler for e in entries if e.metric == metric):
             best: dict[int, float] = {}
@@ -144,11 +141,7 @@ def plot(entries: Sequence[Entry], path: Path, title: str) -> Path:
         if ax.lines:
             ax.legend(fontsize=7)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return viz.save_figure(fig, path, dpi=110)
 
 
 def write_report(entries: Sequence[Entry], out_dir: Path, title: str) -> list[Path]:
@@ -159,10 +152,6 @@ def write_report(entries: Sequence[Entry], out_dir: Path, title: str) -> list[Pa
                                                    "recommended": {k: asdict(e) for k, e in
                                                                    recommend(entries).items()}}, indent=1)),
                        ("bench.md", markdown(entries, title))):
-        path = out_dir / name
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-        written.append(path)
+        written.append(atomic_write_text(out_dir / name, text))
     written.append(plot(entries, out_dir / "bench.png", title))
     return written

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..samplers.common import Denoiser
+from rediffuse.samplers.common import Denoiser
 from .ode import ode_likelihood
 
 LEVELS = 256

@@ -16,9 +16,10 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from . import samplers, tuned_grids
-from .samplers.multistep import ADAMS_BASHFORTH
-from .teleport import GaussianFlow
+from rediffuse import samplers
+from rediffuse.tuning import grids as tuned_grids
+from rediffuse.samplers.multistep import ADAMS_BASHFORTH
+from rediffuse.tuning.teleport import GaussianFlow
 
 ORDER = 4  # iPNDM's default order: the coefficient rows have this many entries
 

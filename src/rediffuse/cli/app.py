@@ -1,0 +1,77 @@
+"""`rediffuse <verb>`: the parser of every verb, and errors as one line with an exit code.
+
+Errors are one line, `rediffuse: error: ...`, on stderr: exit code 2 for usage errors (flags, config files,
+paths), 1 for runtime errors (bad data, corrupt checkpoints); `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from rediffuse.cli import evaluate, sample, train, tune
+from rediffuse.cli.common import INTERRUPTED, PROG
+from rediffuse.errors import ConfigError, ParseError, UsageError
+
+VERBS = ("train", "sample", "demo", "eval", "bench-samplers", "tune-grid")
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that raises ParseError instead of printing usage and exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ParseError(message)
+
+
+
+def build_parser() -> _Parser:
+    """The `rediffuse` argument parser with its sub-commands."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks instead of one-line errors")
+    parser = _Parser(prog=PROG, parents=[common], description="Diffusion models as one denoiser D(x, sigma).")
+    verbs = parser.add_subparsers(dest="verb", metavar="{" + ",".join(VERBS) + "}", parser_class=_Parser)
+    verbs.required = True
+    train.add_parsers(verbs, common)
+    sample.add_parser(verbs, common)
+    evaluate.add_parser(verbs, common)
+    tune.add_parsers(verbs, common)
+    return parser
+
+
+def _one_line(err: BaseException) -> str:
+    """An exception's message on one line."""
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `rediffuse` command line; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except SystemExit as exit_:  # --help
+        return exit_.code if isinstance(exit_.code, int) else 0
+    except (UsageError, ConfigError) as err:
+        if debug:
+            raise
+        verb = next((a for a in argv if a in VERBS), None)
+        hint = f" (see '{PROG}{' ' + verb if verb else ''} --help')" if isinstance(err, ParseError) else ""
+        print(f"{PROG}: error: {_one_line(err)}{hint}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return INTERRUPTED
+    except (ValueError, OSError, RuntimeError) as err:
+        if debug:
+            raise
+        print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
+        return 1
+    except Exception as err:  # a bug: still one line, the traceback with --debug
+        if debug:
+            raise
+        print(f"{PROG}: error: unexpected {type(err).__name__}: {_one_line(err)} (rerun with --debug for the "
+              "traceback and please report it)", file=sys.stderr)
+        return 1

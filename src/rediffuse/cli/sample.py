@@ -1,0 +1,168 @@
+"""The `sample` verb: draw from a trained run; points as .npy with scatter and reverse-process pictures,
+images as a grid .png and .npz, optionally the reverse process as a GIF."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from rediffuse import checkpoint, distributed, samplers, schedules, viz
+from rediffuse.cli.common import PROG
+from rediffuse.errors import UsageError
+from rediffuse.guidance import cfg_denoiser
+from rediffuse.io import atomic_write_arrays
+from rediffuse.samplers import generation as sampling
+from rediffuse.train import TrainConfig, build_data, load_run, resolve_device, run_info
+from rediffuse.tuning.grids import load_grid, tuned_options
+
+
+def add_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
+    """Register `sample` on the `rediffuse` sub-command parser."""
+    sample_p = verbs.add_parser("sample", parents=[common], help="draw samples from a trained run",
+                                description="Sample a trained run: points -> .npy + scatter and reverse-process "
+                                            "PNGs; images -> grid .png + .npz.")
+    sample_p.add_argument("run", type=Path, metavar="RUN", help="run folder (or one ckpt-<step> folder)")
+    _add_sampling_flags(sample_p)
+    sample_p.set_defaults(func=cmd_sample)
+
+
+def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sampler", default="heun", choices=sorted(samplers.SAMPLERS), help="sampler (default: heun)")
+    p.add_argument("--steps", type=int, default=20, help="number of noise levels (default: 20)")
+    p.add_argument("--spacing", default="default", choices=[*schedules.SPACINGS, "tuned"],
+                   help="sigma grid (default: the schedule's own; tuned: from `rediffuse tune-grid`)")
+    p.add_argument("-n", "--num", type=int, default=None, dest="n",
+                   help="number of samples (default: 5000 points or 64 images)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output: .npy for points, .png for images (default: RUN/samples.npy or .png)")
+    p.add_argument("--seed", type=int, default=0, help="seed; sample i depends only on (seed, i)")
+    p.add_argument("--class", type=int, dest="label", default=None, help="class label (conditional runs)")
+    p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = none)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--batch-size", type=int, default=1000, help="samples per batch (default: 1000)")
+    p.add_argument("--trajectory", type=Path, default=None, help="also write a GIF of the reverse process")
+    p.add_argument("--no-ema", dest="ema", action="store_false", help="use the raw weights, not the EMA")
+
+
+class Recorder:
+    """A sampler callback that keeps (sigma, x, D(x)) of every step, across batches, on the CPU."""
+
+    def __init__(self) -> None:
+        self.steps: dict[int, list[tuple[float, Tensor, Tensor]]] = {}
+
+    def __call__(self, info: dict[str, Any]) -> None:
+        self.steps.setdefault(info["i"], []).append((info["sigma"], info["x"].cpu(), info["denoised"].cpu()))
+
+    def frames(self) -> list[tuple[float, Tensor, Tensor]]:
+        """(sigma, x, denoised) per step, batches concatenated."""
+        return [(parts[0][0], torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts]))
+                for _, parts in sorted(self.steps.items())]
+
+
+def _labels(args: argparse.Namespace, n: int, num_classes: int | None) -> Tensor | None:
+    """Per-sample labels: --class for all, every class in turn for conditional runs, else None."""
+    if num_classes is None:
+        if args.label is not None or args.guidance != 1.0:
+            raise UsageError("--class and --guidance need a class-conditional run (train with --conditional)")
+        return None
+    if args.label is not None:
+        if not 0 <= args.label < num_classes:
+            raise UsageError(f"--class must be in 0..{num_classes - 1}, got {args.label}")
+        return torch.full((n,), args.label, dtype=torch.long)
+    return torch.arange(n) % num_classes
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    if not args.run.exists():
+        raise UsageError(f"run folder {str(args.run)!r} does not exist; give the --out folder of a training run")
+    if args.run.is_file():
+        raise UsageError(checkpoint.not_a_folder(args.run))
+    for flag in ("steps", "batch_size"):
+        if getattr(args, flag) < 1:
+            raise UsageError(f"--{flag.replace('_', '-')} must be >= 1")
+    info = run_info(args.run)
+    kind = info["data"]["kind"]
+    suffix = ".npy" if kind == "points" else ".png"
+    out = args.out or args.run / f"samples{suffix}"
+    if out.suffix.lower() != suffix:
+        raise UsageError(f"--out for a {kind} run must end in {suffix}, got {str(out)!r}")
+    n = args.n if args.n is not None else (5000 if kind == "points" else 64)
+    if n < 1:
+        raise UsageError(f"-n must be >= 1, got {n}")
+    device = resolve_device(args.device)
+    with distributed.session(str(device)) as world:  # under torchrun the ranks split the batches
+        device = world.device(str(device))
+        denoiser, schedule, config = load_run(args.run, ema=args.ema, device=device)
+        cond = _labels(args, n, info["data"]["num_classes"])
+        if args.guidance != 1.0:
+            denoiser = cfg_denoiser(denoiser, args.guidance)
+        options = dict(n=n, sampler=args.sampler, steps=args.steps, spacing=args.spacing, seed=args.seed,
+                       batch_size=args.batch_size, cond=cond, device=device)
+        if args.spacing == "tuned":
+            options.update(spacing="default", sigmas=load_grid(args.run, args.sampler, args.steps),
+                           **tuned_options(args.run, args.sampler, args.steps))
+        shape = info["data"]["shape"]
+        written = (sample_points if kind == "points" else sample_images)(denoiser, schedule, shape, config, out,
+                                                                         args.trajectory, options)
+    for path in written:
+        print(path)
+    return 0
+
+
+def _reference_points(config: TrainConfig, limit: int = 5000) -> Tensor | None:
+    """Up to `limit` training points to draw under the samples (None if the data cannot be loaded now)."""
+    try:
+        x = build_data(dataclasses.replace(config, num_points=limit)).x
+    except (ValueError, OSError) as err:
+        print(f"{PROG}: warning: cannot load the training data for the plots ({err})", file=sys.stderr)
+        return None
+    return x[:limit]
+
+
+def sample_points(denoiser: Any, schedule: schedules.Schedule, shape: Sequence[int], config: TrainConfig,
+                  out: Path, trajectory: Path | None, options: dict[str, Any]) -> list[Path]:
+    """Sample a points run: the .npy, a scatter over the data and a strip of the reverse process."""
+    recorder = Recorder()
+    x = distributed.generate(denoiser, schedule, shape, callback=recorder, **options).cpu()
+    if not distributed.current().is_main:
+        return []  # under torchrun rank 0 writes the files
+    atomic_write_arrays(out, samples=x.numpy().astype(np.float32))
+    data = _reference_points(config)
+    snapshots = [(sigma, xs) for sigma, xs, _ in recorder.frames()] + [(0.0, x)]
+    picks = viz.strip_picks([sigma for sigma, _ in snapshots], float(x.std()) or 1.0)
+    scatter = viz.scatter_png(out.with_name(f"{out.stem}_scatter.png"), x, data,
+                              title=f"{len(x)} samples ({options['sampler']}, {options['steps']} steps)")
+    strip = viz.reverse_strip_png(out.with_name(f"{out.stem}_reverse.png"), [snapshots[i] for i in picks], data)
+    written = [out, scatter, strip]
+    if trajectory is not None:
+        written.append(viz.points_gif(trajectory, snapshots, data))
+    return written
+
+
+def sample_images(denoiser: Any, schedule: schedules.Schedule, shape: Sequence[int], config: TrainConfig,
+                  out: Path, trajectory: Path | None, options: dict[str, Any]) -> list[Path]:
+    """Sample an image run: a grid .png (rows per class when conditional) and the samples as .npz."""
+    x = distributed.generate(denoiser, schedule, shape, **options).cpu().clamp(-1, 1)
+    if not distributed.current().is_main:
+        return []  # under torchrun rank 0 writes the files
+    cond = options["cond"]
+    grid = viz.image_grid_png(out, x, labels=cond)
+    arrays = {"samples": x.numpy()} if cond is None else {"samples": x.numpy(), "labels": cond.numpy()}
+    atomic_write_arrays(out.with_suffix(".npz"), **arrays)
+    written = [grid, out.with_suffix(".npz")]
+    if trajectory is not None:
+        k = min(8, options["n"])
+        recorder = Recorder()
+        small = {**options, "n": k, "cond": None if cond is None else cond[:k]}
+        final = sampling.generate(denoiser, schedule, shape, callback=recorder, **small).cpu()
+        frames = recorder.frames() + [(0.0, final, final)]
+        written.append(viz.trajectory_gif(trajectory, frames))
+    return written
+

@@ -1,0 +1,1 @@
+"""Fitting sampling to a model: Gaussian teleport, tuned grids, learned coefficients, fitted jump, benchmarks."""
