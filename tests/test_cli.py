@@ -93,6 +93,13 @@ def test_help_lists_verbs(capsys):
     assert "--resume" in capsys.readouterr().out
 
 
+def test_version_flag_prints_the_package_version(capsys):
+    import rediffuse
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"rediffuse {rediffuse.__version__}"
+
+
 @pytest.mark.parametrize("argv, code, fragments", [
     ([], 2, ["required"]),
     (["fly"], 2, ["invalid choice", "fly"]),

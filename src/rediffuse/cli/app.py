@@ -10,6 +10,7 @@ import argparse
 import sys
 from typing import Sequence
 
+from rediffuse import __version__
 from rediffuse.cli import evaluate, sample, train, tune
 from rediffuse.cli.common import INTERRUPTED, PROG
 from rediffuse.errors import ConfigError, ParseError, UsageError
@@ -24,13 +25,13 @@ class _Parser(argparse.ArgumentParser):
         raise ParseError(message)
 
 
-
 def build_parser() -> _Parser:
     """The `rediffuse` argument parser with its sub-commands."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show tracebacks instead of one-line errors")
     parser = _Parser(prog=PROG, parents=[common], description="Diffusion models as one denoiser D(x, sigma).")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="{" + ",".join(VERBS) + "}", parser_class=_Parser)
     verbs.required = True
     train.add_parsers(verbs, common)
