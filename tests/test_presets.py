@@ -11,7 +11,10 @@ from rediffuse import checkpoint
 from rediffuse.samplers import generation as sampling
 from rediffuse.cli import main
 from rediffuse.presets import PRESETS, SAMPLING, preset
-from rediffuse.train import TrainConfig, learning_rate, load_run, train, validate
+from rediffuse.config import TrainConfig
+from rediffuse.objectives import validate
+from rediffuse.runs import load_run
+from rediffuse.train import learning_rate, train
 
 SMALL_MNIST = dict(data="digits@train", image_size=28, progress=False)  # 28x28 grey digits with labels
 

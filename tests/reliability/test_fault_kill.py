@@ -15,7 +15,9 @@ import pytest
 import torch
 
 from rediffuse import checkpoint
-from rediffuse.train import TrainConfig, load_run, train
+from rediffuse.config import TrainConfig
+from rediffuse.runs import load_run
+from rediffuse.train import train
 
 from reliability_common import TINY, assert_bit_equal, cli, env, final, flags, log_records, run
 
