@@ -19,6 +19,7 @@ from rediffuse.data.dataset import build_data
 from rediffuse.errors import ConfigError
 from rediffuse.train import train
 from rediffuse.train.batches import StepBatches
+from rediffuse.train.clock import TEST_CLOCK_ENV
 
 from reliability_common import TINY, final, flags, log_records, max_abs_diff, run, torchrun
 
@@ -143,7 +144,8 @@ def test_two_process_eval_equals_one_process(tmp_path, monkeypatch):
     assert reports[0] == pytest.approx(reports[1], rel=1e-9)
 
 
-def test_two_processes_agree_on_time_budget_timed_checkpoints_and_cosine_lr(tmp_path):
+def test_two_processes_agree_on_time_budget_timed_checkpoints_and_cosine_lr(tmp_path, monkeypatch):
+    monkeypatch.setenv(TEST_CLOCK_ENV, "0.05")  # the children's training clock: 0.05 s per reading
     out = tmp_path / "timed"
     config = {**TINY, "steps": 1_000_000, "log_every": 5, "checkpoint_every": 1_000_000, "minutes": 0.05,
               "checkpoint_minutes": 0.01, "keep_last": 100, "lr_schedule": "cosine"}

@@ -26,4 +26,4 @@ def validate(config: TrainConfig) -> None:
     config_keys.check(config)
 
 
-__all__ = ["OBJECTIVES", "Batch", "Draws", "Objective", "StepGenerators", "get", "validate"]
+__all__ = ["OBJECTIVES", "Batch", "Draws", "Gaussian", "Objective", "StepGenerators", "get", "validate"]

@@ -25,6 +25,7 @@ class Batch:
     labels: Tensor | None = None
 
     def __len__(self) -> int:
+        """The number of examples."""
         return len(self.x)
 
     def __getitem__(self, index: slice | Tensor) -> "Batch":

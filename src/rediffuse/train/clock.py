@@ -27,6 +27,7 @@ class TickClock:
         self.tick, self.readings = tick, 0
 
     def __call__(self) -> float:
+        """The next reading."""
         value = self.readings * self.tick
         self.readings += 1
         return value

@@ -145,15 +145,18 @@ class StopRequest:
         self._previous: dict[int, Any] = {}
 
     def _handler(self, signum: int, frame: Any) -> None:
+        """Record the first signal; raise KeyboardInterrupt at the second."""
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
 
     def __enter__(self) -> "StopRequest":
+        """Install the handler (main thread only)."""
         if threading.current_thread() is threading.main_thread():
             self._previous = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        """Restore the previous handlers."""
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)

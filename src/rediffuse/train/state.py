@@ -124,6 +124,7 @@ def resume_point(out: Path, resume: bool, world: World) -> checkpoint.Checkpoint
     loaded: list[checkpoint.Checkpoint] = []
 
     def choose() -> Path | None:
+        """Rank 0's pick: the newest verified checkpoint's path, or None for a new run."""
         found = checkpoint.latest(out)
         if found is not None and not resume:
             raise ConfigError(f"{out} already holds a run (newest checkpoint {found.name}); pass --resume to "
