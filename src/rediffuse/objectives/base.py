@@ -14,6 +14,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
+from rediffuse.data.dataset import Data
+
 Draws = dict[str, Tensor]  # a step's randomness: tensors whose first dimension is the batch's
 
 
@@ -51,7 +53,7 @@ class Objective(Protocol):
     def check(self) -> None:
         """Raise ConfigError naming the first invalid config value this objective reads."""
 
-    def spec(self, data: Any) -> dict[str, Any]:
+    def spec(self, data: Data) -> dict[str, Any]:
         """The JSON description of the model to train on data (`build` and `model` rebuild from it)."""
 
     def build(self, spec: dict[str, Any]) -> nn.Module:
