@@ -96,6 +96,17 @@ def test_nan_on_one_rank_skips_the_step_on_all(tmp_path):
     assert [r["skipped"] for r in log_records(out)] == [int(k == 3) for k in range(20)]
 
 
+def test_agree_reads_alone_on_one_rank_and_only_at_agreement_steps_on_several():
+    calls = []
+
+    def read() -> float:
+        calls.append(1)
+        return 3.0
+
+    assert World().agree(read, step=7, every=5) == 3.0 and len(calls) == 1  # one rank: every step, its own
+    assert World(0, 2).agree(read, step=7, every=5, otherwise=1.5) == 1.5 and len(calls) == 1  # not read
+
+
 def _gaussian(config: TrainConfig, data):
     """The objective of config and a freshly built model for data."""
     objective = objectives.get(config)
