@@ -44,7 +44,9 @@ from rediffuse.evaluation.features import extract_features, load_or_train_classi
 from rediffuse.evaluation.features.classifier import classify
 from rediffuse.evaluation.metrics import frechet_distance
 from rediffuse.presets import SAMPLING, preset
-from rediffuse.train import TrainConfig, load_run, train
+from rediffuse.config import TrainConfig
+from rediffuse.runs import load_run
+from rediffuse.train import train
 
 PEER_UNET = dict(sample_size=28, in_channels=1, out_channels=1, layers_per_block=2, block_out_channels=(32, 64, 96),
                  down_block_types=("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),

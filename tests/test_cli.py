@@ -227,7 +227,9 @@ def test_cfg_denoiser():
 
 
 def test_train_accepts_holdout_parts(tmp_path):
-    from rediffuse.train import TrainConfig, build_data, run_info
+    from rediffuse.config import TrainConfig
+    from rediffuse.data.dataset import build_data
+    from rediffuse.runs import run_info
 
     run = tmp_path / "part"
     assert main(["train", "--data", "digits@train", "--out", str(run), "--steps", "2", "--batch-size", "8",

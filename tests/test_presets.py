@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,7 +12,11 @@ from rediffuse import checkpoint
 from rediffuse.samplers import generation as sampling
 from rediffuse.cli import main
 from rediffuse.presets import PRESETS, SAMPLING, preset
-from rediffuse.train import TrainConfig, learning_rate, load_run, train, validate
+from rediffuse.config import TrainConfig
+from rediffuse.objectives import validate
+from rediffuse.runs import load_run
+from rediffuse.train import learning_rate, train
+from rediffuse.train.clock import Clock, TickClock
 
 SMALL_MNIST = dict(data="digits@train", image_size=28, progress=False)  # 28x28 grey digits with labels
 
@@ -43,19 +48,39 @@ def test_mnist_fast_trains_end_to_end_and_samples(tmp_path):
 def test_time_budget_stops_cleanly_counting_earlier_sessions(tmp_path):
     values = {**preset("mnist-fast"), **SMALL_MNIST, "out": str(tmp_path / "run"), "batch_size": 8,
               "minutes": 0.03, "checkpoint_minutes": None}
-    result = train(TrainConfig.from_dict(values))
+    result = train(TrainConfig.from_dict(values), clock=TickClock(0.05))  # each clock reading: 0.05 s later
     assert result.stopped == "time" and result.step > 0
     elapsed = checkpoint.read_manifest(result.checkpoint)["meta"]["elapsed"]
     assert 1.8 <= elapsed < 30
     load_run(tmp_path / "run")  # the checkpoint loads
-    again = train(TrainConfig.from_dict(values), resume=True)  # the budget is spent: no new step
+    again = train(TrainConfig.from_dict(values), resume=True, clock=TickClock(0.05))  # spent: no new step
     assert (again.stopped, again.step) == ("time", result.step)
+
+
+def scripted(*readings: float):
+    """A clock that returns the given readings, one per call."""
+    return iter(readings).__next__
+
+
+def test_clock_budget_and_timed_saves_follow_the_clock():
+    state = SimpleNamespace(elapsed=0.0)  # budget 2.4 s, a timed save every 0.6 s
+    clock = Clock(state, minutes=0.04, every_minutes=0.01, now=scripted(0.0, 0.55, 0.65, 0.7, 1.9, 2.35, 2.45))
+    assert [clock.save_due() for _ in range(4)] == [False, True, False, True]  # each interval's save due once
+    assert clock.next_save == pytest.approx(2.4)  # 1.9 s skipped the save of 1.2 s: the next is at 2.4 s
+    assert (clock.out_of_time(), clock.out_of_time()) == (False, True) and state.elapsed == pytest.approx(2.45)
+    resumed = SimpleNamespace(elapsed=1.0)  # a second session continues the run's time
+    clock = Clock(resumed, minutes=0.04, every_minutes=0.01, now=scripted(5.0, 5.15, 5.25, 6.35, 6.45))
+    assert (clock.save_due(), clock.save_due()) == (False, True) and resumed.elapsed == pytest.approx(1.25)
+    assert (clock.out_of_time(), clock.out_of_time()) == (False, True)
+    assert not Clock(state, None, None, now=scripted(0.0, 1e9, 1e9)).out_of_time()  # no budget
+    tick = TickClock(0.25)
+    assert [tick() for _ in range(3)] == [0.0, 0.25, 0.5]
 
 
 def test_timed_checkpoints(tmp_path):
     values = {**preset("mnist-fast"), **SMALL_MNIST, "out": str(tmp_path / "run"), "batch_size": 8,
               "minutes": 0.04, "checkpoint_minutes": 0.01, "keep_last": 100}
-    result = train(TrainConfig.from_dict(values))
+    result = train(TrainConfig.from_dict(values), clock=TickClock(0.02))  # each clock reading: 0.02 s later
     saved = checkpoint.list_checkpoints(tmp_path / "run")
     assert saved[-1] == result.checkpoint and len(saved) >= 3
     timed = [checkpoint.read_manifest(p)["meta"]["elapsed"] for p in saved[:-1]]  # the last: at the budget

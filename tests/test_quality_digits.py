@@ -6,7 +6,9 @@ import torch
 from rediffuse.samplers import generation as sampling
 from rediffuse.presets import PRESETS as DEMOS
 from rediffuse.evaluation.features import classify, load_or_train_classifier
-from rediffuse.train import TrainConfig, load_run, train
+from rediffuse.config import TrainConfig
+from rediffuse.runs import load_run
+from rediffuse.train import train
 
 
 @pytest.mark.slow

@@ -7,8 +7,11 @@ import pytest
 import torch
 
 from rediffuse import checkpoint
-from rediffuse import train as train_module
-from rediffuse.train import ConfigError, TrainConfig, train
+from rediffuse.train import loop as train_loop
+from rediffuse.config import TrainConfig
+from rediffuse.errors import ConfigError
+from rediffuse.train import train
+from rediffuse.train.clock import TickClock
 
 N = 12
 
@@ -53,7 +56,7 @@ def test_resume_equals_uninterrupted_points(tmp_path):
 def test_ctrl_c_saves_and_resumes_exactly(tmp_path, monkeypatch):
     whole, split = tmp_path / "whole", tmp_path / "split"
     train(TrainConfig(out=str(whole), steps=2 * N, **POINTS))
-    real_step = train_module.train_step
+    real_step = train_loop.train_step
     handler_before = signal.getsignal(signal.SIGINT)  # SIG_IGN when the suite runs as a background job
 
     def interrupted_step(state, *args, **kwargs):
@@ -62,19 +65,19 @@ def test_ctrl_c_saves_and_resumes_exactly(tmp_path, monkeypatch):
             signal.raise_signal(signal.SIGINT)  # as a Ctrl-C in the middle of the run
         return out
 
-    monkeypatch.setattr(train_module, "train_step", interrupted_step)
+    monkeypatch.setattr(train_loop, "train_step", interrupted_step)
     result = train(TrainConfig(out=str(split), steps=2 * N, **POINTS))
     assert result.stopped == "interrupted" and result.step == 7
     assert checkpoint.latest(split).name == "ckpt-00000007"
     assert signal.getsignal(signal.SIGINT) == handler_before  # the caller's handler restored
-    monkeypatch.setattr(train_module, "train_step", real_step)
+    monkeypatch.setattr(train_loop, "train_step", real_step)
     train(TrainConfig(out=str(split), steps=2 * N, **POINTS), resume=True)
     assert_same_state(whole, split)
     assert _log_steps(split) == [4, 7, 8, 12, 16, 20, 24]  # a partial window at the interruption, then on
 
 
 def test_time_budget_stops_with_checkpoint(tmp_path):
-    result = train(TrainConfig(out=str(tmp_path), steps=10_000, minutes=1e-6, **POINTS))
+    result = train(TrainConfig(out=str(tmp_path), steps=10_000, minutes=1e-6, **POINTS), clock=TickClock(1e-5))
     assert result.stopped == "time" and 1 <= result.step < 10_000
     assert checkpoint.latest(tmp_path) == result.checkpoint
 

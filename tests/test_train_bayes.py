@@ -8,7 +8,9 @@ import torch
 from rediffuse import analytic, losses, schedules
 from rediffuse.ema import EMA
 from rediffuse.nets.mlp import MLP
-from rediffuse.train import TrainConfig, load_run, train
+from rediffuse.config import TrainConfig
+from rediffuse.runs import load_run
+from rediffuse.train import train
 
 
 BAYES = dict(data="8gaussians", steps=1000, batch_size=512, lr=3e-3, warmup_steps=50, ema_decay=0.99,

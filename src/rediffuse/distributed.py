@@ -109,6 +109,16 @@ class World:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 
+    def agree(self, read: Callable[[], float], step: int, every: int, otherwise: float = 0.0) -> float:
+        """A value all ranks take together: read() alone in a world of one; with several ranks the maximum of
+        every rank's read() at steps that are multiples of `every`, and `otherwise` (read() uncalled) between."""
+        if self.size == 1:
+            return float(read())
+        if step % every:
+            return otherwise
+        on = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+        return float(self.max_(torch.tensor(float(read()), dtype=torch.float64, device=on)))
+
     def barrier(self) -> None:
         """Wait until every rank gets here."""
         if self.size > 1:

@@ -21,7 +21,10 @@ from rediffuse.cli import app, main
 from rediffuse.cli import train as cli_train
 from rediffuse.cli.train import config_from_args
 from rediffuse.errors import UsageError
-from rediffuse.train import ConfigError, TrainConfig, build_data, validate
+from rediffuse.config import TrainConfig
+from rediffuse.data.dataset import build_data
+from rediffuse.errors import ConfigError
+from rediffuse.objectives import validate
 
 FIELDS = [f.name for f in dataclasses.fields(TrainConfig)]
 SETTINGS = settings(max_examples=int(os.environ.get("REDIFFUSE_FUZZ_EXAMPLES", "150")), deadline=None,

@@ -13,7 +13,9 @@ import torch
 from rediffuse import checkpoint
 from rediffuse.checkpoint import CheckpointError
 from rediffuse.cli import main
-from rediffuse.train import TrainConfig, load_run, train
+from rediffuse.config import TrainConfig
+from rediffuse.runs import load_run
+from rediffuse.train import train
 
 from reliability_common import TINY, assert_bit_equal, final
 

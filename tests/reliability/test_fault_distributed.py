@@ -11,10 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from rediffuse import schedules
+from rediffuse import objectives
 from rediffuse.cli import main
 from rediffuse.distributed import World
-from rediffuse.train import ConfigError, StepBatches, TrainConfig, build_data, train
+from rediffuse.config import TrainConfig
+from rediffuse.data.dataset import build_data
+from rediffuse.errors import ConfigError
+from rediffuse.train import train
+from rediffuse.train.batches import StepBatches
+from rediffuse.train.clock import TEST_CLOCK_ENV
 
 from reliability_common import TINY, final, flags, log_records, max_abs_diff, run, torchrun
 
@@ -76,7 +81,8 @@ def test_nan_on_one_rank_skips_the_step_on_all(tmp_path):
     script.write_text(textwrap.dedent(f"""
         import math, os, sys
         from rediffuse import losses
-        from rediffuse.train import TrainConfig, train
+        from rediffuse.config import TrainConfig
+        from rediffuse.train import train
         real, calls = losses.denoising_loss, [0]
         def loss(*args, **kwargs):
             calls[0] += 1
@@ -90,21 +96,41 @@ def test_nan_on_one_rank_skips_the_step_on_all(tmp_path):
     assert [r["skipped"] for r in log_records(out)] == [int(k == 3) for k in range(20)]
 
 
+def test_agree_reads_alone_on_one_rank_and_only_at_agreement_steps_on_several():
+    calls = []
+
+    def read() -> float:
+        calls.append(1)
+        return 3.0
+
+    assert World().agree(read, step=7, every=5) == 3.0 and len(calls) == 1  # one rank: every step, its own
+    assert World(0, 2).agree(read, step=7, every=5, otherwise=1.5) == 1.5 and len(calls) == 1  # not read
+
+
+def _gaussian(config: TrainConfig, data):
+    """The objective of config and a freshly built model for data."""
+    objective = objectives.get(config)
+    spec = objective.spec(data)
+    return objective, objective.model(spec, objective.build(spec))
+
+
 def test_global_batch_must_split_evenly():
     data = build_data(TrainConfig(**{**TINY, "num_points": 64}))
+    objective, _ = _gaussian(TrainConfig(**TINY), data)
     with pytest.raises(ConfigError, match="batch_size 64 cannot be split evenly over 3 processes"):
-        StepBatches(data, TrainConfig(**TINY), None, torch.device("cpu"), World(0, 3))
+        StepBatches(data, TrainConfig(**TINY), objective, torch.device("cpu"), World(0, 3))
 
 
 def test_ranks_slice_one_global_batch():
     data = build_data(TrainConfig(**{**TINY, "num_points": 64}))
     config = TrainConfig(**TINY)
-    whole = StepBatches(data, config, None, torch.device("cpu"), World())
-    parts = [StepBatches(data, config, None, torch.device("cpu"), World(rank, 4)) for rank in range(4)]
-    schedule = schedules.get("edm")
+    objective, model = _gaussian(config, data)
+    whole = StepBatches(data, config, objective, torch.device("cpu"), World())
+    parts = [StepBatches(data, config, objective, torch.device("cpu"), World(rank, 4)) for rank in range(4)]
     for step in (0, 7):
-        x0, sigma, noise, _ = whole.get(step, schedule)
-        sliced = [p.get(step, schedule) for p in parts]
+        batch, draws = whole.get(step, model)
+        x0, sigma, noise = batch.x, draws["sigma"], draws["noise"]
+        sliced = [(b.x, d["sigma"], d["noise"]) for b, d in (p.get(step, model) for p in parts)]
         for i, tensor in enumerate((x0, sigma, noise)):
             assert torch.equal(tensor, torch.cat([s[i] for s in sliced]))
 
@@ -129,7 +155,8 @@ def test_two_process_eval_equals_one_process(tmp_path, monkeypatch):
     assert reports[0] == pytest.approx(reports[1], rel=1e-9)
 
 
-def test_two_processes_agree_on_time_budget_timed_checkpoints_and_cosine_lr(tmp_path):
+def test_two_processes_agree_on_time_budget_timed_checkpoints_and_cosine_lr(tmp_path, monkeypatch):
+    monkeypatch.setenv(TEST_CLOCK_ENV, "0.05")  # the children's training clock: 0.05 s per reading
     out = tmp_path / "timed"
     config = {**TINY, "steps": 1_000_000, "log_every": 5, "checkpoint_every": 1_000_000, "minutes": 0.05,
               "checkpoint_minutes": 0.01, "keep_last": 100, "lr_schedule": "cosine"}

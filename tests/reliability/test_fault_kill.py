@@ -10,19 +10,22 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
 
 from rediffuse import checkpoint
-from rediffuse.train import TrainConfig, load_run, train
+from rediffuse.config import TrainConfig
+from rediffuse.runs import load_run
+from rediffuse.train import train
 
 from reliability_common import TINY, assert_bit_equal, cli, env, final, flags, log_records, run
 
 # Checkpoints and log records every 2 steps, so a kill often lands inside a save and every resume point
 # starts a full log window (the logged losses then match the uninterrupted run too).
 KILL = {**TINY, "checkpoint_every": 2, "log_every": 2, "keep_last": 2}
-MAX_DELAY_S = 0.6  # after training has started (config.json rewritten)
+MAX_DELAY_S = 0.6  # after training has started (config.json rewritten) or, every other trial, after a new save
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:
@@ -34,24 +37,38 @@ def _stamp(path: Path) -> tuple[int, int] | None:
     return st.st_ino, st.st_mtime_ns
 
 
-def _wait_for_training(proc: subprocess.Popen, config_json: Path, before: tuple[int, int] | None,
-                       log: Path) -> None:
-    """Block until the child rewrote config.json (its loop starts next); fail if it exits first."""
+def _wait_until(proc: subprocess.Popen, done: Callable[[], bool], what: str, log: Path) -> None:
+    """Block until done() holds; fail if the child exits first or nothing happens within 120 s."""
     deadline = time.monotonic() + 120
-    while _stamp(config_json) in (None, before):
+    while not done():
         assert proc.poll() is None, f"training exited early ({proc.returncode}): {log.read_text()}"
-        assert time.monotonic() < deadline, "training did not start within 120 s"
+        assert time.monotonic() < deadline, f"{what} did not happen within 120 s"
         time.sleep(0.005)
 
 
-def _kill_once(run_dir: Path, delay: float, log: Path) -> None:
-    """Start `train --resume` on run_dir, SIGKILL it `delay` seconds into training, and reap it."""
-    before = _stamp(run_dir / "config.json")
+def _wait_for_training(proc: subprocess.Popen, config_json: Path, before: tuple[int, int] | None,
+                       log: Path) -> None:
+    """Block until the child rewrote config.json (its loop starts next); fail if it exits first."""
+    _wait_until(proc, lambda: _stamp(config_json) not in (None, before), "the start of training", log)
+
+
+def _newest_step(run_dir: Path) -> int:
+    """The step of the newest complete checkpoint, -1 if there is none."""
+    newest = checkpoint.latest(run_dir)
+    return -1 if newest is None else int(newest.name.removeprefix(checkpoint.PREFIX))
+
+
+def _kill_once(run_dir: Path, delay: float, log: Path, after_a_save: bool) -> None:
+    """Start `train --resume` on run_dir, SIGKILL it `delay` seconds into training (with after_a_save: after
+    its first new checkpoint), and reap it."""
+    before, newest = _stamp(run_dir / "config.json"), _newest_step(run_dir)
     with log.open("w") as out:
         proc = subprocess.Popen(cli("train", "--resume", "--out", str(run_dir), "--steps", "1000000", *flags(KILL)),
                                 env=env(), stdout=out, stderr=subprocess.STDOUT)
     try:
         _wait_for_training(proc, run_dir / "config.json", before, log)
+        if after_a_save:
+            _wait_until(proc, lambda: _newest_step(run_dir) > newest, "a new checkpoint", log)
         time.sleep(delay)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
@@ -80,12 +97,14 @@ def _inspect(run_dir: Path, newest_before: int) -> dict:
 
 def kill_and_resume(tmp_path: Path, trials: int, seed: int) -> list[dict]:
     """`trials` SIGKILLs at seeded random moments, then resume to 10 steps past the newest checkpoint and
-    compare with an uninterrupted in-process run to the same step, bit for bit."""
+    compare with an uninterrupted in-process run to the same step, bit for bit. The moments count from the
+    start of training, in every other trial from the first checkpoint that trial writes (so some kills land
+    after a save whatever the machine's speed)."""
     rng = random.Random(seed)
     run_dir, outcomes = tmp_path / "killed", []
     for trial in range(trials):
         delay = rng.uniform(0, MAX_DELAY_S)
-        _kill_once(run_dir, delay, tmp_path / f"trial-{trial}.log")
+        _kill_once(run_dir, delay, tmp_path / f"trial-{trial}.log", after_a_save=trial % 2 == 1)
         outcomes.append({"delay": round(delay, 3), **_inspect(run_dir, max([-1] + [o["step"] for o in outcomes]))})
     target = max(o["step"] for o in outcomes) + 10
     run(cli("train", "--resume", "--out", str(run_dir), "--steps", str(target), *flags(KILL)))
@@ -110,7 +129,8 @@ def test_sigterm_stops_with_a_checkpoint(tmp_path):
                                 env=env(), stdout=out, stderr=subprocess.STDOUT)
     try:
         _wait_for_training(proc, run_dir / "config.json", None, log)
-        time.sleep(0.3)
+        records = run_dir / "log.jsonl"  # its first record: the loop runs, so the signal handler is installed
+        _wait_until(proc, lambda: records.exists() and records.stat().st_size > 0, "the first log record", log)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=120) == 130, log.read_text()
     finally:

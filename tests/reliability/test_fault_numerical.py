@@ -11,17 +11,19 @@ import pytest
 import torch
 
 from rediffuse import checkpoint, losses
-from rediffuse import train as train_module
+from rediffuse.train import loop as train_loop
 from rediffuse.checkpoint import CheckpointError
 from rediffuse.cli import main
-from rediffuse.train import NonFiniteError, TrainConfig, train
+from rediffuse.config import TrainConfig
+from rediffuse.errors import NonFiniteError
+from rediffuse.train import train
 
 from reliability_common import TINY, flags, log_records
 
 
 def poison_gradients(monkeypatch, steps: set[int]) -> None:
     """Make the gradient of the first parameter infinite at the given (0-based) steps."""
-    real = train_module.new_state
+    real = train_loop.new_state
 
     def new_state(*args, **kwargs):
         state = real(*args, **kwargs)
@@ -29,7 +31,7 @@ def poison_gradients(monkeypatch, steps: set[int]) -> None:
         first.register_hook(lambda g: g * math.inf if state.step in steps else g)
         return state
 
-    monkeypatch.setattr(train_module, "new_state", new_state)
+    monkeypatch.setattr(train_loop, "new_state", new_state)
 
 
 def poison_loss(monkeypatch, first_bad: int) -> None:
@@ -46,14 +48,14 @@ def poison_loss(monkeypatch, first_bad: int) -> None:
 
 def record_weights(monkeypatch) -> list[list[torch.Tensor]]:
     """After every step, a copy of the network's and the EMA's parameters (index k: after step k)."""
-    real, snapshots = train_module.train_step, []
+    real, snapshots = train_loop.train_step, []
 
     def step(state, *args, **kwargs):
         out = real(state, *args, **kwargs)
         snapshots.append([p.detach().clone() for p in [*state.net.parameters(), *state.ema.module.parameters()]])
         return out
 
-    monkeypatch.setattr(train_module, "train_step", step)
+    monkeypatch.setattr(train_loop, "train_step", step)
     return snapshots
 
 

@@ -19,7 +19,9 @@ from rediffuse.errors import UsageError
 from rediffuse.guidance import cfg_denoiser
 from rediffuse.io import atomic_write_arrays
 from rediffuse.samplers import generation as sampling
-from rediffuse.train import TrainConfig, build_data, load_run, resolve_device, run_info
+from rediffuse.config import TrainConfig, resolve_device
+from rediffuse.data.dataset import build_data
+from rediffuse.runs import load_run, run_info
 from rediffuse.tuning.grids import load_grid, tuned_options
 
 

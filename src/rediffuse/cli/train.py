@@ -21,7 +21,10 @@ from rediffuse.cli.common import INTERRUPTED, PROG
 from rediffuse.cli.sample import sample_images, sample_points
 from rediffuse.errors import ConfigError, UsageError
 from rediffuse.presets import PRESETS, SAMPLING, preset
-from rediffuse.train import TrainConfig, TrainResult, data_kind, load_run, resolve_device, run_info, saved_config, train
+from rediffuse.config import TrainConfig, resolve_device
+from rediffuse.data.dataset import data_kind
+from rediffuse.runs import load_run, run_info, saved_config
+from rediffuse.train import TrainResult, train
 
 ALIASES = {"parameterization": ["--param"]}
 

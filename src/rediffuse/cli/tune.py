@@ -15,7 +15,9 @@ from rediffuse.tuning import bench as sb
 from rediffuse.tuning import grids as tg
 from rediffuse.tuning.teleport import GaussianFlow, fit_jump
 from rediffuse.errors import UsageError
-from rediffuse.train import build_data, load_run, resolve_device, run_info, saved_config
+from rediffuse.config import resolve_device
+from rediffuse.data.dataset import build_data
+from rediffuse.runs import load_run, run_info, saved_config
 
 
 def add_parsers(verbs: Any, common: argparse.ArgumentParser) -> None:

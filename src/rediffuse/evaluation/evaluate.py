@@ -24,6 +24,7 @@ from rediffuse.guidance import cfg_denoiser
 from rediffuse.io import atomic_write_arrays, atomic_write_text
 from rediffuse.evaluation.likelihood import bits_per_dim
 from rediffuse.evaluation.metrics import frechet_distance, prdc
+from rediffuse.runs import load_run, run_info
 
 METRICS = ("fd", "prdc", "acc", "nll")
 
@@ -80,8 +81,6 @@ def evaluate(run_dir: str | Path, *, metrics: Sequence[str] = METRICS, n: int = 
 
     Under torchrun the ranks split the sample batches (identical to one process); rank 0 writes the files.
     """
-    from rediffuse.train import load_run, run_info
-
     run_dir = Path(run_dir)
     unknown = set(metrics) - set(METRICS)
     if unknown:

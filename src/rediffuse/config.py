@@ -1,0 +1,155 @@
+"""TrainConfig: every key of a training run, its JSON/TOML form, and the checks of the loop's own keys.
+
+The keys of what is learned (schedule, parameterization, weighting, ...) are checked by the run's objective
+(`rediffuse.objectives`); `rediffuse.objectives.validate` checks both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from rediffuse import losses, schedules
+from rediffuse.denoisers import PARAMETERIZATIONS
+from rediffuse.errors import ConfigError
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def _opt(default: Any, help: str) -> Any:
+    """A dataclass field with a default and a help text (shown by the CLI)."""
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (JSON/TOML keys are these field names)."""
+
+    data: str = _opt("moons", "data: a 2-D set (moons, swissroll, 8gaussians, checkerboard, spirals), another "
+                               "analytic preset, a .npy/.csv of points, or images (digits, mnist:PATH, folder:PATH, "
+                               ".npz)")
+    out: str = _opt("runs/run", "run folder for checkpoints, logs and pictures")
+    objective: str = _opt("gaussian", "what is learned: gaussian (denoising diffusion)")
+    num_points: int = _opt(100_000, "training-set size drawn from an analytic points preset")
+    image_size: int | None = _opt(None, "resize images to this size (default: as stored)")
+    net: str = _opt("auto", "network: mlp, unet, or auto (mlp for points, unet for images)")
+    net_kwargs: dict = _opt({}, "extra network arguments, e.g. {hidden = 512} (TOML table or JSON)")
+    schedule: str = _opt("edm", f"noise schedule: {', '.join(schedules.SCHEDULES)}")
+    schedule_kwargs: dict = _opt({}, "extra schedule arguments (TOML table or JSON)")
+    parameterization: str = _opt("edm", f"network target: {', '.join(PARAMETERIZATIONS)}")
+    weighting: str = _opt("edm", f"loss weighting: {', '.join(losses.WEIGHTINGS)}")
+    min_snr_gamma: float = _opt(5.0, "gamma of the min-snr weighting")
+    sigma_data: float | str = _opt("auto", "data standard deviation for EDM, or 'auto' (measured once)")
+    conditional: bool = _opt(False, "train a class-conditional model (the data must have labels)")
+    label_dropout: float = _opt(0.1, "probability of the null label during training (classifier-free guidance)")
+    batch_size: int = _opt(512, "training batch size")
+    steps: int = _opt(2000, "total optimizer steps of the run")
+    lr: float = _opt(1e-3, "peak learning rate (AdamW)")
+    lr_schedule: str = _opt("constant", "after warmup: constant or cosine (decay to 0 at the last step)")
+    warmup_steps: int = _opt(100, "linear learning-rate warmup steps")
+    weight_decay: float = _opt(0.0, "AdamW weight decay")
+    grad_clip: float = _opt(1.0, "clip the gradient norm to this (0 = off)")
+    ema_decay: float = _opt(0.999, "EMA decay")
+    ema_warmup: bool = _opt(True, "EMA decay warmup min(decay, (1+step)/(10+step))")
+    seed: int = _opt(0, "seed of the data set, initial weights, data order and noise")
+    device: str = _opt("cpu", "device: cpu, cuda, cuda:N")
+    checkpoint_every: int = _opt(1000, "save a checkpoint every N steps (and at the end)")
+    checkpoint_minutes: float | None = _opt(None, "also save a checkpoint every M minutes of training time")
+    keep_last: int = _opt(3, "keep the newest K checkpoints")
+    log_every: int = _opt(100, "log the mean loss every N steps")
+    sample_every: int = _opt(0, "image runs: write a grid of EMA samples every N steps (0 = off)")
+    minutes: float | None = _opt(None, "time budget: stop cleanly with a checkpoint after M minutes of training "
+                                       "in all (a resumed run counts its earlier time); a cosine learning rate "
+                                       "then decays over the budget or the steps, whichever ends first")
+    max_bad_steps: int = _opt(20, "stop after this many steps in a row with a non-finite loss or gradient "
+                                  "(each such step is skipped)")
+    progress: bool = _opt(True, "show a progress bar on a terminal")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        """A config from a dict of field values; an unknown key is a ConfigError naming it."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = [k for k in values if k not in names]
+        if unknown:
+            raise ConfigError(f"unknown config key {_short(unknown[0])}; valid keys: {', '.join(sorted(names))}")
+        types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+        for key, value in values.items():
+            if not _type_ok(types[key], value):
+                raise ConfigError(f"config key {key!r} must be {types[key]}, got {_short(value)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as a JSON-serialisable dict."""
+        return dataclasses.asdict(self)
+
+
+_TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,),
+                                       "dict": (dict,)}
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """repr(value), cut to about `limit` characters (for one-line messages)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _type_ok(annotation: str, value: Any) -> bool:
+    """Whether value fits a field annotation such as 'int', 'float | None' or 'float | str'."""
+    for name in annotation.split(" | "):
+        if name == "None":
+            if value is None:
+                return True
+        elif isinstance(value, _TYPES[name]) and (name == "bool" or not isinstance(value, bool)):
+            return True
+    return False
+
+
+# Fields that define the model and its data: a resumed run must keep them.
+IDENTITY = ("data", "objective", "num_points", "image_size", "net", "net_kwargs", "schedule", "schedule_kwargs",
+            "parameterization", "sigma_data", "conditional", "seed", "batch_size")
+
+
+def need(ok: bool, message: str) -> None:
+    """Raise ConfigError(message) unless ok."""
+    if not ok:
+        raise ConfigError(message)
+
+
+def check(config: TrainConfig) -> None:
+    """Raise ConfigError naming the first invalid value among the loop's keys (not the objective's)."""
+    need(config.lr_schedule in LR_SCHEDULES,
+         f"unknown lr_schedule {config.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
+    for name in ("batch_size", "steps", "num_points", "checkpoint_every", "keep_last", "log_every", "max_bad_steps"):
+        need(isinstance(getattr(config, name), int) and getattr(config, name) >= 1,
+             f"{name} must be a positive integer, got {getattr(config, name)!r}")
+    for name in ("warmup_steps", "sample_every"):
+        need(isinstance(getattr(config, name), int) and getattr(config, name) >= 0,
+             f"{name} must be a non-negative integer, got {getattr(config, name)!r}")
+    for name in ("lr", "weight_decay", "grad_clip", "ema_decay"):
+        need(math.isfinite(getattr(config, name)), f"{name} must be a finite number, got {getattr(config, name)}")
+    need(config.lr > 0, f"lr must be positive, got {config.lr}")
+    need(config.weight_decay >= 0 and config.grad_clip >= 0, "weight_decay and grad_clip must be >= 0")
+    need(0 <= config.ema_decay < 1, f"ema_decay must be in [0, 1), got {config.ema_decay}")
+    for name in ("minutes", "checkpoint_minutes"):
+        value = getattr(config, name)
+        need(value is None or 0 < value < math.inf, f"{name} must be a positive number, got {value}")
+    need(config.image_size is None or config.image_size >= 1, "image_size must be a positive integer")
+    need(isinstance(config.net_kwargs, dict), "net_kwargs must be a table (dict)")
+    resolve_device(config.device)
+
+
+def resolve_device(name: str) -> torch.device:
+    """A torch device from its name; ConfigError if unknown or unavailable."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError, OverflowError):
+        raise ConfigError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    return device

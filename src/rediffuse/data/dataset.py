@@ -1,0 +1,90 @@
+"""The training set of a config in memory (`Data`), loaded or drawn from what `config.data` names."""
+
+from __future__ import annotations
+
+import tokenize
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from rediffuse.config import TrainConfig
+from rediffuse.data import toy2d
+from rediffuse.data.images import load_images
+from rediffuse.errors import ConfigError
+
+
+@dataclass
+class Data:
+    """A training set in memory: x [N, ...] (float32), optional labels [N], and its kind."""
+
+    x: Tensor
+    labels: Tensor | None
+    kind: str  # "points" or "images"
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape of one example."""
+        return tuple(self.x.shape[1:])
+
+    @property
+    def num_classes(self) -> int | None:
+        """The number of classes (largest label + 1), or None without labels."""
+        return None if self.labels is None else int(self.labels.max()) + 1
+
+
+def data_kind(spec: str) -> str:
+    """'points' for analytic presets and point files, else 'images' (ConfigError for a missing data file)."""
+    if Path(spec).suffix.lower() in (".npy", ".npz", ".csv") and not Path(spec).is_file():
+        raise ConfigError(f"data file {spec!r} does not exist; check the --data path")
+    return "points" if toy2d.is_preset(spec) or toy2d.is_point_file(spec) else "images"
+
+
+# What the loaders raise for unreadable files: numpy raises EOFError for empty files and TokenError for some
+# damaged .npy headers, zipfile BadZipFile for damaged .npz files.
+_LOAD_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, tokenize.TokenError, KeyError, IndexError)
+_DATA_HINT = "give a .npy/.csv of points [N, d] or images (digits, mnist:PATH, folder:PATH, a .npz file)"
+
+
+def build_data(config: TrainConfig) -> Data:
+    """Load or draw the training set named by config.data; ValueError naming the data if it is unusable."""
+    try:
+        data = _load_data(config)
+    except ConfigError:
+        raise
+    except _LOAD_ERRORS as err:
+        raise ValueError(_data_error(config.data, err)) from err
+    if len(data.x) == 0:
+        raise ValueError(f"data {config.data!r} holds no examples; {_DATA_HINT}")
+    if not torch.isfinite(data.x).all():
+        raise ValueError(f"data {config.data!r} holds NaN or infinite values; remove or fix those entries")
+    return data
+
+
+def _data_error(spec: str, err: BaseException) -> str:
+    """A one-line message for a loader's exception, naming the data unless the message already does."""
+    detail = " ".join(str(err).split())
+    path = spec.partition(":")[2] if ":" in spec and not Path(spec).exists() else spec
+    if isinstance(err, ValueError) and not isinstance(err, UnicodeDecodeError) and path in detail:
+        return detail
+    return f"cannot read data {spec!r} ({type(err).__name__}: {detail or 'no details'}); {_DATA_HINT}"
+
+
+def _load_data(config: TrainConfig) -> Data:
+    """The training set named by config.data, as the loaders return it."""
+    if data_kind(config.data) == "points":
+        generator = torch.Generator().manual_seed(config.seed)
+        return Data(toy2d.points_dataset(config.data, config.num_points, generator), None, "points")
+    base = config.data.rpartition("@")[0] if config.data.endswith(("@train", "@heldout")) else config.data
+    if ":" not in base and base != "digits" and not Path(base).exists():
+        raise ConfigError(f"unknown data {config.data!r}; use a points set ({', '.join(toy2d.TOY2D)}, ...), "
+                          "a .npy/.csv of points, or images (digits, mnist:PATH, folder:PATH, a .npz file)")
+    images = load_images(config.data, size=config.image_size)
+    return Data(images.images.float().contiguous(), images.labels, "images")
+
+
+def data_std(x: Tensor) -> float:
+    """The standard deviation of all values of a data set (float64 arithmetic)."""
+    return float(x.double().std())

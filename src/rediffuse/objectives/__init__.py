@@ -1,0 +1,29 @@
+"""Objectives: what a run learns, by name (`TrainConfig.objective`); see `base.Objective` for the protocol."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from rediffuse import config as config_keys
+from rediffuse.config import TrainConfig
+from rediffuse.errors import ConfigError
+from rediffuse.objectives.base import Batch, Draws, Objective, StepGenerators
+from rediffuse.objectives.gaussian import Gaussian
+
+OBJECTIVES: dict[str, Callable[[TrainConfig], Objective]] = {"gaussian": Gaussian}
+
+
+def get(config: TrainConfig) -> Objective:
+    """The objective a config names, built from it (ConfigError for an unknown name)."""
+    if config.objective not in OBJECTIVES:
+        raise ConfigError(f"unknown objective {config.objective!r}; choose one of {', '.join(OBJECTIVES)}")
+    return OBJECTIVES[config.objective](config)
+
+
+def validate(config: TrainConfig) -> None:
+    """Raise ConfigError naming the first invalid value: the objective's keys, then the loop's."""
+    get(config).check()
+    config_keys.check(config)
+
+
+__all__ = ["OBJECTIVES", "Batch", "Draws", "Gaussian", "Objective", "StepGenerators", "get", "validate"]

@@ -1,0 +1,144 @@
+"""Gaussian denoising: sigma ~ the schedule's p_train, x = x0 + sigma * eps, loss lambda(sigma) |D(x) - x0|^2.
+
+A conditional model sees the null label (index num_classes) with probability `label_dropout`, for
+classifier-free guidance. The model is a `Denoiser` D(x, sigma, cond) around an MLP (points) or a UNet2D
+(images); the preview is a grid of Heun samples, one row per class.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from rediffuse import losses, schedules, viz
+from rediffuse.config import TrainConfig, need
+from rediffuse.data.dataset import Data, data_std
+from rediffuse.denoisers import PARAMETERIZATIONS, Denoiser, wrap
+from rediffuse.errors import ConfigError
+from rediffuse.nets.mlp import MLP
+from rediffuse.nets.unet2d import UNet2D
+from rediffuse.objectives.base import Batch, Draws, StepGenerators
+from rediffuse.samplers import generation
+
+NETS: dict[str, type[nn.Module]] = {"mlp": MLP, "unet": UNet2D}
+
+
+class Gaussian:
+    """Denoising diffusion of one tensor per example (points or images), as DESIGN.md section 1 states it."""
+
+    name = "gaussian"
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+
+    def check(self) -> None:
+        """Raise ConfigError naming the first invalid value of the keys this objective reads."""
+        c = self.config
+        need(c.net in ("auto", *NETS), f"unknown net {c.net!r}; choose auto, {', '.join(NETS)}")
+        need(c.schedule in schedules.SCHEDULES,
+             f"unknown schedule {c.schedule!r}; choose one of {', '.join(schedules.SCHEDULES)}")
+        need(c.parameterization in PARAMETERIZATIONS,
+             f"unknown parameterization {c.parameterization!r}; choose one of {', '.join(PARAMETERIZATIONS)}")
+        need(c.weighting in losses.WEIGHTINGS,
+             f"unknown weighting {c.weighting!r}; choose one of {', '.join(losses.WEIGHTINGS)}")
+        need(c.sigma_data == "auto" or (isinstance(c.sigma_data, (int, float)) and 0 < c.sigma_data < math.inf),
+             f"sigma_data must be 'auto' or a positive number, got {c.sigma_data!r}")
+        for name in ("min_snr_gamma", "label_dropout"):
+            need(math.isfinite(getattr(c, name)), f"{name} must be a finite number, got {getattr(c, name)}")
+        need(c.min_snr_gamma > 0, f"min_snr_gamma must be positive, got {c.min_snr_gamma}")
+        need(0 <= c.label_dropout < 1, f"label_dropout must be in [0, 1), got {c.label_dropout}")
+        need(isinstance(c.schedule_kwargs, dict), "schedule_kwargs must be a table (dict)")
+
+    def spec(self, data: Data) -> dict[str, Any]:
+        """The JSON description of the denoiser to train on data: net, schedule, parameterization, sigma_data."""
+        c = self.config
+        kind = c.net if c.net != "auto" else ("mlp" if data.kind == "points" else "unet")
+        num_classes = data.num_classes if c.conditional else None
+        if c.conditional and num_classes is None:
+            raise ConfigError(f"data {c.data!r} has no labels, so it cannot train a conditional model; "
+                              "drop --conditional")
+        if kind == "mlp":
+            if len(data.shape) != 1:
+                raise ConfigError(f"net 'mlp' needs points [N, d], but the data has shape {list(data.x.shape)}; "
+                                  "use --net unet for images")
+            net_config = {**c.net_kwargs, "dim": data.shape[0], "num_classes": num_classes}
+        else:
+            if len(data.shape) != 3 or data.shape[1] != data.shape[2]:
+                raise ConfigError(f"net 'unet' needs square images [N, C, H, H], got shape {list(data.x.shape)}; "
+                                  "use --net mlp for points or --image-size for images")
+            net_config = {**c.net_kwargs, "in_channels": data.shape[0], "image_size": data.shape[1],
+                          "num_classes": num_classes}
+        sigma_data = data_std(data.x) if c.sigma_data == "auto" else float(c.sigma_data)
+        try:
+            schedule_config = schedules.get(c.schedule, **c.schedule_kwargs).config()
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"bad schedule_kwargs for {c.schedule!r}: {err}") from None
+        return {"net": kind, "net_config": net_config, "schedule": schedule_config,
+                "parameterization": c.parameterization, "sigma_data": sigma_data,
+                "data": {"kind": data.kind, "shape": list(data.shape), "num_classes": num_classes, "spec": c.data}}
+
+    def build(self, spec: dict[str, Any]) -> nn.Module:
+        """The raw network F of a spec ('mlp' or 'unet' with its config)."""
+        return build_net(spec["net"], spec["net_config"])
+
+    def model(self, spec: dict[str, Any], net: nn.Module) -> Denoiser:
+        """The denoiser D(x, sigma, cond) around net, with the spec's parameterization and schedule."""
+        return wrap(net, spec["parameterization"], schedules.from_config(spec["schedule"]), spec["sigma_data"])
+
+    def draw(self, model: Denoiser, batch: Batch, generators: StepGenerators) -> Draws:
+        """sigma [B] (float64, the schedule's p_train), noise eps like x, and the label-dropout mask."""
+        x = batch.x
+        sigma = model.schedule.sample_sigmas(len(x), generator=generators.cpu("sigma"))
+        if x.device.type == "cuda":
+            sigma = sigma.pin_memory()
+        noise_gen = generators.device("noise")
+        draws = {"sigma": sigma.to(x.device, non_blocking=True),
+                 "noise": torch.randn(x.shape, generator=noise_gen, device=x.device, dtype=x.dtype)}
+        if _null_label(model) is not None and batch.labels is not None and self.config.label_dropout > 0:
+            draws["drop"] = torch.rand(batch.labels.shape, generator=noise_gen, device=x.device) \
+                < self.config.label_dropout
+        return draws
+
+    def loss(self, model: Denoiser, batch: Batch, draws: Draws) -> Tensor:
+        """lambda(sigma) * |D(x0 + sigma eps, sigma, cond) - x0|^2 per sample (`losses.denoising_loss`)."""
+        null = _null_label(model)
+        cond = None if null is None else batch.labels
+        if cond is not None and "drop" in draws:
+            cond = torch.where(draws["drop"], null, cond)
+        return losses.denoising_loss(model, batch.x, draws["sigma"], draws["noise"], self.config.weighting, cond,
+                                     model.sigma_data, self.config.min_snr_gamma, reduction="none")
+
+    @torch.no_grad()
+    def preview(self, model: Denoiser, spec: dict[str, Any], path: Path, device: torch.device,
+                per_class: int = 8, steps: int = 18) -> Path | None:
+        """A grid of samples (one row per class for conditional models); None for points."""
+        if spec["data"]["kind"] != "images":
+            return None
+        num_classes = spec["data"]["num_classes"]
+        n = per_class * num_classes if num_classes else 64
+        cond = None if not num_classes else torch.arange(n) % num_classes
+        x = generation.generate(model, model.schedule, spec["data"]["shape"], n=n, steps=steps, seed=0, cond=cond,
+                                device=device)
+        return viz.image_grid_png(path, x.cpu(), labels=cond, nrow=8)
+
+
+def _null_label(model: Denoiser) -> int | None:
+    """The null label of a conditional denoiser (its number of classes), None for an unconditional one."""
+    return getattr(_unwrapped(model.net), "num_classes", None)
+
+
+def _unwrapped(net: nn.Module) -> nn.Module:
+    """The network inside a DistributedDataParallel wrapper (or net itself)."""
+    return getattr(net, "module", net)
+
+
+def build_net(kind: str, net_config: dict[str, Any]) -> nn.Module:
+    """A network by kind ('mlp' or 'unet') from its config dict."""
+    try:
+        return NETS[kind].from_config(net_config)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ConfigError(f"bad net_kwargs for {kind!r}: {' '.join(str(err).split())}") from None
