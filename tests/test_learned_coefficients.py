@@ -7,6 +7,7 @@ from torch import nn
 from rediffuse import analytic, samplers, schedules
 from rediffuse.tuning import coefficients as lc
 from rediffuse.tuning import grids as tg
+from rediffuse.tuning.plan import SamplingPlan
 from rediffuse.tuning.teleport import GaussianFlow
 
 f64 = torch.float64
@@ -22,9 +23,8 @@ def test_standard_coefficients_are_ipndm_cold_and_warm():
     same = samplers.sample(d, x, grid, "ipndm", coefficients=lc.standard_coefficients(7))
     assert (same - samplers.sample(d, x, grid, "ipndm")).abs().max() < 1e-10
     flow = GaussianFlow.fit(m.sample(500, generator=torch.Generator().manual_seed(1)))
-    warm = samplers.sample(d, x, grid, "ipndm", teleport=flow, warm_start=True,
-                           coefficients=lc.standard_coefficients(6, warm_start=True))
-    assert (warm - samplers.sample(d, x, grid, "ipndm", teleport=flow, warm_start=True)).abs().max() < 1e-10
+    warm = SamplingPlan("ipndm", grid, flow, True, lc.standard_coefficients(6, warm_start=True)).run(d, x)
+    assert (warm - SamplingPlan("ipndm", grid, flow, True).run(d, x)).abs().max() < 1e-10
     with pytest.raises(ValueError, match=r"one row per step.*\[7, 4\]"):
         samplers.sample(d, x, grid, "ipndm", coefficients=lc.standard_coefficients(6))
 
