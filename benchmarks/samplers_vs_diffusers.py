@@ -9,11 +9,11 @@ own reference solver; Powell searches from the two best grids of a coarse pass o
 stratified batch of it, the draws the default grid gets most wrong plus a weighted random rest; the result best on
 the whole pool wins; the pool is large because with fewer draws the search fits the few that end off mode), and,
 for three samplers, tuned grids whose first step is the closed-form flow of a Gaussian fitted to 20,000 of the
-model's own samples drawn from separate noise (`rediffuse.tuning.teleport`; searches from a low and a high landing level),
-for two with the multistep history warm-started from that Gaussian. iPNDM's teleported grid is also run with learned
-coefficients, and with the Gaussian's jump corrected by an affine map fitted to the model's own flow from the
-pool's first three quarters (`teleport.fit_jump`, kept if better on the last quarter; then with coefficients
-learned for it). All of ours is `rediffuse.tuning.pipeline`, as `rediffuse tune-grid` runs it, and each
+model's own samples drawn from separate noise (`rediffuse.tuning.teleport`; searches from a low and a high landing
+level), for two with the multistep history warm-started from that Gaussian. iPNDM's teleported grid is also run
+with learned coefficients, and with the Gaussian's jump corrected by an affine map fitted to the model's own flow
+from the pool's first three quarters (`teleport.fit_jump`, kept if better on the last quarter; then with
+coefficients learned for it). All of ours is `rediffuse.tuning.pipeline`, as `rediffuse tune-grid` runs it, and each
 configuration is a `SamplingPlan`. Nothing of ours sees the evaluation noise or the mixture's parameters.
 "Off mode" counts the samples whose nearest mixture component differs from the reference's: on multimodal
 data they dominate the RMS, so n must be large enough to count them, and the summary gives the ratio's 95%
@@ -208,7 +208,8 @@ def benchmark_problem(name: str, n: int, nfes: list[int], diffusers, tune_evals:
                     record("ours", (f"{sampler}/{label}", nfe), partial(run_ours, denoiser, model, plan=plan))
                     if sampler == LEARNED and label == "teleport+tuned":
                         jumped = pipeline.with_fitted_jump(plan, denoiser, x_ve, ref_tune)
-                        record("ours", (f"{sampler}/{label}+jump", nfe), partial(run_ours, denoiser, model, plan=jumped))
+                        record("ours", (f"{sampler}/{label}+jump", nfe),
+                               partial(run_ours, denoiser, model, plan=jumped))
                         for suffix, base in (("", plan), ("+jump", jumped)):
                             learned = pipeline.with_learned_coefficients(base, denoiser, x_learn, ref_learn,
                                                                          iters=learn_iters, batch=learn_batch)

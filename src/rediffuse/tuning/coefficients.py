@@ -5,8 +5,8 @@ coefficients c. Here each step gets its own c, fitted by gradient descent (Adam,
 network) to the reference solutions of a pool of starting points, as in bespoke solvers (Shaul et al. 2023,
 "Bespoke Solvers for Generative Flow Models") and S4S (Frankel et al. 2025). Every row keeps sum_j c_j = 1, so a
 constant slope is still integrated exactly. The pool's last quarter is held out (`grids.held_out_split`): the fit
-keeps the coefficients that are best on it, and gives back the fixed ones if it never beats them. No extra network evaluation is
-spent at sampling time.
+keeps the coefficients that are best on it, and gives back the fixed ones if it never beats them. No extra network
+evaluation is spent at sampling time.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ def _say(log: Log | None, message: str) -> None:
 
 def with_fitted_jump(plan: SamplingPlan, denoiser: Callable[..., Tensor], pool: Tensor, ref: Tensor, *,
                      log: Log | None = None) -> SamplingPlan:
-    """The plan with its teleport's jump to the landing fitted on the pool's fit part, if better on the held-out part."""
+    """The plan with its teleport's jump fitted on the pool's fit part, if that does better on the held-out part."""
     if plan.teleport is None:
         raise ValueError("fitting a jump needs a teleported plan; tune with a teleport first")
     fit = held_out_split(len(pool))
@@ -51,7 +51,7 @@ def with_fitted_jump(plan: SamplingPlan, denoiser: Callable[..., Tensor], pool: 
 def with_learned_coefficients(plan: SamplingPlan, denoiser: Callable[..., Tensor], pool: Tensor, ref: Tensor, *,
                               iters: int, batch: int, cond: Tensor | None = None,
                               log: Log | None = None) -> SamplingPlan:
-    """The iPNDM plan with per-step coefficients fitted to the pool (the fixed ones where the fit does not beat them)."""
+    """The iPNDM plan with per-step coefficients fitted to the pool (the fixed ones where no fit beats them)."""
     check_options(plan.sampler, plan.teleport, plan.warm_start, coefficients=True)
     table, fixed, learned = fit_coefficients(denoiser, pool, ref, plan.sigmas, teleport=plan.teleport,
                                              warm_start=plan.warm_start, cond=cond, iters=iters, batch=batch)

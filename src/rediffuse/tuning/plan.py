@@ -72,7 +72,7 @@ class SamplingPlan:
 
     @property
     def nfe(self) -> int:
-        """Network evaluations per sample (the teleport costs none; two-evaluation samplers spend one on the step to 0)."""
+        """Network evaluations per sample (the teleport costs none; Heun and 2S spend one on the step to 0)."""
         grid = self.sigmas[1:] if self.teleport is not None else self.sigmas
         two = self.sampler in samplers.TWO_EVAL_SAMPLERS
         return sum(2 if two and sigma_next > 0 else 1

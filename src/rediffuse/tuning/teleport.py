@@ -9,10 +9,10 @@ score approximation for diffusion models and its applications", TMLR). The Gauss
 (training data, or the model's own samples); where the samples span fewer directions than the data has, the
 remaining directions share one variance, the mean of what the kept ones leave. The same Gaussian's D along
 its own flow above the landing can stand in for the model's, to start a multistep sampler with a full history
-(`SamplingPlan(..., warm_start=True)`, `rediffuse.tuning.plan`). Without that history, a multistep sampler's first network step can
-still solve the Gaussian's part of the model exactly (`GaussianFlow.exp_euler`). The jump itself can carry an
-affine correction fitted to the model's own flow (`fit_jump`): the Gaussian's map is affine, but not the best affine
-map for data that is not Gaussian.
+(`rediffuse.tuning.plan.SamplingPlan(..., warm_start=True)`). Without that history, a multistep sampler's first
+network step can still solve the Gaussian's part of the model exactly (`GaussianFlow.exp_euler`). The jump itself
+can carry an affine correction fitted to the model's own flow (`fit_jump`): the Gaussian's map is affine, but not
+the best affine map for data that is not Gaussian.
 """
 
 from __future__ import annotations
