@@ -57,7 +57,8 @@ class SamplingPlan:
         sigmas = torch.as_tensor(self.sigmas, dtype=f64).detach().cpu()
         object.__setattr__(self, "sigmas", sigmas)
         if sigmas.ndim != 1 or len(sigmas) < 2 or float(sigmas[-1]) != 0:
-            raise ValueError(f"a plan's sigmas must be a 1-D grid ending in 0, got {sigmas.tolist()}")
+            raise ValueError(f"a plan's sigmas must be a 1-D grid ending in 0, got {sigmas.tolist()}; "
+                             f"append the 0 (`schedules.append_zero`)")
         check_options(self.sampler, self.teleport, self.warm_start, self.coefficients is not None)
 
     @classmethod
