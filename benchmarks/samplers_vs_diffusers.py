@@ -9,11 +9,12 @@ own reference solver; Powell searches from the two best grids of a coarse pass o
 stratified batch of it, the draws the default grid gets most wrong plus a weighted random rest; the result best on
 the whole pool wins; the pool is large because with fewer draws the search fits the few that end off mode), and,
 for three samplers, tuned grids whose first step is the closed-form flow of a Gaussian fitted to 20,000 of the
-model's own samples drawn from separate noise (`rediffuse.tuning.teleport`; searches from a low and a high landing level),
-for two with the multistep history warm-started from that Gaussian. iPNDM's teleported grid is also run with learned
-coefficients, and with the Gaussian's jump corrected by an affine map fitted to the model's own flow from 8,192 of
-the pool's draws (`teleport.fit_jump`; then with coefficients learned for it). Nothing of ours sees the evaluation
-noise or the mixture's parameters.
+model's own samples drawn from separate noise (`rediffuse.tuning.teleport`; searches from a low and a high landing
+level), for two with the multistep history warm-started from that Gaussian. iPNDM's teleported grid is also run
+with learned coefficients, and with the Gaussian's jump corrected by an affine map fitted to the model's own flow
+from the pool's first three quarters (`teleport.fit_jump`, kept if better on the last quarter; then with
+coefficients learned for it). All of ours is `rediffuse.tuning.pipeline`, as `rediffuse tune-grid` runs it, and each
+configuration is a `SamplingPlan`. Nothing of ours sees the evaluation noise or the mixture's parameters.
 "Off mode" counts the samples whose nearest mixture component differs from the reference's: on multimodal
 data they dominate the RMS, so n must be large enough to count them, and the summary gives the ratio's 95%
 paired-bootstrap interval over the evaluation draws.
@@ -36,16 +37,17 @@ from scipy.integrate import solve_ivp
 from torch import nn
 
 from rediffuse import analytic, samplers
-from rediffuse.tuning import coefficients as learned_coefficients
-from rediffuse.tuning import grids as tg
 from rediffuse.foreign import from_diffusers
-from rediffuse.tuning.teleport import GaussianFlow, fit_jump
+from rediffuse.tuning import grids as tg
+from rediffuse.tuning import pipeline
+from rediffuse.tuning.plan import SamplingPlan
+from rediffuse.tuning.reference import reference_solution
+from rediffuse.tuning.teleport import GaussianFlow
 
 TUNED = ["dpmpp-2m", "dpmpp-3m", "unipc-bh2", "ipndm"]  # the others never came out best when tuned
 TELEPORTED = ["unipc-bh2", "ipndm"]  # also tuned with a teleported first step (dpmpp-3m: only warm, which beat it)
 WARM_STARTED = ["dpmpp-3m", "unipc-bh2"]  # and teleported with the Gaussian's history (best at NFE 5)
 LEARNED = "ipndm"  # its teleported tuned grid also gets learned coefficients (`rediffuse.tuning.coefficients`)
-JUMP_DRAWS = 8192  # pool draws the fitted jump (`teleport.fit_jump`) is regressed on
 
 
 class MixtureEps(nn.Module):
@@ -114,11 +116,11 @@ def run_diffusers(model: MixtureEps, scheduler, x_T: torch.Tensor, nfe: int) -> 
 
 
 @torch.no_grad()
-def run_ours(denoiser, model: MixtureEps, x_T: torch.Tensor, sampler: str, grid: torch.Tensor,
-             teleport: GaussianFlow | None = None, warm_start: bool = False, **options) -> tuple:
+def run_ours(denoiser, model: MixtureEps, x_T: torch.Tensor, plan: SamplingPlan) -> tuple:
+    """(the plan's samples from x_T, network calls spent)."""
     model.calls = 0
-    x = x_T * denoiser.schedule.prior_std(float(grid[0]))
-    return samplers.sample(denoiser, x, grid, sampler, teleport=teleport, warm_start=warm_start, **options), model.calls
+    x = x_T * denoiser.schedule.prior_std(float(plan.sigmas[0]))
+    return plan.run(denoiser, x), model.calls
 
 
 @torch.no_grad()
@@ -166,7 +168,7 @@ def benchmark_problem(name: str, n: int, nfes: list[int], diffusers, tune_evals:
                          * sch.prior_std(sch.sigma_max)])  # the tuning pool and more: coefficients need many draws
     start = time.time()
     ref = reference(mixture, x_T * sch.prior_std(sch.sigma_max), sch.sigma_max)
-    ref_learn = tg.reference_solution(denoiser, x_learn, sch.sigma_max, sch.sigma_min)  # ours, as `tune-grid` does
+    ref_learn = reference_solution(denoiser, x_learn, sch.sigma_max, sch.sigma_min)  # ours, as `tune-grid` does
     ref_tune = ref_learn[:tune_pool]
     mode = mixture.component(ref)
     print(f"[{name}] reference solutions in {time.time() - start:.0f}s")
@@ -194,27 +196,25 @@ def benchmark_problem(name: str, n: int, nfes: list[int], diffusers, tune_evals:
             steps = tg.steps_for_nfe(sampler, nfe)
             for spacing in ("default", "karras", "logsnr", "uniform"):
                 record("ours", (f"{sampler}/{spacing}", nfe),
-                       partial(run_ours, denoiser, model, sampler=sampler, grid=sch.sigmas(steps, spacing)))
+                       partial(run_ours, denoiser, model, plan=SamplingPlan.standard(sch, sampler, steps, spacing)))
             variants = (("tuned", None, False, TUNED), ("teleport+tuned", flow, False, TELEPORTED),
                         ("teleport+warm+tuned", flow, True, WARM_STARTED))
             for label, teleport, warm, kind in variants:
                 if sampler in kind:  # the search result best on the pool wins
                     params = steps + (teleport is not None)  # Powell needs evaluations in proportion
-                    grid, _, _ = tg.tune_grid(denoiser, x_ve, sampler, steps, sch, ref=ref_tune,
-                                              max_evals=min(tune_evals * params, 700), starts=tune_starts,
-                                              teleport=teleport, batch=tune_n, warm_start=warm)
-                    run = partial(run_ours, denoiser, model, sampler=sampler, grid=grid, teleport=teleport,
-                                  warm_start=warm)
-                    record("ours", (f"{sampler}/{label}", nfe), run)
+                    plan = pipeline.tune(denoiser, sch, sampler, steps, x_ve, ref=ref_tune, batch=tune_n,
+                                         max_evals=min(tune_evals * params, 700), starts=tune_starts,
+                                         teleport=teleport, warm_start=warm)
+                    record("ours", (f"{sampler}/{label}", nfe), partial(run_ours, denoiser, model, plan=plan))
                     if sampler == LEARNED and label == "teleport+tuned":
-                        jumped = fit_jump(denoiser, teleport, x_ve[:JUMP_DRAWS], float(grid[0]), float(grid[1]))
-                        jump_run = partial(run, teleport=jumped)
-                        record("ours", (f"{sampler}/{label}+jump", nfe), jump_run)
-                        for suffix, tele, base in (("", teleport, run), ("+jump", jumped, jump_run)):
-                            table, _, _ = learned_coefficients.fit_coefficients(
-                                denoiser, x_learn, ref_learn, grid, teleport=tele, iters=learn_iters,
-                                batch=learn_batch)
-                            record("ours", (f"{sampler}/{label}{suffix}+learned", nfe), partial(base, coefficients=table))
+                        jumped = pipeline.with_fitted_jump(plan, denoiser, x_ve, ref_tune)
+                        record("ours", (f"{sampler}/{label}+jump", nfe),
+                               partial(run_ours, denoiser, model, plan=jumped))
+                        for suffix, base in (("", plan), ("+jump", jumped)):
+                            learned = pipeline.with_learned_coefficients(base, denoiser, x_learn, ref_learn,
+                                                                         iters=learn_iters, batch=learn_batch)
+                            record("ours", (f"{sampler}/{label}{suffix}+learned", nfe),
+                                   partial(run_ours, denoiser, model, plan=learned))
     if fresh:
         result["fresh"] = fresh_scores(result, runs, denoiser, mixture.dim, fresh, nfes)
     return result
@@ -236,7 +236,7 @@ def fresh_scores(result: dict, runs: dict, denoiser, dim: int, n: int, nfes: lis
     """
     sch = denoiser.schedule
     x = torch.randn(n, dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    ref = tg.reference_solution(denoiser, x * sch.prior_std(sch.sigma_max), sch.sigma_max, sch.sigma_min)
+    ref = reference_solution(denoiser, x * sch.prior_std(sch.sigma_max), sch.sigma_max, sch.sigma_min)
     scores = {}
     for nfe in nfes:
         scores[nfe] = {}
@@ -296,7 +296,7 @@ def overhead(diffusers, steps: int = 50, repeats: int = 3) -> tuple[float, float
     best_ours = best_theirs = math.inf
     for _ in range(repeats):
         t = time.perf_counter()
-        samplers.sample(denoiser, x_T * 157.0, grid, "dpmpp-2m" if "dpmpp-2m" in samplers.SAMPLERS else "euler")
+        samplers.sample(denoiser, x_T * 157.0, grid, "dpmpp-2m")
         best_ours = min(best_ours, (time.perf_counter() - t) / steps)
         sched = diffusers.DPMSolverMultistepScheduler.from_config(config)
         model = Constant()

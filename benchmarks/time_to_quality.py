@@ -31,7 +31,7 @@ import json
 import platform
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F

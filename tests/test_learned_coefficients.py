@@ -7,6 +7,7 @@ from torch import nn
 from rediffuse import analytic, samplers, schedules
 from rediffuse.tuning import coefficients as lc
 from rediffuse.tuning import grids as tg
+from rediffuse.tuning.plan import SamplingPlan
 from rediffuse.tuning.teleport import GaussianFlow
 
 f64 = torch.float64
@@ -22,9 +23,8 @@ def test_standard_coefficients_are_ipndm_cold_and_warm():
     same = samplers.sample(d, x, grid, "ipndm", coefficients=lc.standard_coefficients(7))
     assert (same - samplers.sample(d, x, grid, "ipndm")).abs().max() < 1e-10
     flow = GaussianFlow.fit(m.sample(500, generator=torch.Generator().manual_seed(1)))
-    warm = samplers.sample(d, x, grid, "ipndm", teleport=flow, warm_start=True,
-                           coefficients=lc.standard_coefficients(6, warm_start=True))
-    assert (warm - samplers.sample(d, x, grid, "ipndm", teleport=flow, warm_start=True)).abs().max() < 1e-10
+    warm = SamplingPlan("ipndm", grid, flow, True, lc.standard_coefficients(6, warm_start=True)).run(d, x)
+    assert (warm - SamplingPlan("ipndm", grid, flow, True).run(d, x)).abs().max() < 1e-10
     with pytest.raises(ValueError, match=r"one row per step.*\[7, 4\]"):
         samplers.sample(d, x, grid, "ipndm", coefficients=lc.standard_coefficients(6))
 
@@ -64,16 +64,17 @@ def test_fitted_coefficients_beat_ipndm_on_fresh_noise_and_leave_the_network_alo
     assert after < 0.5 * before
 
 
-def test_a_fit_that_cannot_improve_returns_the_fixed_coefficients():
-    m = analytic.isotropic(torch.zeros(1, 3, dtype=f64), 1.0)  # one Gaussian: every fit is about as good
+def test_a_fit_keeps_an_improvement_and_else_returns_the_fixed_coefficients():
+    m = analytic.isotropic(torch.zeros(1, 3, dtype=f64), 1.0)  # one Gaussian
     d = m.denoiser()
     sch = schedules.get("edm")
     x = sch.sigma_max * torch.randn(64, 3, generator=torch.Generator().manual_seed(5), dtype=f64)
     grid = sch.sigmas(4, "karras")
     ref = tg.reference_solution(d, x, sch.sigma_max, sch.sigma_min)
     table, fixed, learned = lc.fit_coefficients(d, x, ref, grid, iters=10, lr=10.0, batch=16)
-    assert learned <= fixed
-    assert learned < fixed or torch.equal(table, lc.standard_coefficients(4))
+    assert learned < 0.25 * fixed  # measured 0.143 -> 0.0113: at 4 steps even ten wild Adam steps help
+    table, fixed, learned = lc.fit_coefficients(d, x, ref, grid, iters=10, lr=1e6, batch=16)  # every step diverges
+    assert learned == fixed and torch.equal(table, lc.standard_coefficients(4))
     with pytest.raises(ValueError, match="at least 8"):
         lc.fit_coefficients(d, x[:4], ref[:4], grid)
 

@@ -8,6 +8,7 @@ from scipy.integrate import solve_ivp
 
 from rediffuse import analytic, samplers, schedules
 from rediffuse.tuning import grids as tg
+from rediffuse.tuning.plan import SamplingPlan
 from rediffuse.tuning.teleport import GaussianFlow, fit_jump, teleported
 
 f64 = torch.float64
@@ -90,7 +91,7 @@ def test_teleported_sampler_matches_the_ode_and_skips_calls():
     x = 80.0 * torch.randn(16, 6, generator=torch.Generator().manual_seed(6), dtype=f64)
     fine = schedules.get("edm").sigmas(200, "karras")
     grid = torch.cat([torch.tensor([80.0], dtype=f64), fine[fine <= 5.0]])
-    out = samplers.sample(denoiser, x, grid, "heun", teleport=exact_flow(m))
+    out = SamplingPlan("heun", grid, exact_flow(m)).run(denoiser, x)
     assert 80.0 not in calls and max(calls) <= 5.0
     ref = m.denoise(ode(m, x, 80.0, 0.002), 0.002)
     assert (out - ref).abs().max() < 1e-3
@@ -158,17 +159,17 @@ def test_warm_start_fills_the_multistep_history_from_the_gaussian():
     x = 80.0 * torch.randn(16, 6, generator=torch.Generator().manual_seed(10), dtype=f64)
     grid = torch.tensor([80.0, 4.0, 1.0, 0.2, 0.0], dtype=f64)
     steps = []
-    samplers.sample(m.denoiser(), x, grid, "dpmpp-2m", teleport=flow, warm_start=True, callback=steps.append)
+    SamplingPlan("dpmpp-2m", grid, flow, warm_start=True).run(m.denoiser(), x, callback=steps.append)
     x_land, d_land = steps[0]["x"], steps[0]["denoised"]
     [(level, _, d_prev)] = flow.history(x_land, 4.0, [16.0])  # 4 * (4 / 1)
     expected = 0.25 * x_land + 0.75 * (1.5 * d_land - 0.5 * d_prev)
     assert torch.allclose(steps[1]["x"], expected, atol=1e-12)
     cold = []
-    samplers.sample(m.denoiser(), x, grid, "dpmpp-2m", teleport=flow, callback=cold.append)
+    SamplingPlan("dpmpp-2m", grid, flow).run(m.denoiser(), x, callback=cold.append)
     assert torch.allclose(cold[1]["x"], 0.25 * x_land + 0.75 * d_land, atol=1e-12)  # first order without it
     for bad in ({"name": "euler", "teleport": flow}, {"name": "dpmpp-2m", "teleport": None}):
         with pytest.raises(ValueError, match="warm_start needs a teleport and a multistep sampler"):
-            samplers.sample(m.denoiser(), x, grid, warm_start=True, **bad)
+            SamplingPlan(bad["name"], grid, bad["teleport"], warm_start=True)
 
 
 def test_exp_euler_is_exact_for_the_gaussian_and_for_a_constant_rest():
@@ -194,7 +195,8 @@ def test_teleported_multistep_takes_its_first_step_exactly_on_the_gaussian(name)
     x = 80.0 * torch.randn(16, 6, generator=torch.Generator().manual_seed(7), dtype=f64)
     grid = torch.tensor([80.0, 20.0, 3.0], dtype=f64)  # teleport to 20, then one network step
     exact = ode(m, x, 80.0, 3.0)
-    assert (samplers.sample(m.denoise, x, grid, name, teleport=flow) - exact).abs().max() < 1e-6
+    hooks = SamplingPlan(name, torch.cat([grid, torch.zeros(1, dtype=f64)]), flow).hooks()  # what a plan passes
+    assert (samplers.get(name)(m.denoise, *teleported(x, grid, flow), **hooks) - exact).abs().max() < 1e-6
     plain = samplers.get(name)(m.denoise, flow.flow(x, 80.0, 20.0), grid[1:])  # a first-order step instead
     assert (plain - exact).abs().max() > 0.1
 

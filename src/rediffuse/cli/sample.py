@@ -22,7 +22,7 @@ from rediffuse.samplers import generation as sampling
 from rediffuse.config import TrainConfig, resolve_device
 from rediffuse.data.dataset import build_data
 from rediffuse.runs import load_run, run_info
-from rediffuse.tuning.grids import load_grid, tuned_options
+from rediffuse.tuning.grids import load_plan
 
 
 def add_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
@@ -108,8 +108,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         options = dict(n=n, sampler=args.sampler, steps=args.steps, spacing=args.spacing, seed=args.seed,
                        batch_size=args.batch_size, cond=cond, device=device)
         if args.spacing == "tuned":
-            options.update(spacing="default", sigmas=load_grid(args.run, args.sampler, args.steps),
-                           **tuned_options(args.run, args.sampler, args.steps))
+            options.update(spacing="default", plan=load_plan(args.run, args.sampler, args.steps))
         shape = info["data"]["shape"]
         written = (sample_points if kind == "points" else sample_images)(denoiser, schedule, shape, config, out,
                                                                          args.trajectory, options)

@@ -10,14 +10,14 @@ from typing import Any
 import torch
 
 from rediffuse import analytic, samplers, schedules
-from rediffuse.tuning import coefficients as learned_coefficients
+from rediffuse.errors import UsageError
 from rediffuse.tuning import bench as sb
 from rediffuse.tuning import grids as tg
-from rediffuse.tuning.teleport import GaussianFlow, fit_jump
-from rediffuse.errors import UsageError
 from rediffuse.config import resolve_device
 from rediffuse.data.dataset import build_data
 from rediffuse.runs import load_run, run_info, saved_config
+from rediffuse.tuning.pipeline import tune
+from rediffuse.tuning.teleport import GaussianFlow
 
 
 def add_parsers(verbs: Any, common: argparse.ArgumentParser) -> None:
@@ -131,44 +131,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
         if cond is not None:
             raise UsageError("--teleport needs an unconditional run: its Gaussian fit ignores the class labels")
         teleport = GaussianFlow.fit(_training_data(run))
-    ref = tg.reference_solution(denoiser, x, schedule.sigma_max, schedule.sigma_min, cond=cond)
-    grid, before, after = tg.tune_grid(denoiser, x, args.sampler, args.steps, schedule, ref=ref, cond=cond,
-                                       max_evals=args.evals, starts=args.starts, teleport=teleport, batch=args.n,
-                                       warm_start=args.warm_start)
-    how = " (teleported, warm start)" if args.warm_start else " (teleported)" if teleport else ""
-    print(f"{args.sampler}, {args.steps} steps{how}: RMS error on the {pool} tuning draws "
-          f"{before:.3e} (best standard grid) -> {after:.3e}")
-    meta, coefficients = {"tuning_rms_before": before, "tuning_rms_after": after}, None
-    if args.fit_jump:
-        teleport = _fitted_jump(denoiser, x, ref, grid, teleport, args.sampler, args.warm_start, meta)
-    if args.learn_coefficients:
-        coefficients, fixed, learned = learned_coefficients.fit_coefficients(
-            denoiser, x, ref, grid, teleport=teleport, warm_start=args.warm_start, cond=cond,
-            iters=args.learn_coefficients, batch=args.n)
-        meta.update(held_out_rms_fixed_coefficients=fixed, held_out_rms_learned_coefficients=learned)
-        print(f"learned coefficients: RMS error on the {pool // 4} held-out draws {fixed:.3e} (iPNDM's) -> "
-              f"{learned:.3e}")
-    path = tg.save_grid(run, args.sampler, grid, meta, teleport=teleport, warm_start=args.warm_start,
-                        coefficients=coefficients)
-    print(path)
+    plan = tune(denoiser, schedule, args.sampler, args.steps, x, cond=cond, batch=args.n, max_evals=args.evals,
+                starts=args.starts, teleport=teleport, warm_start=args.warm_start, jump=args.fit_jump,
+                learn_iters=args.learn_coefficients, learn_batch=args.n, log=print)
+    print(tg.save_plan(run, plan))
     return 0
-
-
-def _fitted_jump(denoiser: Any, x: torch.Tensor, ref: torch.Tensor, grid: torch.Tensor, teleport: GaussianFlow,
-                 sampler: str, warm_start: bool, meta: dict) -> GaussianFlow:
-    """The teleport with its jump to the grid's landing fitted on 3/4 of the pool, if that does better on the rest."""
-    fit = len(x) * 3 // 4
-    rank = min(32, fit // 4 - 1, len(teleport.evals))
-    if rank < 1 or fit == len(x):
-        print(f"--fit-jump: a pool of {len(x)} draws is too small to fit and check a jump; skipped")
-        return teleport
-    jumped = fit_jump(denoiser, teleport, x[:fit], float(grid[0]), float(grid[1]), rank=rank)
-    plain, fitted = (tg.rms_error(denoiser, x[fit:], ref[fit:], grid, sampler, teleport=t, warm_start=warm_start)
-                     for t in (teleport, jumped))
-    meta.update(held_out_rms_gaussian_jump=plain, held_out_rms_fitted_jump=fitted)
-    print(f"fitted jump: RMS error on the {len(x) - fit} held-out draws {plain:.3e} (Gaussian's) -> {fitted:.3e}"
-          f"{'' if fitted < plain else ' (not kept)'}")
-    return jumped if fitted < plain else teleport
 
 
 def _training_data(run: Path, limit: int = 10_000, max_values: int = 200_000_000) -> torch.Tensor:

@@ -1,7 +1,11 @@
-"""Denoiser networks."""
+"""Networks F(x, c_noise, cond=None), each rebuilt from a JSON config (`from_config`), by registry name."""
+
+from torch import nn
 
 from rediffuse.nets.embedding import ConditionEmbedding, NoiseEmbedding, sinusoidal_embedding
 from rediffuse.nets.mlp import MLP
 from rediffuse.nets.unet2d import UNet2D
 
-__all__ = ["ConditionEmbedding", "MLP", "NoiseEmbedding", "UNet2D", "sinusoidal_embedding"]
+NETS: dict[str, type[nn.Module]] = {"mlp": MLP, "unet": UNet2D}  # `--net NAME`
+
+__all__ = ["NETS", "ConditionEmbedding", "MLP", "NoiseEmbedding", "UNet2D", "sinusoidal_embedding"]

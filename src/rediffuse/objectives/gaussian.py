@@ -19,16 +19,13 @@ from rediffuse.config import TrainConfig, need
 from rediffuse.data.dataset import Data, data_std
 from rediffuse.denoisers import PARAMETERIZATIONS, Denoiser, wrap
 from rediffuse.errors import ConfigError
-from rediffuse.nets.mlp import MLP
-from rediffuse.nets.unet2d import UNet2D
+from rediffuse.nets import NETS
 from rediffuse.objectives.base import Batch, Draws, StepGenerators
 from rediffuse.samplers import generation
 
-NETS: dict[str, type[nn.Module]] = {"mlp": MLP, "unet": UNet2D}
-
 
 class Gaussian:
-    """Denoising diffusion of one tensor per example (points or images), as DESIGN.md section 1 states it."""
+    """Denoising diffusion of one tensor per example (points or images), as docs/architecture.md states it."""
 
     name = "gaussian"
 

@@ -1,19 +1,37 @@
-"""Helpers shared by the samplers: grids as floats, noise with per-sample generators, callbacks."""
+"""Helpers shared by the samplers: grids as floats, noise with per-sample generators, callbacks, hook types."""
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from rediffuse.tuning.teleport import GaussianFlow
-
 Denoiser = Callable[..., Tensor]
 Callback = Callable[[dict[str, Any]], None]
 Generator = torch.Generator | Sequence[torch.Generator] | None
+
+
+class History(Protocol):
+    """A starting history hook: (level, x carried there from sigma, D there) for each of `levels`, in that order."""
+
+    def __call__(self, x: Tensor, sigma: float, levels: Sequence[float]) -> list[tuple[float, Tensor, Tensor]]: ...
+
+
+class FirstStep(Protocol):
+    """A first-step hook: x at sigma_next > 0 from x and its D at sigma, in place of the sampler's own first step."""
+
+    def __call__(self, x: Tensor, denoised: Tensor, sigma: float, sigma_next: float) -> Tensor: ...
+
+
+class Plan(Protocol):
+    """Anything that samples from noise at sigmas[0] (`rediffuse.tuning.plan.SamplingPlan`, for one)."""
+
+    sigmas: Tensor
+
+    def run(self, denoiser: Denoiser, noise: Tensor, *, cond: Tensor | None = None, generator: Generator = None,
+            callback: Callback | None = None) -> Tensor: ...
 
 
 def grid(sigmas: Tensor | Sequence[float]) -> list[float]:
@@ -68,28 +86,28 @@ def observed(denoiser: Denoiser, x: Tensor, i: int, sigma: float, sigma_next: fl
     return denoised
 
 
-def warm_history(warm: "GaussianFlow | None", x: Tensor, sigmas: Tensor | Sequence[float], count: int,
+def warm_history(history: History | None, x: Tensor, sigmas: Tensor | Sequence[float], count: int,
                  log_spaced: bool = True) -> list[tuple[float, Tensor, Tensor]]:
-    """(sigma, x, D) at `count` levels above the grid's first, oldest first, from a Gaussian standing in for the model.
+    """(sigma, x, D) at `count` levels above the grid's first, oldest first, from a `History` hook.
 
-    A multistep sampler that starts where a teleport (`rediffuse.tuning.teleport`) lands has no history and must take
-    first-order steps; above the landing the Gaussian is what the model was taken to be, so its exact D along
-    its own flow fills the history at no network cost. The levels continue the first step's spacing, in log
-    sigma (exponential integrators) or in sigma (Adams in sigma).
+    A multistep sampler that starts below sigma_max (after a teleport, `rediffuse.tuning.teleport`) has no history
+    and must take first-order steps; a hook that knows what the model does above the start (a Gaussian standing in
+    for it) fills the history at no network cost. The levels continue the first step's spacing, in log sigma
+    (exponential integrators) or in sigma (Adams in sigma).
     """
     s = grid(sigmas)
-    if warm is None or count < 1 or s[1] == 0 or s[1] >= s[0] * (1 - 1e-9):
+    if history is None or count < 1 or s[1] == 0 or s[1] >= s[0] * (1 - 1e-9):
         return []
     levels = [s[0] * (s[0] / s[1]) ** k if log_spaced else s[0] + k * (s[0] - s[1]) for k in range(count, 0, -1)]
-    return warm.history(x, s[0], levels)
+    return history(x, s[0], levels)
 
 
-def log_sigma_history(warm: "GaussianFlow | None", x: Tensor, sigmas: Tensor | Sequence[float],
+def log_sigma_history(history: History | None, x: Tensor, sigmas: Tensor | Sequence[float],
                       order: int) -> tuple[list[float], list[Tensor]]:
-    """Newest-first (lambda = -log sigma, D) history of an exponential multistep sampler, warm-started or empty."""
+    """Newest-first (lambda = -log sigma, D) history of an exponential multistep sampler, from the hook or empty."""
     lams: list[float] = []
     ds: list[Tensor] = []
-    for level, _, denoised in warm_history(warm, x, sigmas, order - 1):
+    for level, _, denoised in warm_history(history, x, sigmas, order - 1):
         lams.insert(0, -math.log(level))
         ds.insert(0, denoised)
     return lams, ds

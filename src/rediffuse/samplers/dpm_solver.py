@@ -15,8 +15,7 @@ from typing import Callable, Sequence
 
 from torch import Tensor
 
-from rediffuse.tuning.teleport import GaussianFlow
-from .common import Callback, Denoiser, Generator, call, log_sigma_history, noise_like, observed, steps
+from .common import Callback, Denoiser, Generator, History, call, log_sigma_history, noise_like, observed, steps
 from .multistep import combine, interp_weights, push
 
 Weights = Callable[[Sequence[float], float], list[float]]
@@ -57,15 +56,15 @@ def midpoint_weights(nodes: Sequence[float], h: float) -> list[float]:
 def exp_multistep(denoiser: Denoiser, x: Tensor, sigmas: Tensor, order: int, weights: Weights, *,
                   eta: float = 0.0, s_noise: float = 1.0, generator: Generator = None,
                   callback: Callback | None = None, cond: Tensor | None = None,
-                  warm: GaussianFlow | None = None) -> Tensor:
+                  history: History | None = None) -> Tensor:
     """The multistep loop: x_next = e^-((1+eta) h) x + sum_j w_j D_j (+ noise when eta > 0); N NFE.
 
     `weights(nodes, h_eff)` gives w_j for the newest-first history nodes. With eta > 0 it is the SDE variant
     of DPM-Solver++ (as k-diffusion's sample_dpmpp_2m_sde and diffusers' sde-dpmsolver++): the linear part
     decays at rate 1 + eta and fresh noise of std sigma_next sqrt(1 - e^(-2 eta h)) makes up the variance.
-    With `warm` (a Gaussian fit) the history starts full (`warm_history`).
+    With a `history` hook the history starts full (`warm_history`).
     """
-    lams, ds = log_sigma_history(warm, x, sigmas, order)
+    lams, ds = log_sigma_history(history, x, sigmas, order)
     for i, sigma, sigma_next in steps(sigmas, skip_repeats=True):  # no repeated history nodes
         denoised = observed(denoiser, x, i, sigma, sigma_next, cond, callback)
         push(lams, -math.log(sigma), order)
@@ -83,29 +82,29 @@ def exp_multistep(denoiser: Denoiser, x: Tensor, sigmas: Tensor, order: int, wei
 
 def sample_dpmpp_2m(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, generator: Generator = None,
                     callback: Callback | None = None, cond: Tensor | None = None,
-                    warm: GaussianFlow | None = None) -> Tensor:
+                    history: History | None = None) -> Tensor:
     """DPM-Solver++(2M): x_next = e^-h x + psi_1 ((1 + 1/2r) D_i - (1/2r) D_(i-1)), r = h_(i-1)/h; N NFE."""
-    return exp_multistep(denoiser, x, sigmas, 2, midpoint_weights, callback=callback, cond=cond, warm=warm)
+    return exp_multistep(denoiser, x, sigmas, 2, midpoint_weights, callback=callback, cond=cond, history=history)
 
 
 def sample_dpmpp_2m_sde(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, generator: Generator = None,
                         callback: Callback | None = None, cond: Tensor | None = None, eta: float = 1.0,
-                        s_noise: float = 1.0, warm: GaussianFlow | None = None) -> Tensor:
+                        s_noise: float = 1.0, history: History | None = None) -> Tensor:
     """DPM-Solver++(2M) SDE, midpoint type: the 2M update with h -> (1+eta) h plus fresh noise; N NFE."""
     return exp_multistep(denoiser, x, sigmas, 2, midpoint_weights, eta=eta, s_noise=s_noise,
-                         generator=generator, callback=callback, cond=cond, warm=warm)
+                         generator=generator, callback=callback, cond=cond, history=history)
 
 
 def sample_dpmpp_3m(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, generator: Generator = None,
                     callback: Callback | None = None, cond: Tensor | None = None,
-                    warm: GaussianFlow | None = None) -> Tensor:
+                    history: History | None = None) -> Tensor:
     """DPM-Solver++(3M): the exact exponential integral of the quadratic through the last three D's; N NFE.
 
     In Newton form this is x_next = e^-h x + psi_1 D_i + (psi_2/h) D1 + (2 psi_3/h^2) D2 with D1, D2 the
     divided differences of the paper. The widely copied form with psi_3/h^2 (k-diffusion, diffusers) weighs
     the second difference by half of its Taylor value and converges only at second order.
     """
-    return exp_multistep(denoiser, x, sigmas, 3, exp_adams_weights, callback=callback, cond=cond, warm=warm)
+    return exp_multistep(denoiser, x, sigmas, 3, exp_adams_weights, callback=callback, cond=cond, history=history)
 
 
 def sample_dpmpp_2s(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, generator: Generator = None,

@@ -1,4 +1,4 @@
-"""Generating samples: prior noise with per-sample seeds, batching, and the sampler call."""
+"""Generating samples: prior noise with per-sample seeds, batching, and the sampler (or sampling plan) call."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from rediffuse import samplers
+from rediffuse.samplers.common import Plan
 from rediffuse.schedules import Schedule
 
 
@@ -27,12 +28,16 @@ def prior(schedule: Schedule, sigma_max: float, shape: Sequence[int],
 @torch.no_grad()
 def sample_batch(denoiser: Callable[..., Tensor], schedule: Schedule, shape: Sequence[int], idx: Sequence[int],
                  sigmas: Tensor, sampler: str, seed: int, cond: Tensor | None, device: torch.device | str,
-                 callback: Callable | None = None, **options) -> Tensor:
-    """Samples idx (consecutive indices), each from its own (seed, index) generator."""
+                 callback: Callable | None = None, plan: Plan | None = None, **options) -> Tensor:
+    """Samples idx (consecutive indices), each from its own (seed, index) generator; by `plan` if given."""
     gens = sample_generators(seed, idx, device)
-    x = prior(schedule, float(sigmas[0]), (len(idx), *shape), gens, device)
-    if cond is not None:
-        options["cond"] = cond[idx[0]: idx[-1] + 1].to(device)
+    top = float((sigmas if plan is None else plan.sigmas)[0])
+    x = prior(schedule, top, (len(idx), *shape), gens, device)
+    batch_cond = None if cond is None else cond[idx[0]: idx[-1] + 1].to(device)
+    if plan is not None:
+        return plan.run(denoiser, x, cond=batch_cond, generator=gens, callback=callback)
+    if batch_cond is not None:
+        options["cond"] = batch_cond
     return samplers.sample(denoiser, x, sigmas, sampler, generator=gens, callback=callback, **options)
 
 
@@ -41,13 +46,17 @@ def generate(denoiser: Callable[..., Tensor], schedule: Schedule, shape: Sequenc
              sampler: str = "heun", steps: int = 20, spacing: str = "default", seed: int = 0,
              batch_size: int = 256, cond: Tensor | None = None, device: torch.device | str = "cpu",
              sigmas: Tensor | None = None, callback: Callable | None = None,
-             progress: Callable[[int], None] | None = None, **options) -> Tensor:
-    """n samples of per-sample shape `shape`; sample i depends only on (seed, i), not on batch_size."""
+             progress: Callable[[int], None] | None = None, plan: Plan | None = None, **options) -> Tensor:
+    """n samples of per-sample shape `shape`; sample i depends only on (seed, i), not on batch_size.
+
+    With `plan` (a `samplers.common.Plan`: `rediffuse.tuning.plan.SamplingPlan`, for one) it samples, and
+    its grid replaces sampler, steps, spacing, sigmas and options.
+    """
     sigmas = schedule.sigmas(steps, spacing) if sigmas is None else sigmas
     out = []
     for start in range(0, n, batch_size):
         idx = list(range(start, min(n, start + batch_size)))
-        out.append(sample_batch(denoiser, schedule, shape, idx, sigmas, sampler, seed, cond, device, callback,
+        out.append(sample_batch(denoiser, schedule, shape, idx, sigmas, sampler, seed, cond, device, callback, plan,
                                 **options))
         if progress is not None:
             progress(len(idx))

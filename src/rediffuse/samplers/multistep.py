@@ -7,9 +7,9 @@ x_{i+1} = x_i + sum_j w_j d_{i-j}, w_j = integral over [sigma_i, sigma_{i+1}] of
 equal-step Adams-Bashforth coefficients (Zhang & Chen 2023, "improved PNDM"), which are exact only on
 uniform grids: on a smoothly non-uniform grid (Karras) they leave an O(h^3) local error, so iPNDM converges
 at order 2 there, although at 10-20 NFE it is often the most accurate sampler in this package.
-Both start with lower orders while the history fills up; the step to sigma = 0 needs no special case. After a
-teleport their first step, which has a single slope, can be `GaussianFlow.exp_euler` instead (`samplers.sample`
-does so unless warm-started).
+Both start with lower orders while the history fills up (or from a `History` hook); the step to sigma = 0 needs no
+special case. Their first step, which has a single slope, can be a `FirstStep` hook instead (after a teleport,
+`GaussianFlow.exp_euler`; `rediffuse.tuning.plan` does so unless warm-started).
 `ipndm` also takes per-step coefficients in place of the fixed ones (`rediffuse.tuning.coefficients` fits them
 to the model at hand); as a tensor that requires grad, they keep the whole run differentiable.
 """
@@ -22,8 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rediffuse.tuning.teleport import GaussianFlow
-from .common import Callback, Denoiser, Generator, observed, steps, warm_history
+from .common import Callback, Denoiser, FirstStep, Generator, History, observed, steps, warm_history
 
 # Equal-step Adams-Bashforth coefficients, newest slope first (orders 1 to 4).
 ADAMS_BASHFORTH = ((1.0,), (3 / 2, -1 / 2), (23 / 12, -16 / 12, 5 / 12), (55 / 24, -59 / 24, 37 / 24, -9 / 24))
@@ -55,13 +54,13 @@ def push(history: list, value, size: int) -> None:
 
 
 def _sigma_multistep(denoiser: Denoiser, x: Tensor, sigmas: Tensor, order: int, fixed: bool,
-                     callback: Callback | None, cond: Tensor | None, warm: GaussianFlow | None,
-                     coefficients: Tensor | None = None, gaussian: GaussianFlow | None = None) -> Tensor:
+                     callback: Callback | None, cond: Tensor | None, history: History | None,
+                     coefficients: Tensor | None = None, first_step: FirstStep | None = None) -> Tensor:
     """Adams-Bashforth in sigma with lower orders while the history fills up (or a `warm_history`).
 
     `coefficients` [steps, order], newest slope first, replace the fixed ones: step i uses the first k entries
-    of row i while the history holds k slopes. With `gaussian` and no warm history, the first step, which has one
-    slope only, is `GaussianFlow.exp_euler` instead: exact for that Gaussian's part of the model.
+    of row i while the history holds k slopes. With `first_step` and no history hook, the first step, which has one
+    slope only, is that hook's instead.
     """
     if not 1 <= order <= (4 if fixed else 8):
         raise ValueError(f"order must be between 1 and {4 if fixed else 8}, got {order}")
@@ -70,7 +69,7 @@ def _sigma_multistep(denoiser: Denoiser, x: Tensor, sigmas: Tensor, order: int, 
                          f"[{len(sigmas) - 1}, {order}]; got {list(coefficients.shape)}")
     ts: list[float] = []
     ds: list[Tensor] = []
-    for level, x_level, denoised in warm_history(warm, x, sigmas, order - 1, log_spaced=False):
+    for level, x_level, denoised in warm_history(history, x, sigmas, order - 1, log_spaced=False):
         push(ts, level, order)
         push(ds, (x_level - denoised) / level, order)
     for i, sigma, sigma_next in steps(sigmas, skip_repeats=True):  # no repeated history nodes
@@ -78,8 +77,8 @@ def _sigma_multistep(denoiser: Denoiser, x: Tensor, sigmas: Tensor, order: int, 
         push(ts, sigma, order)
         push(ds, (x - denoised) / sigma, order)
         dt = sigma_next - sigma
-        if gaussian is not None and len(ds) == 1 and sigma_next > 0:
-            x = gaussian.exp_euler(x, denoised, sigma, sigma_next)
+        if first_step is not None and len(ds) == 1 and sigma_next > 0:
+            x = first_step(x, denoised, sigma, sigma_next)
             continue
         if coefficients is not None:  # tensor arithmetic, so that a fit can differentiate through it
             x = x + sum((dt * c).to(d.dtype) * d for c, d in zip(coefficients[i, :len(ds)], ds))
@@ -95,21 +94,21 @@ def _sigma_multistep(denoiser: Denoiser, x: Tensor, sigmas: Tensor, order: int, 
 
 def sample_ipndm(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, generator: Generator = None,
                  callback: Callback | None = None, cond: Tensor | None = None, order: int = 4,
-                 warm: GaussianFlow | None = None,
+                 history: History | None = None,
                  coefficients: Tensor | Sequence[Sequence[float]] | None = None,
-                 gaussian: GaussianFlow | None = None) -> Tensor:
+                 first_step: FirstStep | None = None) -> Tensor:
     """iPNDM (Zhang & Chen 2023): equal-step Adams-Bashforth in sigma, orders 1..4 while warming up; N NFE.
 
     With `coefficients` ([steps, order], newest first) the step weights are those instead (a learned solver);
-    with `gaussian` the first step is the Gaussian-exact `GaussianFlow.exp_euler`.
+    `history` starts the history full, `first_step` replaces the first (one-slope) step.
     """
     if coefficients is not None and not isinstance(coefficients, Tensor):
         coefficients = torch.tensor(coefficients, dtype=torch.float64)
-    return _sigma_multistep(denoiser, x, sigmas, order, True, callback, cond, warm, coefficients, gaussian)
+    return _sigma_multistep(denoiser, x, sigmas, order, True, callback, cond, history, coefficients, first_step)
 
 
 def sample_lms(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, generator: Generator = None,
                callback: Callback | None = None, cond: Tensor | None = None, order: int = 4,
-               warm: GaussianFlow | None = None, gaussian: GaussianFlow | None = None) -> Tensor:
+               history: History | None = None, first_step: FirstStep | None = None) -> Tensor:
     """Linear multistep (variable-step Adams-Bashforth) in sigma with exact Lagrange weights; N NFE."""
-    return _sigma_multistep(denoiser, x, sigmas, order, False, callback, cond, warm, gaussian=gaussian)
+    return _sigma_multistep(denoiser, x, sigmas, order, False, callback, cond, history, first_step=first_step)

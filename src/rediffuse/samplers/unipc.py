@@ -17,8 +17,7 @@ from typing import Sequence
 
 from torch import Tensor
 
-from rediffuse.tuning.teleport import GaussianFlow
-from .common import Callback, Denoiser, Generator, log_sigma_history, observed, steps
+from .common import Callback, Denoiser, Generator, History, log_sigma_history, observed, steps
 from .dpm_solver import exp_adams_weights, psi, two_point_weights
 from .multistep import combine, push
 
@@ -33,16 +32,16 @@ def unipc_weights(nodes: Sequence[float], h: float, variant: str) -> list[float]
 
 def sample_unipc(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, generator: Generator = None,
                  callback: Callback | None = None, cond: Tensor | None = None, variant: str = "bh2", order: int = 2,
-                 corrector: bool = True, warm: GaussianFlow | None = None) -> Tensor:
+                 corrector: bool = True, history: History | None = None) -> Tensor:
     """UniPC with predictor order `order` (1..3); the corrector runs after every step but the last; N NFE.
 
-    With `warm` (a Gaussian fit) the predictor's history starts full (`warm_history`).
+    With a `history` hook the predictor's history starts full (`warm_history`).
     """
     if not 1 <= order <= 3:
         raise ValueError(f"UniPC order must be 1, 2 or 3, got {order}")
     if variant not in ("bh1", "bh2"):
         raise ValueError(f"UniPC variant must be 'bh1' or 'bh2', got {variant!r}")
-    lams, ds = log_sigma_history(warm, x, sigmas, order)
+    lams, ds = log_sigma_history(history, x, sigmas, order)
     last = None  # (x_i, e^-h, h, nodes) of the step just taken, for the corrector
     for i, sigma, sigma_next in steps(sigmas, skip_repeats=True):  # no repeated history nodes
         denoised = observed(denoiser, x, i, sigma, sigma_next, cond, callback)
@@ -64,15 +63,15 @@ def sample_unipc(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, generator: Ge
 
 def sample_unipc_bh1(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, generator: Generator = None,
                      callback: Callback | None = None, cond: Tensor | None = None, order: int = 2,
-                     corrector: bool = True, warm: GaussianFlow | None = None) -> Tensor:
+                     corrector: bool = True, history: History | None = None) -> Tensor:
     """UniPC with B(h) = h (bh1, suited to very few steps); N NFE."""
     return sample_unipc(denoiser, x, sigmas, callback=callback, cond=cond, variant="bh1", order=order,
-                        corrector=corrector, warm=warm)
+                        corrector=corrector, history=history)
 
 
 def sample_unipc_bh2(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, generator: Generator = None,
                      callback: Callback | None = None, cond: Tensor | None = None, order: int = 2,
-                     corrector: bool = True, warm: GaussianFlow | None = None) -> Tensor:
+                     corrector: bool = True, history: History | None = None) -> Tensor:
     """UniPC with B(h) = 1 - e^-h (bh2; with corrector=False and order 2 it is DPM-Solver++(2M)); N NFE."""
     return sample_unipc(denoiser, x, sigmas, callback=callback, cond=cond, variant="bh2", order=order,
-                        corrector=corrector, warm=warm)
+                        corrector=corrector, history=history)

@@ -19,10 +19,12 @@ from torch import Tensor
 
 from rediffuse import samplers, viz
 from rediffuse.samplers import generation as sampling
-from rediffuse.tuning import grids as tg
 from rediffuse.evaluation.metrics import sliced_wasserstein
 from rediffuse.io import atomic_write_text
 from rediffuse.schedules import SPACINGS, Schedule
+from rediffuse.tuning import grids as tg
+from rediffuse.tuning.plan import SamplingPlan
+from rediffuse.tuning.reference import reference_solution
 
 NFES = (5, 10, 20, 50)
 
@@ -50,37 +52,36 @@ class CountingDenoiser:
         return self.denoiser(*args, **kwargs)
 
 
-def _grids(schedule: Schedule, sampler: str, nfe: int, run_dir: Path | None) -> dict[str, tuple[Tensor, dict]]:
-    """The standard grids for this budget, plus a tuned one if the run has it (with its `tuned_options`)."""
+def _plans(schedule: Schedule, sampler: str, nfe: int, run_dir: Path | None) -> dict[str, SamplingPlan]:
+    """The standard plans for this budget, plus the tuned one if the run has it."""
     steps = tg.steps_for_nfe(sampler, nfe)
-    grids: dict[str, tuple[Tensor, dict]] = {spacing: (schedule.sigmas(steps, spacing), {}) for spacing in SPACINGS}
+    plans = {spacing: SamplingPlan.standard(schedule, sampler, steps, spacing) for spacing in SPACINGS}
     if run_dir is not None:
         try:
-            grids["tuned"] = (tg.load_grid(run_dir, sampler, steps), tg.tuned_options(run_dir, sampler, steps))
+            plans["tuned"] = tg.load_plan(run_dir, sampler, steps)
         except FileNotFoundError:
             pass
-    return grids
+    return plans
 
 
 @torch.no_grad()
 def bench(denoiser: Callable[..., Tensor], schedule: Schedule, shape: Sequence[int], *, n: int = 256,
           nfes: Sequence[int] = NFES, names: Sequence[str] | None = None, seed: int = 0,
-          run_dir: Path | None = None, reference_steps: int = 500, device: str = "cpu",
+          run_dir: Path | None = None, device: str = "cpu",
           cond: Tensor | None = None, progress: Callable[[str], None] | None = None) -> list[Entry]:
     """Measure every sampler on every grid at every NFE budget; returns the table's entries."""
     gens = sampling.sample_generators(seed, range(n), device)
     x = sampling.prior(schedule, schedule.sigma_max, (n, *shape), gens, device)
     cond = None if cond is None else cond.to(device)
-    ref = tg.reference_solution(denoiser, x, schedule.sigma_max, schedule.sigma_min, reference_steps, cond)
+    ref = reference_solution(denoiser, x, schedule.sigma_max, schedule.sigma_min, cond)
     counter = CountingDenoiser(denoiser)
     entries = []
     for name in names or list(samplers.SAMPLERS):
         stochastic = name in samplers.STOCHASTIC
         for nfe in nfes:
-            for spacing, (grid, options) in _grids(schedule, name, nfe, run_dir).items():
+            for spacing, plan in _plans(schedule, name, nfe, run_dir).items():
                 counter.calls = 0
-                out = samplers.sample(counter, x, grid, name, cond=cond, **options,
-                                      generator=torch.Generator(device=device).manual_seed(seed + 1))
+                out = plan.run(counter, x, cond=cond, generator=torch.Generator(device=device).manual_seed(seed + 1))
                 if stochastic:
                     err = sliced_wasserstein(out.flatten(1), ref.flatten(1), seed=seed)
                 else:

@@ -4,21 +4,22 @@ iPNDM's step is x_next = x + (sigma_next - sigma) sum_j c_j d_(i-j), with the eq
 coefficients c. Here each step gets its own c, fitted by gradient descent (Adam, through the sampler and the
 network) to the reference solutions of a pool of starting points, as in bespoke solvers (Shaul et al. 2023,
 "Bespoke Solvers for Generative Flow Models") and S4S (Frankel et al. 2025). Every row keeps sum_j c_j = 1, so a
-constant slope is still integrated exactly. A quarter of the pool is held out: the fit keeps the coefficients
-that are best on it, and gives back the fixed ones if it never beats them. No extra network evaluation is
-spent at sampling time.
+constant slope is still integrated exactly. The pool's last quarter is held out (`grids.held_out_split`): the fit
+keeps the coefficients that are best on it, and gives back the fixed ones if it never beats them. No extra network
+evaluation is spent at sampling time.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable
 
 import torch
 from torch import Tensor
 
-from rediffuse import samplers
-from rediffuse.tuning import grids as tuned_grids
 from rediffuse.samplers.multistep import ADAMS_BASHFORTH
+from rediffuse.tuning import grids as tuned_grids
+from rediffuse.tuning.plan import SamplingPlan
 from rediffuse.tuning.teleport import GaussianFlow
 
 ORDER = 4  # iPNDM's default order: the coefficient rows have this many entries
@@ -44,11 +45,9 @@ def _with_offsets(base: Tensor, offsets: Tensor, lengths: list[int]) -> Tensor:
     return base + older - torch.nn.functional.pad(older.sum(1, keepdim=True), (0, base.shape[1] - 1))
 
 
-def _mse(denoiser: Callable[..., Tensor], x: Tensor, ref: Tensor, sigmas: Tensor, coefficients: Tensor,
-         teleport: GaussianFlow | None, warm_start: bool, cond: Tensor | None) -> Tensor:
-    out = samplers.sample(denoiser, x, sigmas, "ipndm", cond=cond, teleport=teleport, warm_start=warm_start,
-                          coefficients=coefficients)
-    return (out - ref).double().pow(2).mean()
+def _mse(denoiser: Callable[..., Tensor], x: Tensor, ref: Tensor, plan: SamplingPlan, cond: Tensor | None) -> Tensor:
+    """The plan's mean squared error against ref, differentiable in its coefficients."""
+    return (plan.run(denoiser, x, cond=cond) - ref).double().pow(2).mean()
 
 
 def fit_coefficients(denoiser: Callable[..., Tensor], x: Tensor, ref: Tensor, sigmas: Tensor, *,
@@ -58,7 +57,7 @@ def fit_coefficients(denoiser: Callable[..., Tensor], x: Tensor, ref: Tensor, si
     """Fit iPNDM's per-step coefficients on this grid to the reference solutions `ref` of the starting points x.
 
     Returns (coefficients [steps, 4], held-out RMS error with the fixed coefficients, with the returned ones).
-    The sampler steps are the grid's (after the teleported first step, if any); the last quarter of x is held out.
+    The sampler steps are the grid's (after the teleported first step, if any); x's last quarter is held out.
     """
     steps = len(sigmas) - 1 - (teleport is not None)
     if len(x) < 8:
@@ -66,7 +65,8 @@ def fit_coefficients(denoiser: Callable[..., Tensor], x: Tensor, ref: Tensor, si
     warm = warm_start and teleport is not None and steps > 1  # one step to 0 has no history to warm
     lengths = history_lengths(steps, warm)
     base = standard_coefficients(steps, warm)
-    split = len(x) - len(x) // 4
+    split = tuned_grids.held_out_split(len(x))
+    plan = SamplingPlan("ipndm", sigmas, teleport, warm_start)
     train, held = slice(0, split), slice(split, None)
     held_cond = None if cond is None else cond[held]
 
@@ -84,8 +84,8 @@ def fit_coefficients(denoiser: Callable[..., Tensor], x: Tensor, ref: Tensor, si
     for it in range(iters):
         index = torch.randint(0, split, (min(batch, split),), generator=gen).to(x.device)
         c = None if cond is None else cond[train][index]
-        loss = _mse(denoiser, x[train][index], ref[train][index], sigmas, _with_offsets(base, offsets, lengths),
-                    teleport, warm_start, c)
+        loss = _mse(denoiser, x[train][index], ref[train][index],
+                    replace(plan, coefficients=_with_offsets(base, offsets, lengths)), c)
         (grad,) = torch.autograd.grad(loss, [offsets])  # not into the network's own parameters
         offsets.grad = grad * min(1.0, 1.0 / max(float(grad.norm()), 1e-12))  # clipped: rare draws give huge steps
         opt.step()

@@ -4,8 +4,9 @@ The free parameters are the log-sigma increments of the grid (a softmax, so the 
 inside [sigma_min, sigma_max]); the first level is sigma_max and the grid ends in 0. The objective is the
 RMS distance between the sampler's output and a reference ODE solution from the same starting noise, on a
 few tuning batches; scipy's derivative-free Powell search minimises it. Grids are saved in the run folder
-(`grids.json`) and reused by `rediffuse sample --spacing tuned`. With a `GaussianFlow` the grid's first
-step is an analytical jump (`rediffuse.tuning.teleport`) whose landing level is tuned with the rest.
+(`grids.json`, one `SamplingPlan` entry per sampler and step count) and reused by `rediffuse sample --spacing
+tuned`. With a `GaussianFlow` the grid's first step is an analytical jump (`rediffuse.tuning.teleport`) whose
+landing level is tuned with the rest.
 """
 
 from __future__ import annotations
@@ -21,14 +22,15 @@ import torch
 from scipy.optimize import minimize
 from torch import Tensor
 
-from rediffuse import samplers
 from rediffuse.io import atomic_write_json
+from rediffuse.samplers import TWO_EVAL_SAMPLERS
 from rediffuse.schedules import Schedule, append_zero, karras_sigmas
+from rediffuse.tuning.plan import SamplingPlan
+from rediffuse.tuning.reference import reference_solution
 from rediffuse.tuning.teleport import GaussianFlow
 
 GRIDS_FILE = "grids.json"
-# Samplers whose NFE per step is 2 (the final step to 0 takes 1): they get half as many steps for an NFE.
-TWO_EVAL_SAMPLERS = {"heun", "dpmpp-2s"}
+HELD_OUT = 4  # every fit on a tuning pool (jump, coefficients) holds out the pool's last 1 / HELD_OUT
 
 
 def steps_for_nfe(sampler: str, nfe: int) -> int:
@@ -49,12 +51,9 @@ def tuning_noise(seed: int, n: int, shape: Sequence[int], device: torch.device |
     return torch.randn((n, *shape), generator=generator).to(device)
 
 
-@torch.no_grad()
-def reference_solution(denoiser: Callable[..., Tensor], x: Tensor, sigma_max: float, sigma_min: float,
-                       steps: int = 256, cond: Tensor | None = None) -> Tensor:
-    """A high-accuracy probability-flow ODE solution (Heun, 2*steps-1 evaluations, rho=7 grid)."""
-    grid = append_zero(karras_sigmas(steps, sigma_min, sigma_max))
-    return samplers.sample(denoiser, x, grid, "heun", cond=cond)
+def held_out_split(n: int) -> int:
+    """Where the held-out part of a pool of n draws starts: fits use the draws before it, checks those after."""
+    return n - n // HELD_OUT
 
 
 def grid_from_params(theta: np.ndarray, sigma_min: float, sigma_max: float) -> Tensor:
@@ -75,27 +74,37 @@ def params_from_grid(sigmas: Tensor, sigma_min: float) -> np.ndarray:
 
 
 @torch.no_grad()
+def plan_errors(plan: SamplingPlan, denoiser: Callable[..., Tensor], x: Tensor, ref: Tensor,
+                cond: Tensor | None = None) -> Tensor:
+    """Each sample's mean squared distance between the plan's output from x and the reference."""
+    out = plan.run(denoiser, x, cond=cond)
+    return (out - ref).double().pow(2).reshape(len(out), -1).mean(1).cpu()
+
+
+def plan_rms(plan: SamplingPlan, denoiser: Callable[..., Tensor], x: Tensor, ref: Tensor,
+             cond: Tensor | None = None, weights: Tensor | None = None) -> float:
+    """RMS distance between the plan's output from x and the reference; weighted, with per-sample `weights`.
+
+    The weighted RMS is the estimate a `stratified_batch` calls for.
+    """
+    per_sample = plan_errors(plan, denoiser, x, ref, cond)
+    if weights is None:
+        return float(per_sample.mean().sqrt())
+    return float(((weights * per_sample).sum() / weights.sum()).sqrt())
+
+
 def per_sample_error(denoiser: Callable[..., Tensor], x: Tensor, ref: Tensor, sigmas: Tensor, sampler: str,
                      cond: Tensor | None = None, teleport: GaussianFlow | None = None,
                      warm_start: bool = False, **options) -> Tensor:
-    """Each sample's mean squared distance between the sampler's output on `sigmas` and the reference."""
-    out = samplers.sample(denoiser, x, sigmas, sampler, cond=cond, teleport=teleport, warm_start=warm_start,
-                          **options)
-    return (out - ref).double().pow(2).reshape(len(out), -1).mean(1).cpu()
+    """`plan_errors` of the plan these options make (`options`: iPNDM's learned `coefficients`)."""
+    return plan_errors(SamplingPlan(sampler, sigmas, teleport, warm_start, **options), denoiser, x, ref, cond)
 
 
 def rms_error(denoiser: Callable[..., Tensor], x: Tensor, ref: Tensor, sigmas: Tensor, sampler: str,
               cond: Tensor | None = None, teleport: GaussianFlow | None = None,
               weights: Tensor | None = None, warm_start: bool = False, **options) -> float:
-    """RMS distance between a sampler's output on `sigmas` (first step teleported, if given) and the reference.
-
-    With per-sample `weights` it is the weighted RMS, the estimate a `stratified_batch` calls for; `options` go to
-    the sampler (iPNDM's learned `coefficients`, for one).
-    """
-    per_sample = per_sample_error(denoiser, x, ref, sigmas, sampler, cond, teleport, warm_start, **options)
-    if weights is None:
-        return float(per_sample.mean().sqrt())
-    return float(((weights * per_sample).sum() / weights.sum()).sqrt())
+    """`plan_rms` of the plan these options make (first step teleported, if given; `options` as `per_sample_error`)."""
+    return plan_rms(SamplingPlan(sampler, sigmas, teleport, warm_start, **options), denoiser, x, ref, cond, weights)
 
 
 def default_landing(teleport: GaussianFlow, sigma_max: float) -> float:
@@ -113,7 +122,7 @@ def optimize_grid(denoiser: Callable[..., Tensor], x: Tensor, sampler: str, step
 
     The search starts from `init` (default: the Karras rho=7 grid), its levels squeezed below `landing` when
     `teleport` is given: then the grid is [sigma_max, landing, ...] with the first step taken by the Gaussian
-    flow (no network call), and the landing level is tuned too; `warm_start` as in `samplers.sample`.
+    flow (no network call), and the landing level is tuned too; `warm_start` as in `SamplingPlan`.
     """
     if ref is None:
         ref = reference_solution(denoiser, x, sigma_max, sigma_min, cond=cond)
@@ -282,56 +291,45 @@ def tune_grid(denoiser: Callable[..., Tensor], x: Tensor, sampler: str, steps: i
     return results[best][0], before, scored[best]
 
 
-def save_grid(run_dir: str | os.PathLike, sampler: str, grid: Tensor, meta: dict | None = None,
-              teleport: GaussianFlow | None = None, warm_start: bool = False,
-              coefficients: Tensor | None = None) -> Path:
-    """Store a tuned grid in the run's grids.json (atomically), keyed by sampler and step count.
+def save_plan(run_dir: str | os.PathLike, plan: SamplingPlan) -> Path:
+    """Store a plan in the run's grids.json (atomically), keyed by sampler and sampler steps.
 
-    A teleported grid (first step by `teleport`) is filed under its sampler steps, with its Gaussian fit
-    beside it as safetensors and whether the sampler starts warm; learned per-step `coefficients`
-    (`rediffuse.tuning.coefficients`) go in the entry as a table of numbers.
+    A teleported plan's Gaussian fit goes beside it as safetensors; learned coefficients go in the entry as a
+    table of numbers; the plan's metadata (its tuning errors) as keys of the entry.
     """
     path = Path(run_dir) / GRIDS_FILE
     data = json.loads(path.read_text()) if path.exists() else {}
-    steps = len(grid) - 1 - (teleport is not None)  # sampler steps: the teleported first step costs nothing
-    entry = {"sigmas": grid.tolist(), **(meta or {})}
-    if teleport is not None:
-        entry["teleport"] = teleport.save(Path(run_dir) / f"teleport-{sampler}-{steps}.safetensors").name
-        entry["warm_start"] = warm_start
-    if coefficients is not None:
-        entry["coefficients"] = coefficients.tolist()
-    data.setdefault(sampler, {})[str(steps)] = entry
+    name = None
+    if plan.teleport is not None:
+        name = plan.teleport.save(Path(run_dir) / f"teleport-{plan.sampler}-{plan.steps}.safetensors").name
+    data.setdefault(plan.sampler, {})[str(plan.steps)] = plan.entry(name)
     return atomic_write_json(path, data)
 
 
-def _entry(run_dir: str | os.PathLike, sampler: str, steps: int) -> dict:
-    """The grids.json entry for this sampler and step count; a clear error names the tuning command if absent."""
+def save_grid(run_dir: str | os.PathLike, sampler: str, grid: Tensor, meta: dict | None = None,
+              teleport: GaussianFlow | None = None, warm_start: bool = False,
+              coefficients: Tensor | None = None) -> Path:
+    """`save_plan` of the plan these options make (a teleported grid is filed under its sampler steps)."""
+    return save_plan(run_dir, SamplingPlan(sampler, grid, teleport, warm_start, coefficients, meta or {}))
+
+
+def load_plan(run_dir: str | os.PathLike, sampler: str, steps: int) -> SamplingPlan:
+    """The plan saved for this sampler and step count; a clear error names the tuning command if absent."""
     path = Path(run_dir) / GRIDS_FILE
     data = json.loads(path.read_text()) if path.exists() else {}
     entry = data.get(sampler, {}).get(str(steps))
     if entry is None:
         raise FileNotFoundError(f"no tuned {steps}-step grid for {sampler} in {path}; run "
                                 f"`rediffuse tune-grid {run_dir} --sampler {sampler} --steps {steps}` first")
-    return entry
+    return SamplingPlan.from_entry(entry, run_dir, sampler)
 
 
 def load_grid(run_dir: str | os.PathLike, sampler: str, steps: int) -> Tensor:
     """A tuned grid saved for this sampler and step count."""
-    return torch.tensor(_entry(run_dir, sampler, steps)["sigmas"], dtype=torch.float64)
+    return load_plan(run_dir, sampler, steps).sigmas
 
 
 def load_teleport(run_dir: str | os.PathLike, sampler: str, steps: int) -> tuple[GaussianFlow | None, bool]:
     """(the Gaussian flow that takes the first step of that tuned grid or None, whether the sampler starts warm)."""
-    entry = _entry(run_dir, sampler, steps)
-    name = entry.get("teleport")
-    return (None, False) if name is None else (GaussianFlow.load(Path(run_dir) / name), entry.get("warm_start", False))
-
-
-def tuned_options(run_dir: str | os.PathLike, sampler: str, steps: int) -> dict:
-    """The `samplers.sample` options that go with a tuned grid: its teleport and warm start, learned coefficients."""
-    teleport, warm_start = load_teleport(run_dir, sampler, steps)
-    options: dict = {"teleport": teleport, "warm_start": warm_start}
-    coefficients = _entry(run_dir, sampler, steps).get("coefficients")
-    if coefficients is not None:
-        options["coefficients"] = torch.tensor(coefficients, dtype=torch.float64)
-    return options
+    plan = load_plan(run_dir, sampler, steps)
+    return plan.teleport, plan.warm_start

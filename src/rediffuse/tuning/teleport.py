@@ -9,10 +9,10 @@ score approximation for diffusion models and its applications", TMLR). The Gauss
 (training data, or the model's own samples); where the samples span fewer directions than the data has, the
 remaining directions share one variance, the mean of what the kept ones leave. The same Gaussian's D along
 its own flow above the landing can stand in for the model's, to start a multistep sampler with a full history
-(`samplers.sample(..., warm_start=True)`). Without that history, a multistep sampler's first network step can
-still solve the Gaussian's part of the model exactly (`GaussianFlow.exp_euler`). The jump itself can carry an
-affine correction fitted to the model's own flow (`fit_jump`): the Gaussian's map is affine, but not the best affine
-map for data that is not Gaussian.
+(`rediffuse.tuning.plan.SamplingPlan(..., warm_start=True)`). Without that history, a multistep sampler's first
+network step can still solve the Gaussian's part of the model exactly (`GaussianFlow.exp_euler`). The jump itself
+can carry an affine correction fitted to the model's own flow (`fit_jump`): the Gaussian's map is affine, but not
+the best affine map for data that is not Gaussian.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import torch
 from safetensors.torch import load_file, save
 from torch import Tensor
 
+from rediffuse import samplers
 from rediffuse.io import atomic_write
 
 f64 = torch.float64
@@ -185,8 +186,6 @@ def fit_jump(denoiser: Callable[..., Tensor], flow: GaussianFlow, x: Tensor, sig
     8.8e-3 to 5.6e-3 and the samples the jump sends to another mode by two thirds. It costs 2 * steps - 1
     evaluations per start, spent once, like a grid search. A jump of (near) zero length is returned uncorrected.
     """
-    from rediffuse import samplers  # samplers import this module
-
     rank = min(rank, len(flow.evals))
     if len(x) < 4 * (rank + 1):
         raise ValueError(f"fitting a rank-{rank} jump needs at least {4 * (rank + 1)} starts, got {len(x)}; "
