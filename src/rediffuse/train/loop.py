@@ -36,8 +36,8 @@ from rediffuse.objectives import Batch, Draws, Objective
 from rediffuse.train.batches import StepBatches, step_seed
 from rediffuse.train.clock import Clock, Now
 from rediffuse.train.monitor import BadSteps, Log, StopRequest
-from rediffuse.train.state import TrainState, check_resumable, new_state, restore_state, resume_point, save_state
-from rediffuse.train.state import step_unless
+from rediffuse.train.state import (TrainState, check_resumable, new_state, restore_state, resume_point, save_state,
+                                   step_unless)
 
 
 @dataclass
