@@ -167,3 +167,13 @@ def test_random_windows_cover_every_offset():
     assert torch.equal(rows - rows[:, :1], torch.arange(4).expand(2000, -1))
     counts = torch.bincount(rows[:, 0], minlength=7)
     assert counts[7:].sum() == 0 and counts.min() > 200  # offsets 0..6, each about 2000 / 7 = 286 times
+
+
+def test_random_windows_resume_from_generator_state():
+    tokens = torch.arange(1000)
+    g = torch.Generator().manual_seed(11)
+    random_windows(tokens, 16, 8, g)
+    state = g.get_state()
+    later = [random_windows(tokens, 16, 8, g) for _ in range(2)]
+    g.set_state(state)
+    assert all(torch.equal(random_windows(tokens, 16, 8, g), batch) for batch in later)

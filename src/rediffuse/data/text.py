@@ -151,6 +151,7 @@ def parse_text_spec(spec: str) -> tuple[Path, str | None]:
     for name in PARTS:
         if body.endswith("@" + name):
             body, part = body[: -len(name) - 1], name
+            break
     return Path(body), part
 
 
