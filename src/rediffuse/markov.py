@@ -17,7 +17,7 @@ alpha_0 = 1 and alpha_1 = 0. That is the any-order autoregressive loss (Hoogeboo
 RADD): g_k = E over orders of -log p(x_sigma(L-k+1) | x_sigma(<=L-k)), so by the chain rule sum_k g_k = H(X)
 exactly, for any source. The bound is tight in continuous time with the exact denoiser.
 
-Discrete time, T steps t_i = i / T (MDLM eq. 8; MD4 eq. 4): the KL of one step at a masked position is
+Discrete time, T steps t_i = i / T (the discrete-time bound of MDLM and MD4): the KL of one step at a masked position is
 (alpha_s - alpha_t) / (1 - alpha_t) (-log p(x_l | z_t)), so
 
     NELBO_T = sum_i (alpha_{s_i} - alpha_{t_i}) / (1 - alpha_{t_i}) sum_k binom(L, k) (1 - a)^k a^(L - k) k g_k
@@ -116,7 +116,7 @@ class MarkovChain:
 
     def posterior(self, z: Tensor) -> Tensor:
         """Exact SUBS log-probs [B, L, V]: p(x_l | unmasked z) where z_l = V (the mask), a one-hot at z elsewhere."""
-        z = z.long().cpu()
+        device, z = z.device, z.long().cpu()
         if z.ndim != 2 or z.shape[1] != self.length or (z < 0).any() or (z > self.vocab).any():
             raise ValueError(f"expected tokens [B, {self.length}] in 0..{self.vocab} ({self.vocab} = the mask)")
         onehot = torch.zeros(*z.shape, self.vocab + 1, dtype=f64).scatter(-1, z.unsqueeze(-1), 1.0)[..., :-1]
@@ -127,7 +127,7 @@ class MarkovChain:
         for pos in range(self.length - 2, -1, -1):
             bwd.append(_normed((evidence[:, pos + 1] * bwd[-1]) @ self.transition.T))
         post = torch.stack(fwd, 1) * torch.stack(bwd[::-1], 1)
-        return _normed(post).log()
+        return _normed(post).log().to(device)
 
     def __call__(self, z: Tensor, t: float | Tensor | None = None) -> Tensor:
         """The exact denoiser as a model (time-agnostic: t is ignored)."""

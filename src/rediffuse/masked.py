@@ -10,23 +10,27 @@ so z_t^l = x^l with probability alpha_t and m otherwise. Schedules (`MaskSchedul
   - "log-linear" (MDLM's default): alpha_t = 1 - (1 - eps) t, alpha'_t = -(1 - eps), and the NELBO weight
     w(t) = -alpha'_t / (1 - alpha_t) = 1/t for every eps. eps = 0 (the default here) gives alpha_1 = 0 exactly;
     MDLM trains with eps = 1e-3, which leaves out the part alpha in [0, eps) of the bound (a relative O(eps)).
-  - "cosine" (MD4, Shi et al. 2024, Sec. 4 / Table 4): alpha_t = 1 - cos(pi/2 (1 - t)),
+  - "cosine" (MD4's cosine schedule, Shi et al. 2024): alpha_t = 1 - cos(pi/2 (1 - t)),
     alpha'_t = -(pi/2) sin(pi/2 (1 - t)), w(t) = (pi/2) tan(pi/2 (1 - t)) (-> 1/t as t -> 0, -> 0 at t = 1).
 
-SUBS (MDLM Sec. 3.2.3): the network's distribution x_theta(z_t) gives the mask token probability 0, and unmasked
-positions are copied (a one-hot at z_t^l), so only masked positions carry loss.
+SUBS (MDLM's substitution parameterisation): the network's distribution x_theta(z_t) gives the mask token
+probability 0, and unmasked positions are copied (a one-hot at z_t^l), so only masked positions carry loss.
 
-The continuous-time NELBO (MDLM eq. 10; MD4 eq. 5), with SUBS, is
+The continuous-time NELBO of MDLM and MD4, with SUBS, is
 
     -log p(x) <= int_0^1 w(t) E_{q(z_t | x)} [ sum_{l : z_t^l = m} -log x_theta(z_t)_l[x^l] ] dt.
 
 It is the T -> infinity limit of the discrete bound sum_i E_q KL(q(z_s | z_t, x) || p_theta(z_s | z_t)): for a
 masked position q reveals x^l with probability (alpha_s - alpha_t) / (1 - alpha_t) and p_theta reveals v with
 that probability times x_theta[v], so each KL is (alpha_s - alpha_t) / (1 - alpha_t) * (-log x_theta[x^l]), and
-(alpha_s - alpha_t) / (t - s) -> -alpha'_t. `masked_nelbo` is its one-sample Monte Carlo estimate: t ~ U[0, 1)
-(stratified across the batch, MDLM Sec. 3.5 / Kingma et al. 2021), z_t ~ q(z_t | x), the integrand divided by
-the length L, in nats per token; bits per token (bits/char for character tokens) are nats / ln 2. Substituting
-alpha for t shows the bound does not depend on the schedule (MD4 Sec. 4): only its variance does.
+(alpha_s - alpha_t) / (t - s) -> -alpha'_t. Substituting alpha for t shows that the bound does not depend on the
+schedule (MD4; Kingma et al. 2021 for Gaussians), only the estimator's variance does.
+
+`masked_nelbo` is its one-sample Monte Carlo estimate: t ~ U[0, 1) (stratified across the batch, as in MDLM's
+code and Kingma et al. 2021's low-discrepancy sampler), z_t ~ q(z_t | x), the integrand divided by the length L:
+nats per token; bits per token (bits/char for character tokens) are nats / ln 2. It is unbiased, but with
+w ~ 1/t and one masked token at chance ~t its variance diverges logarithmically as t -> 0 (for both schedules
+here), so standard errors from a few thousand draws are rough.
 """
 
 from __future__ import annotations

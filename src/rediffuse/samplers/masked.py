@@ -3,9 +3,9 @@
 From z (all masks, or a template whose given tokens are kept exactly) the reverse process runs T steps
 t_k = k / T down to 0. From t to s < t each masked token is revealed with probability
 (alpha_s - alpha_t) / (1 - alpha_t), its value drawn from the model's distribution x_theta(z_t) at that position
-(Sahoo et al. 2024, MDLM Sec. 3.3; Shi et al. 2024, MD4 Sec. 3); the last step (alpha_0 = 1) reveals every token
+(Sahoo et al. 2024, MDLM; Shi et al. 2024, MD4); the last step (alpha_0 = 1) reveals every token
 left. `model(z, t)` returns log-probabilities [B, L, K] (SUBS form, `rediffuse.masked.subs_log_probs`); the mask
-column, if the model has one, is zeroed before drawing. A time-agnostic model (MDLM Sec. 3.3, "caching") sees the
+column, if the model has one, is zeroed before drawing. A time-agnostic model (MDLM's caching) sees the
 same input until some token changes, so its output is reused and it is called once per step that changed z
 (plus the first), which for T >> L is far fewer than T calls.
 
@@ -88,7 +88,8 @@ def confident_reveal(probs: Tensor, masked: Tensor, count: Tensor) -> Tensor:
     """The `count[b]` masked positions of each row whose top probability is highest (ties: leftmost), [B, L]."""
     confidence = torch.where(masked, probs.max(-1).values, torch.full_like(probs[..., 0], -1.0))
     order = torch.sort(confidence, dim=1, descending=True, stable=True).indices
-    rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1]).expand_as(order).contiguous())
+    positions = torch.arange(order.shape[1], device=order.device).expand_as(order).contiguous()
+    rank = torch.empty_like(order).scatter_(1, order, positions)
     return masked & (rank < count.unsqueeze(1))
 
 
@@ -116,7 +117,7 @@ def sample_masked(model: MaskedModel, z: Tensor, steps: int, *, schedule: MaskSc
     top = 1 - float(schedule.alpha(times[0]))
     if bool((z < 0).any()):
         raise ValueError("tokens in z must be >= 0 (mask_id where to fill)")
-    log_probs, stale = torch.empty(0), True
+    log_probs, probs, stale = torch.empty(0), torch.empty(0), True
     for i, (t, s) in enumerate(zip(times, times[1:])):
         masked = z == mask_id
         if not bool(masked.any()):
@@ -126,7 +127,7 @@ def sample_masked(model: MaskedModel, z: Tensor, steps: int, *, schedule: MaskSc
             if log_probs.shape[:2] != z.shape or log_probs.shape[-1] <= int(torch.where(masked, 0, z).max()):
                 raise ValueError(f"the model returned {tuple(log_probs.shape)} for tokens {tuple(z.shape)}; "
                                  f"it must return log-probs [B, L, K] over every token id in z")
-        probs = probabilities(log_probs, mask_id)
+            probs = probabilities(log_probs, mask_id)
         if order == "random":
             reveal = masked & (uniforms((batch, length), generator, z.device) < schedule.reveal_probability(t, s))
         else:
@@ -134,6 +135,7 @@ def sample_masked(model: MaskedModel, z: Tensor, steps: int, *, schedule: MaskSc
             reveal = confident_reveal(probs, masked, masked.sum(1) - still)
         u = uniforms((batch, length), generator, z.device)
         if bool(reveal.any()):
+            z = z.clone()  # a new tensor per change: what the callback was given stays a snapshot
             z[reveal] = categorical(probs[reveal], uniform=u[reveal]).to(z.dtype)
             stale = True
         if callback is not None:
