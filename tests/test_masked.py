@@ -201,3 +201,14 @@ def test_masked_loss_at_fixed_alpha_matches_sampling(chain):
     per_seq = torch.where(z == chain.mask_id, nll, 0.0).sum(1)
     want = float(chain.masked_loss(masked.LOG_LINEAR.alpha(0.6)))
     assert abs(float(per_seq.mean()) - want) < 4 * float(per_seq.std()) / math.sqrt(per_seq.numel())
+
+
+def test_bad_chains_are_one_line_errors(chain):
+    with pytest.raises(ValueError, match="square transition matrix"):
+        MarkovChain(torch.ones(2, 3), 4)
+    with pytest.raises(ValueError, match="must be positive"):
+        MarkovChain(torch.eye(3), 4)
+    with pytest.raises(ValueError, match="initial distribution must be \\[3\\]"):
+        MarkovChain(torch.ones(3, 3), 4, initial=torch.ones(2))
+    with pytest.raises(ValueError, match="expected tokens \\[B, 6\\] in 0..4"):
+        chain(torch.full((1, 6), 5))

@@ -71,10 +71,12 @@ class MarkovChain:
 
     @property
     def vocab(self) -> int:
+        """V, the number of symbols."""
         return self.transition.shape[0]
 
     @property
     def mask_id(self) -> int:
+        """The mask token's id, V."""
         return self.vocab
 
     def stationary(self) -> Tensor:
