@@ -3,6 +3,8 @@
 `x` is the starting noise in VE form at `sigmas[0]` (see `rediffuse.samplers.generation.prior`), `sigmas` a
 non-increasing grid ending in 0. No sampler knows which parameterisation or schedule trained the model. Research
 options reach them as generic hooks (`common.History`, `common.FirstStep`); `rediffuse.tuning.plan` sets them.
+Masked token diffusion has its own sampler, `sample_masked(model, z, steps, ...)` (`samplers.masked`), outside
+`SAMPLERS`: it takes tokens and a step count, not noise and sigmas.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from .ancestral import ancestral_step, sample_ddim, sample_ddpm, sample_euler_an
 from .common import FirstStep, History, Plan, noise_like
 from .dpm_solver import sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_dpmpp_2s, sample_dpmpp_3m
 from .euler import sample_euler, sample_heun
+from .masked import categorical, masked_template, sample_masked
 from .multistep import sample_ipndm, sample_lms
 from .sde import sample_euler_maruyama
 from .unipc import sample_unipc_bh1, sample_unipc_bh2
@@ -60,7 +63,7 @@ def sample(denoiser: Callable[..., Tensor], x: Tensor, sigmas: Tensor, name: str
 
 
 __all__ = ["SAMPLERS", "STOCHASTIC", "WARM_STARTED", "GAUSSIAN_FIRST_STEP", "TWO_EVAL_SAMPLERS", "FirstStep",
-           "History", "Plan", "get", "sample", "ancestral_step",
+           "History", "Plan", "get", "sample", "ancestral_step", "categorical", "masked_template", "sample_masked",
            "noise_like", "sample_ddim", "sample_ddpm", "sample_dpmpp_2m", "sample_dpmpp_2m_sde", "sample_dpmpp_2s",
            "sample_dpmpp_3m", "sample_euler", "sample_euler_ancestral", "sample_euler_maruyama", "sample_heun",
            "sample_ipndm", "sample_lms", "sample_unipc_bh1", "sample_unipc_bh2"]
