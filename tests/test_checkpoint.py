@@ -150,3 +150,4 @@ def test_optimizer_state_round_trip(tmp_path):
         o.step()
     for p, q in zip(net.parameters(), net2.parameters()):
         assert torch.equal(p, q)
+
