@@ -3,6 +3,7 @@ virtual environment, and its `rediffuse` command runs there."""
 
 from __future__ import annotations
 
+import os
 import site
 import subprocess
 import sys
@@ -19,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run(*argv: str | Path, cwd: Path | None = None) -> str:
     """Run a command; its stdout, or a failure showing its output."""
-    done = subprocess.run([str(a) for a in argv], cwd=cwd, capture_output=True, text=True)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # a checkout on the path would hide the wheel
+    done = subprocess.run([str(a) for a in argv], cwd=cwd, capture_output=True, text=True, env=env)
     assert done.returncode == 0, f"{argv} failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout
 
