@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,8 @@ from rediffuse import checkpoint, objectives, runs
 from rediffuse.config import TrainConfig
 from rediffuse.data.dataset import build_data
 from rediffuse.errors import ConfigError
-from rediffuse.evaluation.text import evaluate_text
+from rediffuse.data.text import load_text
+from rediffuse.evaluation.text import evaluate_text, heldout_spec, nelbo_report
 from rediffuse.objectives import MaskedLM
 from rediffuse.train import train
 from rediffuse.distributed import SINGLE
@@ -90,7 +92,7 @@ def test_a_small_transformer_learns_below_the_unigram_entropy(tmp_path):
 
 
 def test_masked_resume_equals_uninterrupted(tmp_path):
-    base = dict(steps=8, log_every=2, checkpoint_every=3, warmup_steps=2,
+    base = dict(steps=8, log_every=2, checkpoint_every=3, warmup_steps=2, sample_every=4,
                 net_kwargs={"dim": 16, "depth": 1, "heads": 2, "dropout": 0.1})
     whole = train(tiny(tmp_path, **base, out=str(tmp_path / "whole")))
     train(tiny(tmp_path, **{**base, "steps": 4}, out=str(tmp_path / "split")))
@@ -100,6 +102,7 @@ def test_masked_resume_equals_uninterrupted(tmp_path):
     for part in ("model", "ema", "optimizer"):
         assert a.tensors[part].keys() == b.tensors[part].keys()
         assert all(torch.equal(v, b.tensors[part][k]) for k, v in a.tensors[part].items()), part
+    assert (tmp_path / "split" / "samples" / "step-00000008.txt").read_text().count("\n=====\n") == 3
     model, spec, saved = runs.load_model(tmp_path / "split")
     assert isinstance(model, MaskedLM) and saved.objective == "masked" and spec["vocab"]["chars"] == "abcd"
 
@@ -114,3 +117,16 @@ def test_points_batches_are_unchanged_by_text_support():
     batches = StepBatches(data, config, objective, CPU, SINGLE)
     batch, draws = batches.get(5, model)
     assert torch.equal(batch.x, data.x[batches.order.indices(5)]) and set(draws) == {"sigma", "noise"}
+
+
+def test_bytes_tokens_report_bits_per_character(tmp_path):
+    path = tmp_path / "u.txt"
+    path.write_text("caf\u00e9 na\u00efve " * 40)  # 2 of every 11 characters take two bytes
+    part = load_text(heldout_spec(f"text:{path}@train"), tokens="bytes")
+    assert part.vocab.kind == "bytes" and len(part.tokens) == part.num_chars * 13 // 11
+    estimates = torch.full((2, len(part.tokens) // 8), math.log(2), dtype=torch.float64)  # 1 bit per byte
+    report = nelbo_report(estimates, part, 8)
+    assert report["nelbo_bits_per_char"] == pytest.approx(13 / 11) and report["token_kind"] == "bytes"
+    assert report["nelbo_bits_per_char_stderr"] == 0.0
+    with pytest.raises(ValueError, match="has no held-out part"):
+        heldout_spec(f"text:{path}")

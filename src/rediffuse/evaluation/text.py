@@ -10,7 +10,6 @@ bytes the part's bytes over its characters, `TextSet.num_chars`).
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from torch import Tensor, nn
 
 from rediffuse import masked
 from rediffuse.data.text import TextSet, Vocabulary, load_text
-from rediffuse.io import atomic_write_text
+from rediffuse.evaluation.report import write_report
 from rediffuse.runs import load_model
 
 f64 = torch.float64
@@ -80,10 +79,7 @@ def evaluate_text(run_dir: str | Path, *, data: str | None = None, draws: int = 
                                 device=device)
     report = {"run": str(run_dir), "settings": {"metrics": ["nelbo"], "seed": seed, "draws": draws},
               **nelbo_report(estimates, part, block_length)}
-    out = run_dir / "eval"
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "eval.json", json.dumps(report, indent=1))
-    atomic_write_text(out / "eval.md", markdown(report))
+    write_report(run_dir, report, markdown(report))
     return report
 
 
