@@ -52,6 +52,14 @@ def test_sample_jsonl_txt_and_per_sample_seeds(run, tmp_path, capsys):
     assert len(texts) == 3 and all(len(t) == 12 and t.startswith("dcb") for t in texts)
 
 
+def test_trajectory_shows_sample_zero_emerging_from_masks(run, tmp_path):
+    out, traj = tmp_path / "s.jsonl", tmp_path / "traj.txt"
+    assert main(["sample", str(run), "-n", "2", "--out", str(out), "--trajectory", str(traj)]) == 0
+    states = traj.read_text().split("--- t = ")[1:]
+    assert 2 <= len(states) <= 16 and states[0] == "1.0000\n" + "_" * 16 + "\n"
+    assert states[-1].split("\n", 1)[1].rstrip("\n") == json.loads(out.read_text().splitlines()[0])["text"]
+
+
 def test_infill_keeps_the_template(run, tmp_path):
     out = tmp_path / "infill.jsonl"
     template = "ab__abcd_bcd__cd"
@@ -70,6 +78,7 @@ def test_infill_keeps_the_template(run, tmp_path):
     (["--class", "1"], 2, "a text run has no classes"),
     (["--guidance", "2"], 2, "a text run has no classes"),
     (["--out", "x.png"], 2, "must end in .jsonl or .txt"),
+    (["--trajectory", "t.gif"], 2, "must end in .txt"),
 ])
 def test_sample_errors_are_one_line(run, capsys, flags, code, fragment):
     assert_one_line_error(capsys, main(["sample", str(run), *flags]), code, fragment)

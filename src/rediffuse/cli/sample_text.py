@@ -3,7 +3,8 @@
 Sample i is drawn by `sample_masked` from its own generator seeded by (seed, i), so it does not depend on -n
 or --batch-size. `--prompt TEXT` fixes a prefix; `--infill TEMPLATE` keeps every character of the template
 except the blanks (`_`, or the one character of `--blank`), which are filled. Out: `.jsonl`, one object per
-sample with at least "text"; `.txt`, the samples separated by a line `=====`.
+sample with at least "text"; `.txt`, the samples separated by a line `=====`. `--trajectory FILE.txt` shows
+sample 0 emerging from the masks (drawn as the blank character) at up to 16 steps of the reverse process.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from rediffuse.samplers.masked import ORDERS, sample_masked
 
 SEPARATOR = "====="  # the line between samples of a .txt file
 SUFFIXES = (".jsonl", ".txt")
+SNAPSHOTS = 16  # reverse-process states of sample 0 in a --trajectory file
 
 
 def add_text_flags(p: argparse.ArgumentParser) -> None:
@@ -77,15 +79,30 @@ def template(args: argparse.Namespace, vocab: Vocabulary, max_len: int, default_
 
 
 def generate_texts(model: Any, z: Tensor, n: int, *, steps: int, seed: int, batch_size: int, order: str,
-                   device: torch.device) -> Tensor:
-    """n samples [n, L] filled in from the template z [L]; sample i from its (seed, i) generator."""
+                   device: torch.device, snapshots: list[tuple[float, Tensor]] | None = None) -> Tensor:
+    """n samples [n, L] filled in from the template z [L]; sample i from its (seed, i) generator.
+
+    A given `snapshots` list receives (t, ids of sample 0) for the template and after every reverse step.
+    """
     rows = []
     for start in range(0, n, batch_size):
         idx = range(start, min(n, start + batch_size))
         batch = z.to(device).expand(len(idx), -1).contiguous()
+        record = None
+        if snapshots is not None and start == 0:
+            snapshots.append((1.0, z.clone()))
+            record = lambda info: snapshots.append((info["s"], info["z"][0].cpu()))  # noqa: E731
         rows.append(sample_masked(model, batch, steps, schedule=model.schedule, mask_id=model.mask_id,
-                                  generator=sample_generators(seed, idx, device), order=order).cpu())
+                                  generator=sample_generators(seed, idx, device), order=order,
+                                  callback=record).cpu())
     return torch.cat(rows)
+
+
+def write_trajectory(path: Path, snapshots: list[tuple[float, Tensor]], vocab: Vocabulary, blank: str) -> Path:
+    """Up to SNAPSHOTS evenly spaced states of sample 0, each headed by its time, masks drawn as `blank`."""
+    picks = sorted({round(k * (len(snapshots) - 1) / (SNAPSHOTS - 1)) for k in range(SNAPSHOTS)})
+    parts = [f"--- t = {snapshots[i][0]:.4f}\n{vocab.decode(snapshots[i][1], mask=blank)}" for i in picks]
+    return atomic_write_text(path, "\n".join(parts) + "\n")
 
 
 def write_texts(out: Path, texts: list[str], settings: dict[str, Any]) -> Path:
@@ -100,8 +117,10 @@ def cmd_sample_text(args: argparse.Namespace, info: dict[str, Any]) -> int:
     """Sample a text run as `rediffuse sample` was asked."""
     if args.label is not None or args.guidance != 1.0:
         raise UsageError("--class and --guidance need a class-conditional run; a text run has no classes")
-    if args.trajectory is not None or args.spacing != "default":
-        raise UsageError("--trajectory and --spacing are for points and image runs; drop them for a text run")
+    if args.spacing != "default":
+        raise UsageError("--spacing is for points and image runs; drop it for a text run")
+    if args.trajectory is not None and args.trajectory.suffix.lower() != ".txt":
+        raise UsageError(f"--trajectory for a text run must end in .txt, got {str(args.trajectory)!r}")
     out = args.out or args.run / "samples.jsonl"
     if out.suffix.lower() not in SUFFIXES:
         raise UsageError(f"--out for a text run must end in .jsonl or .txt, got {str(out)!r}")
@@ -113,9 +132,12 @@ def cmd_sample_text(args: argparse.Namespace, info: dict[str, Any]) -> int:
     steps = len(z) if args.steps is None else args.steps
     device = resolve_device(args.device)
     model, _, _ = load_model(args.run, ema=args.ema, device=device)
+    snapshots: list[tuple[float, Tensor]] | None = None if args.trajectory is None else []
     with torch.no_grad():
         x = generate_texts(model, z, n, steps=steps, seed=args.seed, batch_size=args.batch_size,
-                           order=args.order, device=device)
+                           order=args.order, device=device, snapshots=snapshots)
     settings = {"seed": args.seed, "steps": steps, "order": args.order, "length": len(z)}
     print(write_texts(out, [vocab.decode(row) for row in x], settings))
+    if snapshots is not None:
+        print(write_trajectory(args.trajectory, snapshots, vocab, args.blank[:1] or "_"))
     return 0
