@@ -74,8 +74,11 @@ def test_bad_masked_configs_are_one_line_errors(tmp_path):
         with pytest.raises(ConfigError, match=match) as err:
             objectives.validate(tiny(tmp_path, **overrides))
         assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="trains with --objective masked"):
+        objectives.validate(tiny(tmp_path, objective="gaussian"))
     with pytest.raises(ConfigError, match="fewer than block_length 9000"):
         train(tiny(tmp_path, block_length=9000, net_kwargs={"dim": 32, "depth": 1, "heads": 2}, steps=1))
+    assert not (tmp_path / "run").exists()  # refused before the run folder was made
 
 
 def test_a_small_transformer_learns_below_the_unigram_entropy(tmp_path):
@@ -130,3 +133,15 @@ def test_bytes_tokens_report_bits_per_character(tmp_path):
     assert report["nelbo_bits_per_char_stderr"] == 0.0
     with pytest.raises(ValueError, match="has no held-out part"):
         heldout_spec(f"text:{path}")
+
+
+@pytest.mark.parametrize("schedule", ["log-linear", "cosine"])
+def test_time_conditioned_and_cosine_runs_train_and_sample(tmp_path, schedule):
+    config = tiny(tmp_path, steps=6, log_every=3, mask_schedule=schedule,
+                  net_kwargs={"dim": 16, "depth": 1, "heads": 2, "time_conditioning": True, "time_dim": 8})
+    assert train(config).step == 6
+    model, spec, _ = runs.load_model(config.out)
+    assert not model.time_agnostic and model.schedule.kind == schedule == spec["schedule"]["kind"]
+    z = torch.full((2, 32), model.mask_id)
+    log_probs = model(z, torch.full((2,), 0.5, dtype=torch.float64))
+    assert log_probs.shape == (2, 32, 4) and torch.allclose(log_probs.exp().sum(-1), torch.ones(2, 32))

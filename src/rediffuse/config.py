@@ -69,7 +69,8 @@ class TrainConfig:
     checkpoint_minutes: float | None = _opt(None, "also save a checkpoint every M minutes of training time")
     keep_last: int = _opt(3, "keep the newest K checkpoints")
     log_every: int = _opt(100, "log the mean loss every N steps")
-    sample_every: int = _opt(0, "image runs: write a grid of EMA samples every N steps (0 = off)")
+    sample_every: int = _opt(0, "write EMA samples every N steps (0 = off): an image grid, or a .txt of "
+                                      "texts for text runs")
     minutes: float | None = _opt(None, "time budget: stop cleanly with a checkpoint after M minutes of training "
                                        "in all (a resumed run counts its earlier time); a cosine learning rate "
                                        "then decays over the budget or the steps, whichever ends first")

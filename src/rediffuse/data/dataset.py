@@ -1,7 +1,7 @@
 """The training set of a config in memory (`Data`), loaded or drawn from what `config.data` names.
 
 Points and images are examples x [N, ...]; text is one token stream x [N] (long) with its vocabulary, from
-which training windows are cut (`windows`).
+which the training loop cuts windows (`rediffuse.data.text.random_windows`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from torch import Tensor
 from rediffuse.config import TrainConfig
 from rediffuse.data import toy2d
 from rediffuse.data.images import load_images
-from rediffuse.data.text import TextSet, Vocabulary, load_text, random_windows
+from rediffuse.data.text import TextSet, Vocabulary, load_text
 from rediffuse.errors import ConfigError
 
 
@@ -101,17 +101,6 @@ def _load_data(config: TrainConfig) -> Data:
                           "a .npy/.csv of points, or images (digits, mnist:PATH, folder:PATH, a .npz file)")
     images = load_images(config.data, size=config.image_size)
     return Data(images.images.float().contiguous(), images.labels, "images")
-
-
-def windows(tokens: Tensor, block_length: int, batch_size: int, generator: torch.Generator) -> Tensor:
-    """A batch of training windows [batch_size, block_length] of a token stream, at offsets from generator.
-
-    ConfigError if the stream is shorter than a window (a config problem: the block length or the file).
-    """
-    if len(tokens) < block_length:
-        raise ConfigError(f"the text has {len(tokens)} tokens, fewer than block_length {block_length}; use a "
-                          "smaller --block-length or a longer text")
-    return random_windows(tokens, block_length, batch_size, generator)
 
 
 def data_std(x: Tensor) -> float:

@@ -72,6 +72,9 @@ class Masked:
         if data.kind != "text" or data.vocab is None:
             raise ConfigError(f"the masked objective trains on text, got {data.kind} data {c.data!r}; "
                               "use --data text:PATH")
+        if len(data.x) < c.block_length:
+            raise ConfigError(f"the text has {len(data.x)} tokens, fewer than block_length {c.block_length}; use "
+                              "a smaller --block-length or a longer text")
         vocab = data.vocab
         net_config = {"max_len": c.block_length, **c.net_kwargs, "vocab_size": vocab.size, "mask_token": True,
                       "out_size": vocab.size, "causal": False}

@@ -14,7 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from rediffuse.config import TrainConfig
-from rediffuse.data.dataset import Data, windows
+from rediffuse.data.dataset import Data
+from rediffuse.data.text import random_windows
 from rediffuse.distributed import World
 from rediffuse.errors import ConfigError
 from rediffuse.objectives import Batch, Draws, Objective
@@ -101,7 +102,7 @@ class StepBatches:
         """(batch, draws) of this rank's slice of step's global batch."""
         streams = self.streams.at(step)
         if self.order is None:  # text: windows at random offsets, a pure function of (seed, step)
-            batch = Batch(windows(self.x, self.block_length, self.batch_size, streams.cpu("windows")))
+            batch = Batch(random_windows(self.x, self.block_length, self.batch_size, streams.cpu("windows")))
         else:
             idx = self.order.indices(step)
             batch = Batch(self.x[idx], None if self.labels is None else self.labels[idx])
