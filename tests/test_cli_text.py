@@ -79,6 +79,8 @@ def test_infill_keeps_the_template(run, tmp_path):
     (["--guidance", "2"], 2, "a text run has no classes"),
     (["--out", "x.png"], 2, "must end in .jsonl or .txt"),
     (["--trajectory", "t.gif"], 2, "must end in .txt"),
+    (["--infill", "ab", "--blank", "xy"], 2, "--blank must be one character"),
+    (["--prompt", "ab", "--infill", "a_"], 2, "exclude each other"),
 ])
 def test_sample_errors_are_one_line(run, capsys, flags, code, fragment):
     assert_one_line_error(capsys, main(["sample", str(run), *flags]), code, fragment)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -56,8 +56,6 @@ def template(args: argparse.Namespace, vocab: Vocabulary, max_len: int, default_
     if args.prompt is not None and args.infill is not None:
         raise UsageError("--prompt and --infill exclude each other; put the prefix into the --infill template")
     if args.infill is not None:
-        if len(args.blank) != 1:
-            raise UsageError(f"--blank must be one character, got {args.blank!r}")
         ids: list[int] = []
         for i, piece in enumerate(args.infill.split(args.blank)):
             ids += ([vocab.mask_id] if i else []) + _encode(vocab, piece, "--infill")
@@ -88,14 +86,18 @@ def generate_texts(model: Any, z: Tensor, n: int, *, steps: int, seed: int, batc
     for start in range(0, n, batch_size):
         idx = range(start, min(n, start + batch_size))
         batch = z.to(device).expand(len(idx), -1).contiguous()
-        record = None
-        if snapshots is not None and start == 0:
+        first = snapshots is not None and start == 0
+        if first:
             snapshots.append((1.0, z.clone()))
-            record = lambda info: snapshots.append((info["s"], info["z"][0].cpu()))  # noqa: E731
         rows.append(sample_masked(model, batch, steps, schedule=model.schedule, mask_id=model.mask_id,
                                   generator=sample_generators(seed, idx, device), order=order,
-                                  callback=record).cpu())
+                                  callback=_keeper(snapshots) if first else None).cpu())
     return torch.cat(rows)
+
+
+def _keeper(snapshots: list[tuple[float, Tensor]]) -> Callable[[dict[str, Any]], None]:
+    """A sampler callback appending (s, ids of sample 0) after each reverse step."""
+    return lambda info: snapshots.append((info["s"], info["z"][0].cpu()))
 
 
 def write_trajectory(path: Path, snapshots: list[tuple[float, Tensor]], vocab: Vocabulary, blank: str) -> Path:
@@ -117,6 +119,8 @@ def cmd_sample_text(args: argparse.Namespace, info: dict[str, Any]) -> int:
     """Sample a text run as `rediffuse sample` was asked."""
     if args.label is not None or args.guidance != 1.0:
         raise UsageError("--class and --guidance need a class-conditional run; a text run has no classes")
+    if len(args.blank) != 1:
+        raise UsageError(f"--blank must be one character, got {args.blank!r}")
     if args.spacing != "default":
         raise UsageError("--spacing is for points and image runs; drop it for a text run")
     if args.trajectory is not None and args.trajectory.suffix.lower() != ".txt":
@@ -139,5 +143,5 @@ def cmd_sample_text(args: argparse.Namespace, info: dict[str, Any]) -> int:
     settings = {"seed": args.seed, "steps": steps, "order": args.order, "length": len(z)}
     print(write_texts(out, [vocab.decode(row) for row in x], settings))
     if snapshots is not None:
-        print(write_trajectory(args.trajectory, snapshots, vocab, args.blank[:1] or "_"))
+        print(write_trajectory(args.trajectory, snapshots, vocab, args.blank))
     return 0
