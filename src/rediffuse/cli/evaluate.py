@@ -34,7 +34,8 @@ def add_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=18, help="sampler steps (default: 18)")
     p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (default: 1)")
     p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
-    p.add_argument("--batch-size", type=int, default=500, help="samples per batch (default: 500)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="samples per batch (default: 500; text runs: windows per batch, default 64)")
     p.add_argument("--nll-n", type=int, default=64, help="held-out images for bits/dim (default: 64)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.set_defaults(func=cmd_eval)
@@ -51,6 +52,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if bad or not metrics:
         kind = "a text run" if text else "an image run"
         raise UsageError(f"--metrics for {kind} takes a comma list from {','.join(allowed)}, got {given!r}")
+    if args.batch_size is None:
+        args.batch_size = 64 if text else 500
     if min(args.n, args.steps, args.batch_size, args.nll_n, args.draws) < 1:
         raise UsageError("-n, --steps, --batch-size, --nll-n and --draws must be >= 1")
     if text:
