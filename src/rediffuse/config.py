@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from rediffuse import losses, schedules
+from rediffuse.data.text import TOKEN_KINDS
 from rediffuse.denoisers import PARAMETERIZATIONS
 from rediffuse.errors import ConfigError
 
@@ -33,12 +34,17 @@ class TrainConfig:
 
     data: str = _opt("moons", "data: a 2-D set (moons, swissroll, 8gaussians, checkerboard, spirals), another "
                                "analytic preset, a .npy/.csv of points, or images (digits, mnist:PATH, folder:PATH, "
-                               ".npz)")
+                               ".npz), or text (text:PATH, text:PATH@train)")
     out: str = _opt("runs/run", "run folder for checkpoints, logs and pictures")
-    objective: str = _opt("gaussian", "what is learned: gaussian (denoising diffusion)")
+    objective: str = _opt("gaussian", "what is learned: gaussian (denoising diffusion) or masked (masked "
+                                        "token diffusion of text)")
     num_points: int = _opt(100_000, "training-set size drawn from an analytic points preset")
     image_size: int | None = _opt(None, "resize images to this size (default: as stored)")
-    net: str = _opt("auto", "network: mlp, unet, or auto (mlp for points, unet for images)")
+    tokens: str = _opt("char", "text data: char (the training text's characters) or bytes (UTF-8 bytes)")
+    block_length: int = _opt(256, "text data: the length of the training windows, in tokens")
+    mask_schedule: str = _opt("log-linear", "masked objective: the masking schedule, log-linear or cosine")
+    net: str = _opt("auto", "network: mlp, unet, transformer, or auto (mlp for points, unet for images, "
+                            "transformer for text)")
     net_kwargs: dict = _opt({}, "extra network arguments, e.g. {hidden = 512} (TOML table or JSON)")
     schedule: str = _opt("edm", f"noise schedule: {', '.join(schedules.SCHEDULES)}")
     schedule_kwargs: dict = _opt({}, "extra schedule arguments (TOML table or JSON)")
@@ -63,7 +69,8 @@ class TrainConfig:
     checkpoint_minutes: float | None = _opt(None, "also save a checkpoint every M minutes of training time")
     keep_last: int = _opt(3, "keep the newest K checkpoints")
     log_every: int = _opt(100, "log the mean loss every N steps")
-    sample_every: int = _opt(0, "image runs: write a grid of EMA samples every N steps (0 = off)")
+    sample_every: int = _opt(0, "write EMA samples every N steps (0 = off): an image grid, or a .txt of "
+                                      "texts for text runs")
     minutes: float | None = _opt(None, "time budget: stop cleanly with a checkpoint after M minutes of training "
                                        "in all (a resumed run counts its earlier time); a cosine learning rate "
                                        "then decays over the budget or the steps, whichever ends first")
@@ -111,8 +118,9 @@ def _type_ok(annotation: str, value: Any) -> bool:
 
 
 # Fields that define the model and its data: a resumed run must keep them.
-IDENTITY = ("data", "objective", "num_points", "image_size", "net", "net_kwargs", "schedule", "schedule_kwargs",
-            "parameterization", "sigma_data", "conditional", "seed", "batch_size")
+IDENTITY = ("data", "objective", "num_points", "image_size", "tokens", "block_length", "mask_schedule", "net",
+            "net_kwargs", "schedule", "schedule_kwargs", "parameterization", "sigma_data", "conditional", "seed",
+            "batch_size")
 
 
 def need(ok: bool, message: str) -> None:
@@ -125,7 +133,7 @@ def check(config: TrainConfig) -> None:
     """Raise ConfigError naming the first invalid value among the loop's keys (not the objective's)."""
     need(config.lr_schedule in LR_SCHEDULES,
          f"unknown lr_schedule {config.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
-    for name in ("batch_size", "steps", "num_points", "checkpoint_every", "keep_last", "log_every", "max_bad_steps"):
+    for name in ("batch_size", "steps", "num_points", "block_length", "checkpoint_every", "keep_last", "log_every", "max_bad_steps"):
         need(isinstance(getattr(config, name), int) and getattr(config, name) >= 1,
              f"{name} must be a positive integer, got {getattr(config, name)!r}")
     for name in ("warmup_steps", "sample_every"):
@@ -139,6 +147,7 @@ def check(config: TrainConfig) -> None:
     for name in ("minutes", "checkpoint_minutes"):
         value = getattr(config, name)
         need(value is None or 0 < value < math.inf, f"{name} must be a positive number, got {value}")
+    need(config.tokens in TOKEN_KINDS, f"unknown tokens {config.tokens!r}; choose one of {', '.join(TOKEN_KINDS)}")
     need(config.image_size is None or config.image_size >= 1, "image_size must be a positive integer")
     need(isinstance(config.net_kwargs, dict), "net_kwargs must be a table (dict)")
     resolve_device(config.device)

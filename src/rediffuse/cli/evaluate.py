@@ -1,4 +1,4 @@
-"""The `rediffuse eval` verb: sample metrics and bits/dim of a trained image run."""
+"""The `rediffuse eval` verb: sample metrics and bits/dim of a trained image run; held-out NELBO of a text run."""
 
 from __future__ import annotations
 
@@ -8,23 +8,34 @@ from typing import Any
 
 from rediffuse import distributed, samplers
 from rediffuse.evaluation.evaluate import METRICS, evaluate
+from rediffuse.evaluation.text import evaluate_text
 from rediffuse.errors import UsageError
+from rediffuse.runs import run_info
+
+TEXT_METRICS = ("nelbo",)
 
 
 def add_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
     """Register `eval` on the `rediffuse` sub-command parser."""
-    p = verbs.add_parser("eval", parents=[common], help="measure a trained image run (FD, PR, accuracy, NLL)",
-                         description="Frechet distance and precision/recall on the project's classifier "
+    p = verbs.add_parser("eval", parents=[common],
+                         help="measure a trained run (images: FD, PR, accuracy, NLL; text: held-out NELBO)",
+                         description="Images: Frechet distance and precision/recall on the project's classifier "
                                      "features, class accuracy, and bits/dim; also for held-out real data "
-                                     "(the floor). Writes RUN/eval/eval.json and eval.md.")
+                                     "(the floor). Text: the held-out NELBO in bits/char with its standard "
+                                     "error. Writes RUN/eval/eval.json and eval.md.")
     p.add_argument("run", type=Path, metavar="RUN", help="run folder")
-    p.add_argument("--metrics", default=",".join(METRICS), help=f"comma list from {','.join(METRICS)}")
+    p.add_argument("--metrics", default=None,
+                   help=f"comma list from {','.join(METRICS)} (images; default all) or nelbo (text)")
+    p.add_argument("--data", default=None, metavar="SPEC",
+                   help="text runs: the held-out text (default: the @heldout part of the run's text:PATH@train)")
+    p.add_argument("--draws", type=int, default=4, help="text runs: NELBO draws per window (default: 4)")
     p.add_argument("-n", type=int, default=10_000, help="samples (default: 10000)")
     p.add_argument("--sampler", default="heun", choices=sorted(samplers.SAMPLERS), help="sampler (default: heun)")
     p.add_argument("--steps", type=int, default=18, help="sampler steps (default: 18)")
     p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (default: 1)")
     p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
-    p.add_argument("--batch-size", type=int, default=500, help="samples per batch (default: 500)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="samples per batch (default: 500; text runs: windows per batch, default 64)")
     p.add_argument("--nll-n", type=int, default=64, help="held-out images for bits/dim (default: 64)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.set_defaults(func=cmd_eval)
@@ -33,12 +44,24 @@ def add_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     if not args.run.is_dir():
         raise UsageError(f"run folder {str(args.run)!r} does not exist; give the --out folder of a training run")
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
-    bad = [m for m in metrics if m not in METRICS]
+    text = run_info(args.run)["data"]["kind"] == "text"
+    allowed = TEXT_METRICS if text else METRICS
+    given = args.metrics if args.metrics is not None else ",".join(allowed)
+    metrics = [m.strip() for m in given.split(",") if m.strip()]
+    bad = [m for m in metrics if m not in allowed]
     if bad or not metrics:
-        raise UsageError(f"--metrics takes a comma list from {','.join(METRICS)}, got {args.metrics!r}")
-    if min(args.n, args.steps, args.batch_size, args.nll_n) < 1:
-        raise UsageError("-n, --steps, --batch-size and --nll-n must be >= 1")
+        kind = "a text run" if text else "an image run"
+        raise UsageError(f"--metrics for {kind} takes a comma list from {','.join(allowed)}, got {given!r}")
+    if args.batch_size is None:
+        args.batch_size = 64 if text else 500
+    if min(args.n, args.steps, args.batch_size, args.nll_n, args.draws) < 1:
+        raise UsageError("-n, --steps, --batch-size, --nll-n and --draws must be >= 1")
+    if text:
+        evaluate_text(args.run, data=args.data, draws=args.draws, seed=args.seed, batch_size=args.batch_size,
+                      device=args.device)
+        print((args.run / "eval" / "eval.md").read_text(), end="")
+        print(args.run / "eval" / "eval.json")
+        return 0
     with distributed.session(args.device) as world:  # under torchrun the ranks split the sample batches
         evaluate(args.run, metrics=metrics, n=args.n, sampler=args.sampler, steps=args.steps, seed=args.seed,
                  guidance=args.guidance, batch_size=args.batch_size, nll_n=args.nll_n,

@@ -1,5 +1,6 @@
 """The `sample` verb: draw from a trained run; points as .npy with scatter and reverse-process pictures,
-images as a grid .png and .npz, optionally the reverse process as a GIF."""
+images as a grid .png and .npz, optionally the reverse process as a GIF; text as .jsonl or .txt
+(`rediffuse.cli.sample_text`)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from torch import Tensor
 
 from rediffuse import checkpoint, distributed, samplers, schedules, viz
 from rediffuse.cli.common import PROG
+from rediffuse.cli.sample_text import add_text_flags, cmd_sample_text
 from rediffuse.errors import UsageError
 from rediffuse.guidance import cfg_denoiser
 from rediffuse.io import atomic_write_arrays
@@ -29,21 +31,24 @@ def add_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
     """Register `sample` on the `rediffuse` sub-command parser."""
     sample_p = verbs.add_parser("sample", parents=[common], help="draw samples from a trained run",
                                 description="Sample a trained run: points -> .npy + scatter and reverse-process "
-                                            "PNGs; images -> grid .png + .npz.")
+                                            "PNGs; images -> grid .png + .npz; text -> .jsonl or .txt.")
     sample_p.add_argument("run", type=Path, metavar="RUN", help="run folder (or one ckpt-<step> folder)")
     _add_sampling_flags(sample_p)
+    add_text_flags(sample_p)
     sample_p.set_defaults(func=cmd_sample)
 
 
 def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", default="heun", choices=sorted(samplers.SAMPLERS), help="sampler (default: heun)")
-    p.add_argument("--steps", type=int, default=20, help="number of noise levels (default: 20)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="number of noise levels (default: 20; text runs: reverse steps, default the length)")
     p.add_argument("--spacing", default="default", choices=[*schedules.SPACINGS, "tuned"],
                    help="sigma grid (default: the schedule's own; tuned: from `rediffuse tune-grid`)")
     p.add_argument("-n", "--num", type=int, default=None, dest="n",
-                   help="number of samples (default: 5000 points or 64 images)")
+                   help="number of samples (default: 5000 points, 64 images or 16 texts)")
     p.add_argument("--out", type=Path, default=None,
-                   help="output: .npy for points, .png for images (default: RUN/samples.npy or .png)")
+                   help="output: .npy for points, .png for images, .jsonl or .txt for text (default: "
+                        "RUN/samples.npy, .png or .jsonl)")
     p.add_argument("--seed", type=int, default=0, help="seed; sample i depends only on (seed, i)")
     p.add_argument("--class", type=int, dest="label", default=None, help="class label (conditional runs)")
     p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = none)")
@@ -87,10 +92,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.run.is_file():
         raise UsageError(checkpoint.not_a_folder(args.run))
     for flag in ("steps", "batch_size"):
-        if getattr(args, flag) < 1:
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise UsageError(f"--{flag.replace('_', '-')} must be >= 1")
     info = run_info(args.run)
     kind = info["data"]["kind"]
+    if kind == "text":
+        return cmd_sample_text(args, info)
+    if any(getattr(args, flag) is not None for flag in ("length", "prompt", "infill")):
+        raise UsageError("--length, --prompt and --infill are for text runs; drop them for a points or image run")
+    args.steps = 20 if args.steps is None else args.steps
     suffix = ".npy" if kind == "points" else ".png"
     out = args.out or args.run / f"samples{suffix}"
     if out.suffix.lower() != suffix:

@@ -69,7 +69,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 def add_parsers(verbs: Any, common: argparse.ArgumentParser) -> None:
     """Register `train` and `demo` on the `rediffuse` sub-command parser."""
-    train_p = verbs.add_parser("train", parents=[common], help="train a model (points or images)",
+    train_p = verbs.add_parser("train", parents=[common], help="train a model (points, images or text)",
                                description="Train a diffusion model; flags override the --config TOML file.")
     train_p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                          help="start from a named recipe (the --config file and flags override it)")
@@ -136,7 +136,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _report_training(result: TrainResult, config: TrainConfig) -> None:
     why = {"done": "finished", "time": "stopped at the time budget", "interrupted": "interrupted"}[result.stopped]
-    unit = data_kind(config.data)
+    unit = {"text": "windows"}.get(data_kind(config.data), data_kind(config.data))
     print(f"{why} at step {result.step}; checkpoint {result.checkpoint} ({result.samples_per_s:.0f} {unit}/s)")
     if result.stopped != "done":
         print(f"continue with: {PROG} train --out {config.out} --resume")

@@ -1,4 +1,8 @@
-"""The training set of a config in memory (`Data`), loaded or drawn from what `config.data` names."""
+"""The training set of a config in memory (`Data`), loaded or drawn from what `config.data` names.
+
+Points and images are examples x [N, ...]; text is one token stream x [N] (long) with its vocabulary, from
+which the training loop cuts windows (`rediffuse.data.text.random_windows`).
+"""
 
 from __future__ import annotations
 
@@ -13,16 +17,23 @@ from torch import Tensor
 from rediffuse.config import TrainConfig
 from rediffuse.data import toy2d
 from rediffuse.data.images import load_images
+from rediffuse.data.text import TextSet, Vocabulary, load_text
 from rediffuse.errors import ConfigError
 
 
 @dataclass
 class Data:
-    """A training set in memory: x [N, ...] (float32), optional labels [N], and its kind."""
+    """A training set in memory: x [N, ...] (float32; text: token ids [N]), optional labels [N], and its kind."""
 
     x: Tensor
     labels: Tensor | None
-    kind: str  # "points" or "images"
+    kind: str  # "points", "images" or "text"
+    text: TextSet | None = None  # text: the part's token stream, vocabulary and length in characters
+
+    @property
+    def vocab(self) -> Vocabulary | None:
+        """The vocabulary of text data (None for points and images)."""
+        return None if self.text is None else self.text.vocab
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -36,7 +47,10 @@ class Data:
 
 
 def data_kind(spec: str) -> str:
-    """'points' for analytic presets and point files, else 'images' (ConfigError for a missing data file)."""
+    """'text' for text:PATH, 'points' for analytic presets and point files, else 'images' (ConfigError for a
+    missing data file)."""
+    if spec.startswith("text:"):
+        return "text"
     if Path(spec).suffix.lower() in (".npy", ".npz", ".csv") and not Path(spec).is_file():
         raise ConfigError(f"data file {spec!r} does not exist; check the --data path")
     return "points" if toy2d.is_preset(spec) or toy2d.is_point_file(spec) else "images"
@@ -74,7 +88,11 @@ def _data_error(spec: str, err: BaseException) -> str:
 
 def _load_data(config: TrainConfig) -> Data:
     """The training set named by config.data, as the loaders return it."""
-    if data_kind(config.data) == "points":
+    kind = data_kind(config.data)
+    if kind == "text":
+        text = load_text(config.data, config.tokens)
+        return Data(text.tokens, None, "text", text)
+    if kind == "points":
         generator = torch.Generator().manual_seed(config.seed)
         return Data(toy2d.points_dataset(config.data, config.num_points, generator), None, "points")
     base = config.data.rpartition("@")[0] if config.data.endswith(("@train", "@heldout")) else config.data

@@ -21,7 +21,8 @@ from tqdm import tqdm
 from rediffuse import distributed
 from rediffuse.evaluation.features import classify, extract_features, load_or_train_classifier
 from rediffuse.guidance import cfg_denoiser
-from rediffuse.io import atomic_write_arrays, atomic_write_text
+from rediffuse.evaluation.report import write_report
+from rediffuse.io import atomic_write_arrays
 from rediffuse.evaluation.likelihood import bits_per_dim
 from rediffuse.evaluation.metrics import frechet_distance, prdc
 from rediffuse.runs import load_run, run_info
@@ -117,10 +118,7 @@ def evaluate(run_dir: str | Path, *, metrics: Sequence[str] = METRICS, n: int = 
                               divergence="hutchinson", generator=torch.Generator(device=device).manual_seed(seed))
         report["nll"] = {**result.summary(), "images": len(images), "estimator": "PF-ODE, Hutchinson (1 probe)"}
     if distributed.is_main_process():
-        out = run_dir / "eval"
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "eval.json", json.dumps(report, indent=1))
-        atomic_write_text(out / "eval.md", markdown(report))
+        write_report(run_dir, report, markdown(report))
     return report
 
 

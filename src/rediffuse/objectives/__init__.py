@@ -9,8 +9,9 @@ from rediffuse.config import TrainConfig
 from rediffuse.errors import ConfigError
 from rediffuse.objectives.base import Batch, Draws, Objective, StepGenerators
 from rediffuse.objectives.gaussian import Gaussian
+from rediffuse.objectives.masked import Masked, MaskedLM
 
-OBJECTIVES: dict[str, Callable[[TrainConfig], Objective]] = {"gaussian": Gaussian}
+OBJECTIVES: dict[str, Callable[[TrainConfig], Objective]] = {"gaussian": Gaussian, "masked": Masked}
 
 
 def get(config: TrainConfig) -> Objective:
@@ -26,4 +27,4 @@ def validate(config: TrainConfig) -> None:
     config_keys.check(config)
 
 
-__all__ = ["OBJECTIVES", "Batch", "Draws", "Gaussian", "Objective", "StepGenerators", "get", "validate"]
+__all__ = ["OBJECTIVES", "Batch", "Draws", "Gaussian", "Masked", "MaskedLM", "Objective", "StepGenerators", "get", "validate"]

@@ -35,6 +35,8 @@ class Gaussian:
     def check(self) -> None:
         """Raise ConfigError naming the first invalid value of the keys this objective reads."""
         c = self.config
+        need(not c.data.startswith("text:"), f"text data {c.data!r} trains with --objective masked (masked token "
+                                             "diffusion), not Gaussian denoising")
         need(c.net in ("auto", *NETS), f"unknown net {c.net!r}; choose auto, {', '.join(NETS)}")
         need(c.schedule in schedules.SCHEDULES,
              f"unknown schedule {c.schedule!r}; choose one of {', '.join(schedules.SCHEDULES)}")

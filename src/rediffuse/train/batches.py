@@ -1,7 +1,9 @@
 """Each step's global batch and its randomness, pure functions of (seed, step), and this rank's slice of them.
 
 Every rank draws the same global batch (data order, then the objective's draws from per-step generators)
-and keeps its 1/P share, so P processes together see exactly what one process sees.
+and keeps its 1/P share, so P processes together see exactly what one process sees. Points and images are
+visited in a per-epoch order (`DataOrder`); text is cut into windows of `block_length` tokens at offsets from
+the step's CPU stream "windows".
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from torch import Tensor, nn
 
 from rediffuse.config import TrainConfig
 from rediffuse.data.dataset import Data
+from rediffuse.data.text import random_windows
 from rediffuse.distributed import World
 from rediffuse.errors import ConfigError
 from rediffuse.objectives import Batch, Draws, Objective
@@ -90,13 +93,18 @@ class StepBatches:
                               f"use a multiple of {world.size}")
         self.x = data.x.to(device)
         self.labels = None if data.labels is None else data.labels.to(device)
-        self.order = DataOrder(len(self.x), config.batch_size, config.seed, device)
+        self.batch_size, self.block_length = config.batch_size, config.block_length
+        self.order = None if data.kind == "text" else DataOrder(len(self.x), config.batch_size, config.seed, device)
         self.streams = StepStreams(config.seed, device)
         self.objective, self.part = objective, world.split(config.batch_size)
 
     def get(self, step: int, model: nn.Module) -> tuple[Batch, Draws]:
         """(batch, draws) of this rank's slice of step's global batch."""
-        idx = self.order.indices(step)
-        batch = Batch(self.x[idx], None if self.labels is None else self.labels[idx])
-        draws = self.objective.draw(model, batch, self.streams.at(step))
+        streams = self.streams.at(step)
+        if self.order is None:  # text: windows at random offsets, a pure function of (seed, step)
+            batch = Batch(random_windows(self.x, self.block_length, self.batch_size, streams.cpu("windows")))
+        else:
+            idx = self.order.indices(step)
+            batch = Batch(self.x[idx], None if self.labels is None else self.labels[idx])
+        draws = self.objective.draw(model, batch, streams)
         return batch[self.part], {name: value[self.part] for name, value in draws.items()}

@@ -1,0 +1,93 @@
+"""Evaluating a text run: the held-out NELBO of masked diffusion in bits per character, with its standard error.
+
+The held-out part is cut into consecutive windows of the run's block length (a shorter tail is left out);
+each window gets `draws` Monte Carlo estimates of its NELBO (`rediffuse.masked.masked_nelbo`, times
+stratified over each batch of windows), so the mean is an unbiased estimate of the bound in nats per token and
+its standard error is the spread of the window-draw estimates over the square root of their number. Bits per
+character are nats per token / ln 2 times tokens per character of the part (1 for character tokens; for
+bytes the part's bytes over its characters, `TextSet.num_chars`).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from rediffuse import masked
+from rediffuse.data.text import TextSet, Vocabulary, load_text
+from rediffuse.evaluation.report import write_report
+from rediffuse.runs import load_model
+
+f64 = torch.float64
+
+
+@torch.no_grad()
+def nelbo_estimates(model: nn.Module, tokens: Tensor, block_length: int, *, draws: int = 1, seed: int = 0,
+                    batch_size: int = 64, device: torch.device | str = "cpu") -> Tensor:
+    """NELBO estimates [draws, W] in nats per token of the W = len // block_length windows of tokens [N]."""
+    windows = len(tokens) // block_length
+    if windows < 1:
+        raise ValueError(f"the held-out text has {len(tokens)} tokens, fewer than one window of {block_length}; "
+                         "use a longer text")
+    x_all = tokens[: windows * block_length].reshape(windows, block_length)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    out = torch.empty(draws, windows, dtype=f64)
+    for k in range(draws):
+        for start in range(0, windows, batch_size):
+            x = x_all[start:start + batch_size].to(device)
+            t = masked.stratified_times(len(x), generator, device)
+            z = masked.mask(x, t, model.schedule, model.mask_id, generator)
+            out[k, start:start + len(x)] = masked.masked_nelbo(model(z, t), x, z, t, model.schedule,
+                                                               model.mask_id).to("cpu", f64)
+    return out
+
+
+def heldout_spec(data: str) -> str:
+    """The held-out part of a run's text spec: text:PATH@train -> text:PATH@heldout (ValueError otherwise)."""
+    if not data.endswith("@train"):
+        raise ValueError(f"run data {data!r} has no held-out part; train on text:PATH@train (its last 10% is "
+                         "the held-out part) or pass --data text:PATH@heldout")
+    return data[: -len("@train")] + "@heldout"
+
+
+def nelbo_report(estimates: Tensor, part: TextSet, block_length: int) -> dict[str, Any]:
+    """bits/char with its standard error, nats/token and the counts of a [draws, W] table of estimates."""
+    per_char = len(part.tokens) / part.num_chars / math.log(2)  # bits/char per nat/token
+    values = estimates.reshape(-1)
+    stderr = float(values.std()) / math.sqrt(len(values)) if len(values) > 1 else math.nan
+    return {"nelbo_bits_per_char": float(values.mean()) * per_char, "nelbo_bits_per_char_stderr": stderr * per_char,
+            "nelbo_nats_per_token": float(values.mean()), "tokens": estimates.shape[1] * block_length,
+            "windows": estimates.shape[1], "draws_per_window": estimates.shape[0], "block_length": block_length,
+            "token_kind": part.vocab.kind, "data": part.spec}
+
+
+def evaluate_text(run_dir: str | Path, *, data: str | None = None, draws: int = 4, seed: int = 0,
+                  batch_size: int = 64, device: str = "cpu") -> dict[str, Any]:
+    """The held-out NELBO of a text run; writes RUN/eval/eval.json and eval.md and returns the report."""
+    run_dir = Path(run_dir)
+    model, spec, config = load_model(run_dir, device=device)
+    if spec.get("data", {}).get("kind") != "text":
+        raise ValueError(f"run {str(run_dir)!r} is not a text run; --metrics nelbo measures text runs")
+    vocab = Vocabulary.from_dict(spec["vocab"])
+    part = load_text(data or heldout_spec(config.data), vocab=vocab)
+    block_length = int(spec["data"]["shape"][0])
+    estimates = nelbo_estimates(model, part.tokens, block_length, draws=draws, seed=seed, batch_size=batch_size,
+                                device=device)
+    report = {"run": str(run_dir), "settings": {"metrics": ["nelbo"], "seed": seed, "draws": draws},
+              **nelbo_report(estimates, part, block_length)}
+    write_report(run_dir, report, markdown(report))
+    return report
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """A short Markdown report of a text evaluation."""
+    return (f"# Evaluation of {report['run']}\n\n"
+            f"Held-out NELBO on {report['data']} ({report['tokens']} {report['token_kind']} tokens in "
+            f"{report['windows']} windows of {report['block_length']}, {report['draws_per_window']} draws each, "
+            f"seed {report['settings']['seed']}): "
+            f"{report['nelbo_bits_per_char']:.4f} +- {report['nelbo_bits_per_char_stderr']:.4f} bits/char "
+            f"({report['nelbo_nats_per_token']:.4f} nats/token); an upper bound on the negative log-likelihood.\n")
