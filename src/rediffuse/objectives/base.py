@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
+from rediffuse.config import TrainConfig
 from rediffuse.data.dataset import Data
 
 Draws = dict[str, Tensor]  # a step's randomness: tensors whose first dimension is the batch's
@@ -70,3 +71,12 @@ class Objective(Protocol):
 
     def preview(self, model: nn.Module, spec: dict[str, Any], path: Path, device: torch.device) -> Path | None:
         """Write a picture of samples of model to path (None where this data has no picture)."""
+
+
+class Configured:
+    """The common start of an objective: built from its run's TrainConfig, kept as `config`."""
+
+    name = ""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config

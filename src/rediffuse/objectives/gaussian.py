@@ -15,22 +15,19 @@ import torch
 from torch import Tensor, nn
 
 from rediffuse import losses, schedules, viz
-from rediffuse.config import TrainConfig, need
+from rediffuse.config import need
 from rediffuse.data.dataset import Data, data_std
 from rediffuse.denoisers import PARAMETERIZATIONS, Denoiser, wrap
 from rediffuse.errors import ConfigError
 from rediffuse.nets import NETS
-from rediffuse.objectives.base import Batch, Draws, StepGenerators
+from rediffuse.objectives.base import Batch, Configured, Draws, StepGenerators
 from rediffuse.samplers import generation
 
 
-class Gaussian:
+class Gaussian(Configured):
     """Denoising diffusion of one tensor per example (points or images), as docs/architecture.md states it."""
 
     name = "gaussian"
-
-    def __init__(self, config: TrainConfig) -> None:
-        self.config = config
 
     def check(self) -> None:
         """Raise ConfigError naming the first invalid value of the keys this objective reads."""

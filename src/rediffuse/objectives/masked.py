@@ -20,13 +20,13 @@ import torch
 from torch import Tensor, nn
 
 from rediffuse import masked
-from rediffuse.config import TrainConfig, need
+from rediffuse.config import need
 from rediffuse.data.dataset import Data
 from rediffuse.data.text import Vocabulary
 from rediffuse.errors import ConfigError
 from rediffuse.io import atomic_write_text
 from rediffuse.nets import NETS
-from rediffuse.objectives.base import Batch, Draws, StepGenerators
+from rediffuse.objectives.base import Batch, Configured, Draws, StepGenerators
 from rediffuse.samplers.generation import sample_generators
 from rediffuse.samplers.masked import masked_template, sample_masked
 
@@ -47,13 +47,10 @@ class MaskedLM(nn.Module):
         return masked.subs_log_probs(self.net(z, c_noise).float(), z, self.mask_id)
 
 
-class Masked:
+class Masked(Configured):
     """Masked token diffusion of text data (`--objective masked`)."""
 
     name = "masked"
-
-    def __init__(self, config: TrainConfig) -> None:
-        self.config = config
 
     def check(self) -> None:
         """Raise ConfigError naming the first invalid value of the keys this objective reads."""
