@@ -36,8 +36,8 @@ class TrainConfig:
                                "analytic preset, a .npy/.csv of points, or images (digits, mnist:PATH, folder:PATH, "
                                ".npz), or text (text:PATH, text:PATH@train)")
     out: str = _opt("runs/run", "run folder for checkpoints, logs and pictures")
-    objective: str = _opt("gaussian", "what is learned: gaussian (denoising diffusion) or masked (masked "
-                                        "token diffusion of text)")
+    objective: str = _opt("gaussian", "what is learned: gaussian (denoising diffusion), masked (masked "
+                                        "token diffusion of text) or autoregressive (the causal text baseline)")
     num_points: int = _opt(100_000, "training-set size drawn from an analytic points preset")
     image_size: int | None = _opt(None, "resize images to this size (default: as stored)")
     tokens: str = _opt("char", "text data: char (the training text's characters) or bytes (UTF-8 bytes)")

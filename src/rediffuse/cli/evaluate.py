@@ -12,7 +12,7 @@ from rediffuse.evaluation.text import evaluate_text
 from rediffuse.errors import UsageError
 from rediffuse.runs import run_info
 
-TEXT_METRICS = ("nelbo",)
+TEXT_METRICS = ("nelbo", "nll")  # an autoregressive run answers either with its exact NLL
 
 
 def add_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
@@ -25,7 +25,8 @@ def add_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
                                      "error. Writes RUN/eval/eval.json and eval.md.")
     p.add_argument("run", type=Path, metavar="RUN", help="run folder")
     p.add_argument("--metrics", default=None,
-                   help=f"comma list from {','.join(METRICS)} (images; default all) or nelbo (text)")
+                   help=f"comma list from {','.join(METRICS)} (images; default all) or nelbo (text; "
+                        "an autoregressive run reports its exact nll)")
     p.add_argument("--data", default=None, metavar="SPEC",
                    help="text runs: the held-out text (default: the @heldout part of the run's text:PATH@train)")
     p.add_argument("--draws", type=int, default=4, help="text runs: NELBO draws per window (default: 4)")
@@ -44,7 +45,8 @@ def add_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     if not args.run.is_dir():
         raise UsageError(f"run folder {str(args.run)!r} does not exist; give the --out folder of a training run")
-    text = run_info(args.run)["data"]["kind"] == "text"
+    info = run_info(args.run)
+    text = info["data"]["kind"] == "text"
     allowed = TEXT_METRICS if text else METRICS
     given = args.metrics if args.metrics is not None else ",".join(allowed)
     metrics = [m.strip() for m in given.split(",") if m.strip()]
@@ -52,6 +54,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if bad or not metrics:
         kind = "a text run" if text else "an image run"
         raise UsageError(f"--metrics for {kind} takes a comma list from {','.join(allowed)}, got {given!r}")
+    if text and "nll" in metrics and "bos_id" not in info:
+        raise UsageError("--metrics nll needs an autoregressive run; a masked run reports its bound: --metrics nelbo")
     if args.batch_size is None:
         args.batch_size = 64 if text else 500
     if min(args.n, args.steps, args.batch_size, args.nll_n, args.draws) < 1:

@@ -1,10 +1,11 @@
-"""`rediffuse sample` for text runs: masked-diffusion samples as JSON lines or plain text.
+"""`rediffuse sample` for text runs: masked-diffusion (or autoregressive) samples as JSON lines or plain text.
 
 Sample i is drawn by `sample_masked` from its own generator seeded by (seed, i), so it does not depend on -n
 or --batch-size. `--prompt TEXT` fixes a prefix; `--infill TEMPLATE` keeps every character of the template
 except the blanks (`_`, or the one character of `--blank`), which are filled. Out: `.jsonl`, one object per
 sample with at least "text"; `.txt`, the samples separated by a line `=====`. `--trajectory FILE.txt` shows
 sample 0 emerging from the masks (drawn as the blank character) at up to 16 steps of the reverse process.
+An autoregressive run samples left to right (`sample_autoregressive`), with --prompt but no --infill.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from rediffuse.data.text import Vocabulary
 from rediffuse.errors import UsageError
 from rediffuse.io import atomic_write_text
 from rediffuse.runs import load_model
+from rediffuse.samplers.autoregressive import sample_autoregressive
 from rediffuse.samplers.generation import sample_generators
 from rediffuse.samplers.masked import ORDERS, sample_masked
 
@@ -95,6 +97,23 @@ def generate_texts(model: Any, z: Tensor, n: int, *, steps: int, seed: int, batc
     return torch.cat(rows)
 
 
+def generate_causal(model: Any, z: Tensor, n: int, start: int, *, seed: int, batch_size: int,
+                    device: torch.device) -> Tensor:
+    """n samples [n, L] of an autoregressive model after the prompt z[:start]; sample i from its (seed, i) generator."""
+    return torch.cat([sample_autoregressive(model, z.to(device).expand(len(idx), -1), start,
+                                            generator=sample_generators(seed, idx, device)).cpu()
+                      for idx in (range(i, min(n, i + batch_size)) for i in range(0, n, batch_size))])
+
+
+def _check_causal(args: argparse.Namespace) -> None:
+    """UsageError for the flags an autoregressive run cannot honour."""
+    for given, flag in [(args.infill is not None, "--infill"), (args.steps is not None, "--steps"),
+                        (args.order != "random", "--order"), (args.trajectory is not None, "--trajectory")]:
+        if given:
+            raise UsageError(f"{flag} is for masked-diffusion runs; an autoregressive run samples left to right "
+                             f"(one token per step): drop {flag}")
+
+
 def _keeper(snapshots: list[tuple[float, Tensor]]) -> Callable[[dict[str, Any]], None]:
     """A sampler callback appending (s, ids of sample 0) after each reverse step."""
     return lambda info: snapshots.append((info["s"], info["z"][0].cpu()))
@@ -132,10 +151,20 @@ def cmd_sample_text(args: argparse.Namespace, info: dict[str, Any]) -> int:
     if n < 1:
         raise UsageError(f"-n must be >= 1, got {n}")
     vocab = Vocabulary.from_dict(info["vocab"])
+    causal = "bos_id" in info
+    if causal:
+        _check_causal(args)
     z = template(args, vocab, int(info["net_config"]["max_len"]), int(info["data"]["shape"][0]))
     steps = len(z) if args.steps is None else args.steps
     device = resolve_device(args.device)
     model, _, _ = load_model(args.run, ema=args.ema, device=device)
+    if causal:
+        start = int((z != vocab.mask_id).sum())
+        with torch.no_grad():
+            x = generate_causal(model, z, n, start, seed=args.seed, batch_size=args.batch_size, device=device)
+        settings = {"seed": args.seed, "order": "left-to-right", "length": len(z)}
+        print(write_texts(out, [vocab.decode(row) for row in x], settings))
+        return 0
     snapshots: list[tuple[float, Tensor]] | None = None if args.trajectory is None else []
     with torch.no_grad():
         x = generate_texts(model, z, n, steps=steps, seed=args.seed, batch_size=args.batch_size,

@@ -7,11 +7,13 @@ from typing import Callable
 from rediffuse import config as config_keys
 from rediffuse.config import TrainConfig
 from rediffuse.errors import ConfigError
+from rediffuse.objectives.autoregressive import Autoregressive, CausalLM
 from rediffuse.objectives.base import Batch, Draws, Objective, StepGenerators
 from rediffuse.objectives.gaussian import Gaussian
 from rediffuse.objectives.masked import Masked, MaskedLM
 
-OBJECTIVES: dict[str, Callable[[TrainConfig], Objective]] = {"gaussian": Gaussian, "masked": Masked}
+OBJECTIVES: dict[str, Callable[[TrainConfig], Objective]] = {"gaussian": Gaussian, "masked": Masked,
+                                                           "autoregressive": Autoregressive}
 
 
 def get(config: TrainConfig) -> Objective:
@@ -27,4 +29,5 @@ def validate(config: TrainConfig) -> None:
     config_keys.check(config)
 
 
-__all__ = ["OBJECTIVES", "Batch", "Draws", "Gaussian", "Masked", "MaskedLM", "Objective", "StepGenerators", "get", "validate"]
+__all__ = ["OBJECTIVES", "Autoregressive", "Batch", "CausalLM", "Draws",
+           "Gaussian", "Masked", "MaskedLM", "Objective", "StepGenerators", "get", "validate"]

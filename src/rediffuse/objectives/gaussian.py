@@ -33,7 +33,7 @@ class Gaussian(Configured):
         """Raise ConfigError naming the first invalid value of the keys this objective reads."""
         c = self.config
         need(not c.data.startswith("text:"), f"text data {c.data!r} trains with --objective masked (masked token "
-                                             "diffusion), not Gaussian denoising")
+                                             "diffusion) or autoregressive, not Gaussian denoising")
         need(c.net in ("auto", *NETS), f"unknown net {c.net!r}; choose auto, {', '.join(NETS)}")
         need(c.schedule in schedules.SCHEDULES,
              f"unknown schedule {c.schedule!r}; choose one of {', '.join(schedules.SCHEDULES)}")

@@ -51,30 +51,31 @@ class Masked(Configured):
     """Masked token diffusion of text data (`--objective masked`)."""
 
     name = "masked"
+    causal = False  # the network attends both ways
 
     def check(self) -> None:
         """Raise ConfigError naming the first invalid value of the keys this objective reads."""
         c = self.config
-        need(c.net in ("auto", "transformer"), f"the masked objective trains a transformer, got net {c.net!r}; "
-                                                "use --net transformer (or auto)")
+        need(c.net in ("auto", "transformer"), f"the {self.name} objective trains a transformer, got net "
+                                                f"{c.net!r}; use --net transformer (or auto)")
         need(c.mask_schedule in masked.KINDS,
              f"unknown mask_schedule {c.mask_schedule!r}; choose one of {', '.join(masked.KINDS)}")
-        need(not c.conditional, "the masked objective has no classes; drop --conditional")
-        need(c.data.startswith("text:"), f"the masked objective trains on text, got data {c.data!r}; "
+        need(not c.conditional, f"the {self.name} objective has no classes; drop --conditional")
+        need(c.data.startswith("text:"), f"the {self.name} objective trains on text, got data {c.data!r}; "
                                          "use --data text:PATH (or text:PATH@train)")
 
     def spec(self, data: Data) -> dict[str, Any]:
         """The JSON description of the model: transformer config, vocabulary, mask id, schedule and data."""
         c = self.config
         if data.kind != "text" or data.vocab is None:
-            raise ConfigError(f"the masked objective trains on text, got {data.kind} data {c.data!r}; "
+            raise ConfigError(f"the {self.name} objective trains on text, got {data.kind} data {c.data!r}; "
                               "use --data text:PATH")
         if len(data.x) < c.block_length:
             raise ConfigError(f"the text has {len(data.x)} tokens, fewer than block_length {c.block_length}; use "
                               "a smaller --block-length or a longer text")
         vocab = data.vocab
         net_config = {"max_len": c.block_length, **c.net_kwargs, "vocab_size": vocab.size, "mask_token": True,
-                      "out_size": vocab.size, "causal": False}
+                      "out_size": vocab.size, "causal": self.causal}
         if net_config["max_len"] < c.block_length:
             raise ConfigError(f"net_kwargs max_len {net_config['max_len']} is below block_length "
                               f"{c.block_length}; raise max_len or lower --block-length")

@@ -1,0 +1,83 @@
+"""The autoregressive (AR) baseline of text: a causal transformer trained by next-token cross-entropy.
+
+The same text windows x [B, L] as masked diffusion, the same transformer with ``causal=True`` (as nanoGPT's
+GPT). The first token of a window is predicted from a beginning-of-sequence token: the network reads
+[BOS, x_1, ..., x_{L-1}] and position l predicts x_{l+1}, so the per-window loss is the exact negative
+log-likelihood of the whole window in nats per token,
+
+    -(1/L) sum_{l=1}^{L} log p_theta(x_l | BOS, x_<l),
+
+the quantity masked diffusion's NELBO bounds for the same window (so held-out figures compare directly). BOS is
+the transformer's extra input id (id V, the mask token of a masked run), so both networks have the same
+parameters. Training needs no randomness (`draw` returns {}). The model is `CausalLM(x) -> log-probs [B, L, V]`
+of each token given the tokens before it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from rediffuse.data.dataset import Data
+from rediffuse.data.text import Vocabulary
+from rediffuse.io import atomic_write_text
+from rediffuse.objectives.base import Batch, Draws, StepGenerators
+from rediffuse.objectives.masked import PREVIEW_SAMPLES, Masked
+from rediffuse.samplers.autoregressive import sample_autoregressive
+from rediffuse.samplers.generation import sample_generators
+
+
+class CausalLM(nn.Module):
+    """log p_theta(x_l | BOS, x_<l): log-probabilities [B, L, V] of a causal transformer over token ids x [B, L]."""
+
+    def __init__(self, net: nn.Module, vocab: Vocabulary) -> None:
+        super().__init__()
+        self.net, self.vocab, self.bos_id = net, vocab, vocab.mask_id
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Per-position next-token log-probabilities in float32; x[:, -1] is never read."""
+        inputs = torch.cat([torch.full_like(x[:, :1], self.bos_id), x[:, :-1]], dim=1)
+        return torch.log_softmax(self.net(inputs, None).float(), dim=-1)
+
+    def nll(self, x: Tensor) -> Tensor:
+        """The exact negative log-likelihood [B] of each window x [B, L] in nats per token."""
+        return -self(x).gather(-1, x.unsqueeze(-1)).squeeze(-1).mean(-1)
+
+
+class Autoregressive(Masked):
+    """Next-token prediction of text data with a causal transformer (`--objective autoregressive`)."""
+
+    name = "autoregressive"
+    causal = True  # each position attends to itself and the past only
+
+    def spec(self, data: Data) -> dict[str, Any]:
+        """The masked objective's spec with a causal network, the BOS id and no schedule."""
+        spec = super().spec(data)
+        del spec["schedule"], spec["mask_id"]
+        return {**spec, "bos_id": data.vocab.mask_id}
+
+    def model(self, spec: dict[str, Any], net: nn.Module) -> CausalLM:
+        """The causal model around net, with the spec's vocabulary."""
+        return CausalLM(net, Vocabulary.from_dict(spec["vocab"]))
+
+    def draw(self, model: CausalLM, batch: Batch, generators: StepGenerators) -> Draws:
+        """Nothing: the loss of a window is deterministic."""
+        return {}
+
+    def loss(self, model: CausalLM, batch: Batch, draws: Draws) -> Tensor:
+        """The per-window next-token cross-entropy in nats per token, shape [B]."""
+        return model.nll(batch.x)
+
+    @torch.no_grad()
+    def preview(self, model: CausalLM, spec: dict[str, Any], path: Path, device: torch.device) -> Path | None:
+        """A text file (path with suffix .txt) of a few samples of one window, drawn left to right."""
+        length = int(spec["data"]["shape"][0])
+        z = torch.full((PREVIEW_SAMPLES, length), model.bos_id, dtype=torch.long, device=device)
+        x = sample_autoregressive(model, z, 0, generator=sample_generators(0, range(PREVIEW_SAMPLES), device))
+        out = path.with_suffix(".txt")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out, "\n=====\n".join(model.vocab.decode(row) for row in x.cpu()) + "\n")
+        return out
