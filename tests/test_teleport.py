@@ -132,14 +132,16 @@ def test_teleported_grid_is_saved_and_loaded(tmp_path):
     m = gaussian()
     flow = GaussianFlow.fit(m.sample(100, generator=torch.Generator().manual_seed(8)))
     grid = torch.tensor([80.0, 6.0, 1.0, 0.1, 0.0], dtype=f64)
-    tg.save_grid(tmp_path, "dpmpp-2m", grid, teleport=flow)  # 3 sampler steps after the jump
-    assert torch.equal(tg.load_grid(tmp_path, "dpmpp-2m", 3), grid)
-    loaded, warm_start = tg.load_teleport(tmp_path, "dpmpp-2m", 3)
+    tg.save_plan(tmp_path, SamplingPlan("dpmpp-2m", grid, flow))  # 3 sampler steps after the jump
+    plan = tg.load_plan(tmp_path, "dpmpp-2m", 3)
+    assert torch.equal(plan.sigmas, grid)
+    loaded, warm_start = plan.teleport, plan.warm_start
     assert torch.equal(loaded.mean, flow.mean) and warm_start is False
-    tg.save_grid(tmp_path, "dpmpp-2m", grid, teleport=flow, warm_start=True)
-    assert tg.load_teleport(tmp_path, "dpmpp-2m", 3)[1] is True
-    tg.save_grid(tmp_path, "dpmpp-2m", grid[1:])  # a plain 3-step grid replaces it
-    assert tg.load_teleport(tmp_path, "dpmpp-2m", 3) == (None, False)
+    tg.save_plan(tmp_path, SamplingPlan("dpmpp-2m", grid, flow, warm_start=True))
+    assert tg.load_plan(tmp_path, "dpmpp-2m", 3).warm_start is True
+    tg.save_plan(tmp_path, SamplingPlan("dpmpp-2m", grid[1:]))  # a plain 3-step grid replaces it
+    plan = tg.load_plan(tmp_path, "dpmpp-2m", 3)
+    assert (plan.teleport, plan.warm_start) == (None, False)
 
 
 def test_history_follows_the_gaussian_ode_and_its_denoiser():

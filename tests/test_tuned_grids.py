@@ -10,6 +10,7 @@ from scipy.integrate import solve_ivp
 from rediffuse import analytic, schedules
 from rediffuse.samplers import generation as sampling
 from rediffuse.tuning import grids as tg
+from rediffuse.tuning.plan import SamplingPlan
 
 f64 = torch.float64
 
@@ -28,10 +29,10 @@ def test_tuned_grid_beats_karras_on_held_out_noise(tmp_path):
     tuned = tg.rms_error(d, test_x, ref, grid, "euler")
     print(f"held-out RMS error: best standard grid {best_standard:.4f}, tuned {tuned:.4f}")
     assert tuned < 0.75 * best_standard
-    tg.save_grid(tmp_path, "euler", grid, {"error": tuned})
-    assert torch.equal(tg.load_grid(tmp_path, "euler", 8), grid)
+    tg.save_plan(tmp_path, SamplingPlan("euler", grid, meta={"error": tuned}))
+    assert torch.equal(tg.load_plan(tmp_path, "euler", 8).sigmas, grid)
     with pytest.raises(FileNotFoundError, match="tune-grid"):
-        tg.load_grid(tmp_path, "heun", 8)
+        tg.load_plan(tmp_path, "heun", 8)
 
 
 def test_reference_solution_is_accurate():

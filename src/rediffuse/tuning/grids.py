@@ -291,14 +291,19 @@ def tune_grid(denoiser: Callable[..., Tensor], x: Tensor, sampler: str, steps: i
     return results[best][0], before, scored[best]
 
 
+def _saved_plans(run_dir: str | os.PathLike) -> tuple[Path, dict]:
+    """(the run's grids.json, its entries by sampler and step count; empty if there is none)."""
+    path = Path(run_dir) / GRIDS_FILE
+    return path, json.loads(path.read_text()) if path.exists() else {}
+
+
 def save_plan(run_dir: str | os.PathLike, plan: SamplingPlan) -> Path:
     """Store a plan in the run's grids.json (atomically), keyed by sampler and sampler steps.
 
     A teleported plan's Gaussian fit goes beside it as safetensors; learned coefficients go in the entry as a
     table of numbers; the plan's metadata (its tuning errors) as keys of the entry.
     """
-    path = Path(run_dir) / GRIDS_FILE
-    data = json.loads(path.read_text()) if path.exists() else {}
+    path, data = _saved_plans(run_dir)
     name = None
     if plan.teleport is not None:
         name = plan.teleport.save(Path(run_dir) / f"teleport-{plan.sampler}-{plan.steps}.safetensors").name
@@ -306,30 +311,11 @@ def save_plan(run_dir: str | os.PathLike, plan: SamplingPlan) -> Path:
     return atomic_write_json(path, data)
 
 
-def save_grid(run_dir: str | os.PathLike, sampler: str, grid: Tensor, meta: dict | None = None,
-              teleport: GaussianFlow | None = None, warm_start: bool = False,
-              coefficients: Tensor | None = None) -> Path:
-    """`save_plan` of the plan these options make (a teleported grid is filed under its sampler steps)."""
-    return save_plan(run_dir, SamplingPlan(sampler, grid, teleport, warm_start, coefficients, meta or {}))
-
-
 def load_plan(run_dir: str | os.PathLike, sampler: str, steps: int) -> SamplingPlan:
     """The plan saved for this sampler and step count; a clear error names the tuning command if absent."""
-    path = Path(run_dir) / GRIDS_FILE
-    data = json.loads(path.read_text()) if path.exists() else {}
+    path, data = _saved_plans(run_dir)
     entry = data.get(sampler, {}).get(str(steps))
     if entry is None:
         raise FileNotFoundError(f"no tuned {steps}-step grid for {sampler} in {path}; run "
                                 f"`rediffuse tune-grid {run_dir} --sampler {sampler} --steps {steps}` first")
     return SamplingPlan.from_entry(entry, run_dir, sampler)
-
-
-def load_grid(run_dir: str | os.PathLike, sampler: str, steps: int) -> Tensor:
-    """A tuned grid saved for this sampler and step count."""
-    return load_plan(run_dir, sampler, steps).sigmas
-
-
-def load_teleport(run_dir: str | os.PathLike, sampler: str, steps: int) -> tuple[GaussianFlow | None, bool]:
-    """(the Gaussian flow that takes the first step of that tuned grid or None, whether the sampler starts warm)."""
-    plan = load_plan(run_dir, sampler, steps)
-    return plan.teleport, plan.warm_start
