@@ -71,9 +71,10 @@ def entropy_bits(texts: list[str]) -> float:
     return -sum(c / total * math.log2(c / total) for c in counts.values())
 
 
-def train_one(args: argparse.Namespace, objective: str) -> tuple[Path, dict[str, Any]]:
-    """Train one objective under the shared settings; (run folder, steps, wall time, tokens/s)."""
-    out = args.out / objective
+def train_one(args: argparse.Namespace, objective: str, name: str | None = None,
+              overrides: dict[str, Any] | None = None) -> tuple[Path, dict[str, Any]]:
+    """Train one objective under the shared settings (with config overrides) in OUT/name; (run, steps, tokens/s)."""
+    out = args.out / (name or objective)
     if out.exists():
         shutil.rmtree(out)  # a half-trained run of an earlier attempt: its budget would not be comparable
     values = dict(data=f"{args.data}@train", objective=objective, out=str(out), block_length=args.block_length,
@@ -81,10 +82,11 @@ def train_one(args: argparse.Namespace, objective: str) -> tuple[Path, dict[str,
                   steps=args.steps or 10**9, minutes=None if args.steps else args.minutes,
                   checkpoint_every=10**9, log_every=50, progress=False,
                   net_kwargs={"dim": args.dim, "depth": args.depth, "heads": args.heads})
+    values.update(overrides or {})
     started = time.perf_counter()
     result = train(TrainConfig.from_dict(values))
     wall = time.perf_counter() - started
-    tokens = result.step * args.batch_size * args.block_length
+    tokens = result.step * values["batch_size"] * values["block_length"]
     return out, {"steps": result.step, "train_s": wall, "tokens_per_s": tokens / wall}
 
 

@@ -15,7 +15,7 @@ def test_eval_writes_metrics_for_samples_and_the_real_floor(tmp_path, monkeypatc
     assert real["class_accuracy"] > 0.95 and real["fd"] < fake["fd"]  # an untrained model is far from data
     assert set(fake) >= {"fd", "precision", "recall", "density", "coverage", "class_accuracy"}
     assert report["nll"]["bits_per_dim"] > 0
-    assert "held-out real images (floor)" in (run / "eval" / "eval.md").read_text()
+    assert "held-out real data (floor)" in (run / "eval" / "eval.md").read_text()
     cached = list((run / "eval").glob("samples-*.npz"))
     assert len(cached) == 1
     capsys.readouterr()

@@ -60,6 +60,18 @@ def test_trajectory_shows_sample_zero_emerging_from_masks(run, tmp_path):
     assert states[-1].split("\n", 1)[1].rstrip("\n") == json.loads(out.read_text().splitlines()[0])["text"]
 
 
+def test_trajectory_pictures_png_strip_and_gif_of_every_step(run, tmp_path):
+    from PIL import Image
+    out, png, gif = tmp_path / "s.jsonl", tmp_path / "traj.png", tmp_path / "traj.gif"
+    assert main(["sample", str(run), "-n", "1", "--steps", "8", "--out", str(out), "--trajectory", str(png)]) == 0
+    assert main(["sample", str(run), "-n", "1", "--steps", "8", "--out", str(out), "--trajectory", str(gif)]) == 0
+    with Image.open(gif) as animation:
+        assert animation.n_frames == 9  # the all-mask template and the state after each of the 8 steps
+        frame = animation.size
+    with Image.open(png) as strip:
+        assert strip.size == (frame[0], 6 * frame[1])  # six states stacked
+
+
 def test_infill_keeps_the_template(run, tmp_path):
     out = tmp_path / "infill.jsonl"
     template = "ab__abcd_bcd__cd"
@@ -78,7 +90,8 @@ def test_infill_keeps_the_template(run, tmp_path):
     (["--class", "1"], 2, "a text run has no classes"),
     (["--guidance", "2"], 2, "a text run has no classes"),
     (["--out", "x.png"], 2, "must end in .jsonl or .txt"),
-    (["--trajectory", "t.gif"], 2, "must end in .txt"),
+    (["--trajectory", "t.mp4"], 2, "must end in .txt, .png or .gif"),
+    (["--sampler", "euler"], 2, "--sampler euler is for points and image runs"),
     (["--infill", "ab", "--blank", "xy"], 2, "--blank must be one character"),
     (["--prompt", "ab", "--infill", "a_"], 2, "exclude each other"),
 ])

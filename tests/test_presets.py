@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from types import SimpleNamespace
 
@@ -22,8 +23,11 @@ SMALL_MNIST = dict(data="digits@train", image_size=28, progress=False)  # 28x28 
 
 
 def test_every_preset_is_a_valid_config_with_sampling_settings():
+    needs_data = {"masked": "text:input.txt@train"}  # presets of other objectives name no data of their kind
     for name in PRESETS:
-        validate(TrainConfig.from_dict(preset(name)))
+        values = preset(name)
+        validate(TrainConfig.from_dict({**values, "data": needs_data.get(values.get("objective"),
+                                                                          values.get("data", "moons"))}))
         assert set(SAMPLING[name]) >= {"sampler", "steps"}
     with pytest.raises(ValueError, match="unknown preset 'nope'; choose one of"):
         preset("nope")
@@ -109,3 +113,19 @@ def test_cli_train_with_preset(tmp_path, capsys):
         PRESETS["mnist-fast"]["lr"]
     assert main(["train", "--preset", "nope", "--out", str(tmp_path / "x")]) == 2
     assert "invalid choice: 'nope'" in capsys.readouterr().err
+
+
+def test_shakespeare_char_trains_end_to_end_and_samples(tmp_path, capsys):
+    text = tmp_path / "t.txt"
+    text.write_text("To be, or not to be, that is the question.\n" * 40)
+    run = tmp_path / "run"
+    code = main(["train", "--preset", "shakespeare-char", "--data", f"text:{text}@train", "--out", str(run),
+                 "--steps", "6", "--minutes", "5", "--block-length", "32", "--no-progress",
+                 "--net-kwargs", '{"dim": 16, "depth": 1, "heads": 2}'])
+    assert code == 0
+    config = checkpoint.read_manifest(checkpoint.latest(run))["meta"]["train_config"]
+    assert (config["objective"], config["lr"], config["batch_size"]) == ("masked", 1e-3, 16)
+    out = tmp_path / "s.jsonl"
+    assert main(["sample", str(run), "-n", "2", "--steps", str(SAMPLING["shakespeare-char"]["steps"] // 8),
+                 "--out", str(out)]) == 0
+    assert all(len(json.loads(line)["text"]) == 32 for line in out.read_text().splitlines())

@@ -13,8 +13,8 @@ __version__ = "0.2.0.dev0"
 
 # The modules and packages reachable as attributes, lowest layer first (docs/architecture.md).
 SUBMODULES = (
-    "errors", "io", "schedules", "denoisers", "analytic", "losses", "guidance", "ema", "presets", "foreign",
-    "checkpoint", "viz", "distributed", "data", "nets", "samplers", "objectives", "config", "runs", "train",
+    "errors", "io", "spectral", "schedules", "denoisers", "analytic", "losses", "guidance", "ema", "presets", "foreign",
+    "checkpoint", "viz", "viz_text", "viz_audio", "distributed", "data", "nets", "samplers", "objectives", "config", "runs", "train",
     "tuning", "evaluation", "cli",
 )
 

@@ -34,17 +34,21 @@ class TrainConfig:
 
     data: str = _opt("moons", "data: a 2-D set (moons, swissroll, 8gaussians, checkerboard, spirals), another "
                                "analytic preset, a .npy/.csv of points, or images (digits, mnist:PATH, folder:PATH, "
-                               ".npz), or text (text:PATH, text:PATH@train)")
+                               ".npz), or text (text:PATH, text:PATH@train), or audio (audio:PATH, fsdd:PATH, "
+                               "either with @train or @heldout)")
     out: str = _opt("runs/run", "run folder for checkpoints, logs and pictures")
     objective: str = _opt("gaussian", "what is learned: gaussian (denoising diffusion), masked (masked "
                                         "token diffusion of text) or autoregressive (the causal text baseline)")
     num_points: int = _opt(100_000, "training-set size drawn from an analytic points preset")
     image_size: int | None = _opt(None, "resize images to this size (default: as stored)")
+    clip_length: int = _opt(8192, "audio data: samples per clip (longer clips are centre-cropped, shorter "
+                                  "zero-padded)")
+    sample_rate: int = _opt(8000, "audio data: the sample rate in Hz (other files are resampled, polyphase)")
     tokens: str = _opt("char", "text data: char (the training text's characters) or bytes (UTF-8 bytes)")
     block_length: int = _opt(256, "text data: the length of the training windows, in tokens")
     mask_schedule: str = _opt("log-linear", "masked objective: the masking schedule, log-linear or cosine")
-    net: str = _opt("auto", "network: mlp, unet, transformer, or auto (mlp for points, unet for images, "
-                            "transformer for text)")
+    net: str = _opt("auto", "network: mlp, unet, unet1d, transformer, or auto (mlp for points, unet for "
+                            "images, unet1d for audio, transformer for text)")
     net_kwargs: dict = _opt({}, "extra network arguments, e.g. {hidden = 512} (TOML table or JSON)")
     schedule: str = _opt("edm", f"noise schedule: {', '.join(schedules.SCHEDULES)}")
     schedule_kwargs: dict = _opt({}, "extra schedule arguments (TOML table or JSON)")
@@ -118,7 +122,7 @@ def _type_ok(annotation: str, value: Any) -> bool:
 
 
 # Fields that define the model and its data: a resumed run must keep them.
-IDENTITY = ("data", "objective", "num_points", "image_size", "tokens", "block_length", "mask_schedule", "net",
+IDENTITY = ("data", "objective", "num_points", "image_size", "clip_length", "sample_rate", "tokens", "block_length", "mask_schedule", "net",
             "net_kwargs", "schedule", "schedule_kwargs", "parameterization", "sigma_data", "conditional", "seed",
             "batch_size")
 
@@ -133,7 +137,8 @@ def check(config: TrainConfig) -> None:
     """Raise ConfigError naming the first invalid value among the loop's keys (not the objective's)."""
     need(config.lr_schedule in LR_SCHEDULES,
          f"unknown lr_schedule {config.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
-    for name in ("batch_size", "steps", "num_points", "block_length", "checkpoint_every", "keep_last", "log_every", "max_bad_steps"):
+    for name in ("batch_size", "steps", "num_points", "block_length", "checkpoint_every", "keep_last", "log_every", "max_bad_steps",
+                 "clip_length", "sample_rate"):
         need(isinstance(getattr(config, name), int) and getattr(config, name) >= 1,
              f"{name} must be a positive integer, got {getattr(config, name)!r}")
     for name in ("warmup_steps", "sample_every"):

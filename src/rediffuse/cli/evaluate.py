@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rediffuse import distributed, samplers
-from rediffuse.evaluation.evaluate import METRICS, evaluate
+from rediffuse.evaluation.evaluate import AUDIO_METRICS, METRICS, evaluate
 from rediffuse.evaluation.text import evaluate_text
 from rediffuse.errors import UsageError
 from rediffuse.runs import run_info
@@ -18,19 +18,19 @@ TEXT_METRICS = ("nelbo", "nll")  # an autoregressive run answers either with its
 def add_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
     """Register `eval` on the `rediffuse` sub-command parser."""
     p = verbs.add_parser("eval", parents=[common],
-                         help="measure a trained run (images: FD, PR, accuracy, NLL; text: held-out NELBO)",
-                         description="Images: Frechet distance and precision/recall on the project's classifier "
-                                     "features, class accuracy, and bits/dim; also for held-out real data "
+                         help="measure a trained run (images, audio: FD, PR, accuracy, IS; text: held-out NELBO)",
+                         description="Images and spoken digits: Frechet distance and precision/recall on the project's classifier "
+                                     "features, class accuracy, IS and modified IS, and (images) bits/dim; also for held-out real data "
                                      "(the floor). Text: the held-out NELBO in bits/char with its standard "
                                      "error. Writes RUN/eval/eval.json and eval.md.")
     p.add_argument("run", type=Path, metavar="RUN", help="run folder")
     p.add_argument("--metrics", default=None,
-                   help=f"comma list from {','.join(METRICS)} (images; default all) or nelbo (text; "
+                   help=f"comma list from {','.join(METRICS)} (images; default all; audio without nll) or nelbo (text; "
                         "an autoregressive run reports its exact nll)")
     p.add_argument("--data", default=None, metavar="SPEC",
                    help="text runs: the held-out text (default: the @heldout part of the run's text:PATH@train)")
     p.add_argument("--draws", type=int, default=4, help="text runs: NELBO draws per window (default: 4)")
-    p.add_argument("-n", type=int, default=10_000, help="samples (default: 10000)")
+    p.add_argument("-n", type=int, default=None, help="samples (default: 10000 images, 1000 audio clips)")
     p.add_argument("--sampler", default="heun", choices=sorted(samplers.SAMPLERS), help="sampler (default: heun)")
     p.add_argument("--steps", type=int, default=18, help="sampler steps (default: 18)")
     p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (default: 1)")
@@ -47,15 +47,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UsageError(f"run folder {str(args.run)!r} does not exist; give the --out folder of a training run")
     info = run_info(args.run)
     text = info["data"]["kind"] == "text"
-    allowed = TEXT_METRICS if text else METRICS
+    allowed = {"text": TEXT_METRICS, "audio": AUDIO_METRICS}.get(info["data"]["kind"], METRICS)
     given = args.metrics if args.metrics is not None else ",".join(allowed)
     metrics = [m.strip() for m in given.split(",") if m.strip()]
     bad = [m for m in metrics if m not in allowed]
     if bad or not metrics:
-        kind = "a text run" if text else "an image run"
+        kind = {"text": "a text run", "audio": "an audio run"}.get(info["data"]["kind"], "an image run")
         raise UsageError(f"--metrics for {kind} takes a comma list from {','.join(allowed)}, got {given!r}")
     if text and "nll" in metrics and "bos_id" not in info:
         raise UsageError("--metrics nll needs an autoregressive run; a masked run reports its bound: --metrics nelbo")
+    if args.n is None:
+        args.n = 1000 if info["data"]["kind"] == "audio" else 10_000
     if args.batch_size is None:
         args.batch_size = 64 if text else 500
     if min(args.n, args.steps, args.batch_size, args.nll_n, args.draws) < 1:

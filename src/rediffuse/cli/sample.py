@@ -1,6 +1,6 @@
 """The `sample` verb: draw from a trained run; points as .npy with scatter and reverse-process pictures,
-images as a grid .png and .npz, optionally the reverse process as a GIF; text as .jsonl or .txt
-(`rediffuse.cli.sample_text`)."""
+images as a grid .png and .npz, optionally the reverse process as a GIF; audio as WAVs with an .npz and
+pictures (`rediffuse.cli.sample_audio`); text as .jsonl or .txt (`rediffuse.cli.sample_text`)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from torch import Tensor
 
 from rediffuse import checkpoint, distributed, samplers, schedules, viz
 from rediffuse.cli.common import PROG
+from rediffuse.cli.sample_audio import check_audio_out, sample_audio
 from rediffuse.cli.sample_text import add_text_flags, cmd_sample_text
 from rediffuse.errors import UsageError
 from rediffuse.guidance import cfg_denoiser
@@ -31,7 +32,8 @@ def add_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
     """Register `sample` on the `rediffuse` sub-command parser."""
     sample_p = verbs.add_parser("sample", parents=[common], help="draw samples from a trained run",
                                 description="Sample a trained run: points -> .npy + scatter and reverse-process "
-                                            "PNGs; images -> grid .png + .npz; text -> .jsonl or .txt.")
+                                            "PNGs; images -> grid .png + .npz; audio -> WAVs + .npz + "
+                                            "spectrograms; text -> .jsonl or .txt.")
     sample_p.add_argument("run", type=Path, metavar="RUN", help="run folder (or one ckpt-<step> folder)")
     _add_sampling_flags(sample_p)
     add_text_flags(sample_p)
@@ -39,16 +41,17 @@ def add_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sampler", default="heun", choices=sorted(samplers.SAMPLERS), help="sampler (default: heun)")
+    p.add_argument("--sampler", default=None, choices=sorted(samplers.SAMPLERS),
+                   help="points and image runs: the sampler (default: heun)")
     p.add_argument("--steps", type=int, default=None,
                    help="number of noise levels (default: 20; text runs: reverse steps, default the length)")
     p.add_argument("--spacing", default="default", choices=[*schedules.SPACINGS, "tuned"],
                    help="sigma grid (default: the schedule's own; tuned: from `rediffuse tune-grid`)")
     p.add_argument("-n", "--num", type=int, default=None, dest="n",
-                   help="number of samples (default: 5000 points, 64 images or 16 texts)")
+                   help="number of samples (default: 5000 points, 64 images, 30 clips or 16 texts)")
     p.add_argument("--out", type=Path, default=None,
-                   help="output: .npy for points, .png for images, .jsonl or .txt for text (default: "
-                        "RUN/samples.npy, .png or .jsonl)")
+                   help="output: .npy for points, .png for images, a folder or .wav for audio, .jsonl or "
+                        ".txt for text (default: RUN/samples.npy, .png, samples/ or .jsonl)")
     p.add_argument("--seed", type=int, default=0, help="seed; sample i depends only on (seed, i)")
     p.add_argument("--class", type=int, dest="label", default=None, help="class label (conditional runs)")
     p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = none)")
@@ -101,11 +104,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if any(getattr(args, flag) is not None for flag in ("length", "prompt", "infill")):
         raise UsageError("--length, --prompt and --infill are for text runs; drop them for a points or image run")
     args.steps = 20 if args.steps is None else args.steps
-    suffix = ".npy" if kind == "points" else ".png"
-    out = args.out or args.run / f"samples{suffix}"
-    if out.suffix.lower() != suffix:
-        raise UsageError(f"--out for a {kind} run must end in {suffix}, got {str(out)!r}")
-    n = args.n if args.n is not None else (5000 if kind == "points" else 64)
+    args.sampler = args.sampler or "heun"
+    if kind == "audio":
+        out = args.out or args.run / "samples"
+        check_audio_out(out)
+        if args.trajectory is not None:
+            raise UsageError("--trajectory is for points, image and text runs; drop it for an audio run")
+    else:
+        suffix = ".npy" if kind == "points" else ".png"
+        out = args.out or args.run / f"samples{suffix}"
+        if out.suffix.lower() != suffix:
+            raise UsageError(f"--out for a {kind} run must end in {suffix}, got {str(out)!r}")
+    n = args.n if args.n is not None else {"points": 5000, "audio": 30}.get(kind, 64)
     if n < 1:
         raise UsageError(f"-n must be >= 1, got {n}")
     device = resolve_device(args.device)
@@ -120,8 +130,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
         if args.spacing == "tuned":
             options.update(spacing="default", plan=load_plan(args.run, args.sampler, args.steps))
         shape = info["data"]["shape"]
-        written = (sample_points if kind == "points" else sample_images)(denoiser, schedule, shape, config, out,
-                                                                         args.trajectory, options)
+        if kind == "audio":
+            written = sample_audio(denoiser, schedule, shape, int(info["data"]["rate"]), out, options)
+        else:
+            written = (sample_points if kind == "points" else sample_images)(denoiser, schedule, shape, config,
+                                                                             out, args.trajectory, options)
     for path in written:
         print(path)
     return 0

@@ -4,7 +4,8 @@ Sample i is drawn by `sample_masked` from its own generator seeded by (seed, i),
 or --batch-size. `--prompt TEXT` fixes a prefix; `--infill TEMPLATE` keeps every character of the template
 except the blanks (`_`, or the one character of `--blank`), which are filled. Out: `.jsonl`, one object per
 sample with at least "text"; `.txt`, the samples separated by a line `=====`. `--trajectory FILE.txt` shows
-sample 0 emerging from the masks (drawn as the blank character) at up to 16 steps of the reverse process.
+sample 0 emerging from the masks (drawn as the blank character) at up to 16 steps of the reverse process;
+`--trajectory FILE.png` draws 6 of its states as a strip and `FILE.gif` animates every reverse step.
 An autoregressive run samples left to right (`sample_autoregressive`), with --prompt but no --infill.
 """
 
@@ -26,9 +27,11 @@ from rediffuse.runs import load_model
 from rediffuse.samplers.autoregressive import sample_autoregressive
 from rediffuse.samplers.generation import sample_generators
 from rediffuse.samplers.masked import ORDERS, sample_masked
+from rediffuse.viz_text import text_trajectory_gif, text_trajectory_png
 
 SEPARATOR = "====="  # the line between samples of a .txt file
 SUFFIXES = (".jsonl", ".txt")
+TRAJECTORIES = (".txt", ".png", ".gif")
 SNAPSHOTS = 16  # reverse-process states of sample 0 in a --trajectory file
 
 
@@ -120,7 +123,13 @@ def _keeper(snapshots: list[tuple[float, Tensor]]) -> Callable[[dict[str, Any]],
 
 
 def write_trajectory(path: Path, snapshots: list[tuple[float, Tensor]], vocab: Vocabulary, blank: str) -> Path:
-    """Up to SNAPSHOTS evenly spaced states of sample 0, each headed by its time, masks drawn as `blank`."""
+    """Sample 0's reverse process: a .png strip, a .gif of every step, or (.txt) up to SNAPSHOTS evenly spaced
+    states, each headed by its time, masks drawn as `blank`."""
+    if path.suffix.lower() in (".png", ".gif"):
+        states = [(t, [None if i == vocab.mask_id else vocab.decode(torch.tensor([i])) for i in ids.tolist()])
+                  for t, ids in snapshots]
+        draw = text_trajectory_png if path.suffix.lower() == ".png" else text_trajectory_gif
+        return draw(path, states)
     picks = sorted({round(k * (len(snapshots) - 1) / (SNAPSHOTS - 1)) for k in range(SNAPSHOTS)})
     parts = [f"--- t = {snapshots[i][0]:.4f}\n{vocab.decode(snapshots[i][1], mask=blank)}" for i in picks]
     return atomic_write_text(path, "\n".join(parts) + "\n")
@@ -142,8 +151,12 @@ def cmd_sample_text(args: argparse.Namespace, info: dict[str, Any]) -> int:
         raise UsageError(f"--blank must be one character, got {args.blank!r}")
     if args.spacing != "default":
         raise UsageError("--spacing is for points and image runs; drop it for a text run")
-    if args.trajectory is not None and args.trajectory.suffix.lower() != ".txt":
-        raise UsageError(f"--trajectory for a text run must end in .txt, got {str(args.trajectory)!r}")
+    if args.sampler is not None:
+        raise UsageError(f"--sampler {args.sampler} is for points and image runs; a text run samples with --order "
+                         "(random: ancestral, or confidence): drop --sampler")
+    if args.trajectory is not None and args.trajectory.suffix.lower() not in TRAJECTORIES:
+        raise UsageError(f"--trajectory for a text run must end in .txt, .png or .gif, got "
+                         f"{str(args.trajectory)!r}")
     out = args.out or args.run / "samples.jsonl"
     if out.suffix.lower() not in SUFFIXES:
         raise UsageError(f"--out for a text run must end in .jsonl or .txt, got {str(out)!r}")

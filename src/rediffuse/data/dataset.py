@@ -16,6 +16,7 @@ from torch import Tensor
 
 from rediffuse.config import TrainConfig
 from rediffuse.data import toy2d
+from rediffuse.data.audio import is_audio_spec, load_audio
 from rediffuse.data.images import load_images
 from rediffuse.data.text import TextSet, Vocabulary, load_text
 from rediffuse.errors import ConfigError
@@ -27,8 +28,9 @@ class Data:
 
     x: Tensor
     labels: Tensor | None
-    kind: str  # "points", "images" or "text"
+    kind: str  # "points", "images", "audio" or "text"
     text: TextSet | None = None  # text: the part's token stream, vocabulary and length in characters
+    rate: int | None = None  # audio: the sample rate in Hz
 
     @property
     def vocab(self) -> Vocabulary | None:
@@ -47,10 +49,12 @@ class Data:
 
 
 def data_kind(spec: str) -> str:
-    """'text' for text:PATH, 'points' for analytic presets and point files, else 'images' (ConfigError for a
-    missing data file)."""
+    """'text' for text:PATH, 'audio' for audio:PATH and fsdd:PATH, 'points' for analytic presets and point files,
+    else 'images' (ConfigError for a missing data file)."""
     if spec.startswith("text:"):
         return "text"
+    if is_audio_spec(spec):
+        return "audio"
     if Path(spec).suffix.lower() in (".npy", ".npz", ".csv") and not Path(spec).is_file():
         raise ConfigError(f"data file {spec!r} does not exist; check the --data path")
     return "points" if toy2d.is_preset(spec) or toy2d.is_point_file(spec) else "images"
@@ -59,7 +63,8 @@ def data_kind(spec: str) -> str:
 # What the loaders raise for unreadable files: numpy raises EOFError for empty files and TokenError for some
 # damaged .npy headers, zipfile BadZipFile for damaged .npz files.
 _LOAD_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, tokenize.TokenError, KeyError, IndexError)
-_DATA_HINT = "give a .npy/.csv of points [N, d] or images (digits, mnist:PATH, folder:PATH, a .npz file)"
+_DATA_HINT = ("give a .npy/.csv of points [N, d], images (digits, mnist:PATH, folder:PATH, a .npz file) or audio "
+              "(audio:PATH, fsdd:PATH)")
 
 
 def build_data(config: TrainConfig) -> Data:
@@ -81,6 +86,7 @@ def _data_error(spec: str, err: BaseException) -> str:
     """A one-line message for a loader's exception, naming the data unless the message already does."""
     detail = " ".join(str(err).split())
     path = spec.partition(":")[2] if ":" in spec and not Path(spec).exists() else spec
+    path = path.rpartition("@")[0] if path.endswith(("@train", "@heldout")) else path
     if isinstance(err, ValueError) and not isinstance(err, UnicodeDecodeError) and path in detail:
         return detail
     return f"cannot read data {spec!r} ({type(err).__name__}: {detail or 'no details'}); {_DATA_HINT}"
@@ -92,6 +98,9 @@ def _load_data(config: TrainConfig) -> Data:
     if kind == "text":
         text = load_text(config.data, config.tokens)
         return Data(text.tokens, None, "text", text)
+    if kind == "audio":
+        audio = load_audio(config.data, length=config.clip_length, rate=config.sample_rate)
+        return Data(audio.x, audio.labels, "audio", rate=audio.rate)
     if kind == "points":
         generator = torch.Generator().manual_seed(config.seed)
         return Data(toy2d.points_dataset(config.data, config.num_points, generator), None, "points")

@@ -1,7 +1,8 @@
-"""Evaluating a trained image run: Frechet distance, precision/recall, class accuracy, bits/dim.
+"""Evaluating a trained image or audio run: Frechet distance, precision/recall, class accuracy, IS, bits/dim.
 
-Features come from the project's own digit classifier (digits and MNIST runs, `rediffuse.evaluation.features`). Every
-sample metric is also computed for held-out real images in place of samples: the floor a perfect model
+Features come from the project's own digit classifiers (`rediffuse.evaluation.features`): digits and MNIST
+runs are classified as images, spoken-digit (fsdd:PATH) runs through 32 x 32 log-mel images of their clips.
+Every sample metric is also computed for held-out real data in place of samples: the floor a perfect model
 would reach at that sample size. Samples are generated in batches with per-sample seeds and cached beside
 the run, so repeated evaluations reuse them.
 """
@@ -19,15 +20,19 @@ from torch import Tensor
 from tqdm import tqdm
 
 from rediffuse import distributed
-from rediffuse.evaluation.features import classify, extract_features, load_or_train_classifier
+from rediffuse.data.audio import resample_to
+from rediffuse.evaluation.features import classify, extract_features, load_or_train_classifier, probabilities
+from rediffuse.evaluation.features.training import FSDD_RATE
 from rediffuse.guidance import cfg_denoiser
 from rediffuse.evaluation.report import write_report
 from rediffuse.io import atomic_write_arrays
 from rediffuse.evaluation.likelihood import bits_per_dim
-from rediffuse.evaluation.metrics import frechet_distance, prdc
+from rediffuse.evaluation.metrics import frechet_distance, inception_score, modified_inception_score, prdc
 from rediffuse.runs import load_run, run_info
+from rediffuse.spectral import log_mel_image
 
-METRICS = ("fd", "prdc", "acc", "nll")
+METRICS = ("fd", "prdc", "acc", "is", "nll")
+AUDIO_METRICS = ("fd", "prdc", "acc", "is")
 
 
 def classifier_kind(data_spec: str) -> tuple[str, str | None]:
@@ -35,10 +40,20 @@ def classifier_kind(data_spec: str) -> tuple[str, str | None]:
     base = data_spec.rpartition("@")[0] if "@" in data_spec else data_spec
     if base.startswith("digits"):
         return "digits", None
-    if base.startswith("mnist:"):
-        return "mnist", base.partition(":")[2]
-    raise ValueError(f"no built-in feature extractor for data {data_spec!r}: evaluation supports digits and "
-                     "mnist:PATH runs (Inception features: rediffuse.evaluation.features.load_inception)")
+    if base.startswith(("mnist:", "fsdd:")):
+        return base.partition(":")[0], base.partition(":")[2]
+    raise ValueError(f"no built-in feature extractor for data {data_spec!r}: evaluation supports digits, "
+                     "mnist:PATH and fsdd:PATH runs (Inception features: rediffuse.evaluation.features.load_inception)")
+
+
+def classifier_inputs(x: Tensor, kind: str, rate: int | None) -> Tensor:
+    """What the classifier of `kind` reads: images as they are; clips [N, 1, L] as log-mel images at 8 kHz."""
+    if kind != "fsdd":
+        return x
+    if rate != FSDD_RATE:
+        clips = [resample_to(clip.reshape(-1).numpy(), rate, FSDD_RATE) for clip in x.cpu()]
+        x = torch.from_numpy(np.stack(clips))
+    return log_mel_image(x, FSDD_RATE)
 
 
 def cached_samples(run_dir: Path, denoiser: Callable, schedule: Any, shape: Sequence[int], n: int,
@@ -66,6 +81,9 @@ def sample_metrics(model: torch.nn.Module, images: Tensor, labels: Tensor | None
     """The sample metrics of one image set against the real training features."""
     feats = extract_features(model, images)
     out: dict[str, float] = {"n": float(len(images))}
+    if "is" in metrics:
+        probs = probabilities(model, images)
+        out.update(inception_score=inception_score(probs), modified_inception_score=modified_inception_score(probs))
     if "fd" in metrics:
         out["fd"] = frechet_distance(feats, real_feats)
     if "prdc" in metrics:
@@ -88,8 +106,11 @@ def evaluate(run_dir: str | Path, *, metrics: Sequence[str] = METRICS, n: int = 
         raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {', '.join(METRICS)}")
     denoiser, schedule, config = load_run(run_dir, device=device)
     info = run_info(run_dir)["data"]
-    if info["kind"] != "images":
-        raise ValueError("rediffuse eval measures image runs; for points use bench-samplers or the metrics module")
+    if info["kind"] not in ("images", "audio"):
+        raise ValueError("rediffuse eval measures image and audio runs; for points use bench-samplers or the "
+                         "metrics module")
+    if info["kind"] == "audio" and "nll" in metrics:
+        raise ValueError(f"bits/dim (nll) is for image runs; give audio runs --metrics from {','.join(AUDIO_METRICS)}")
     kind, data_path = classifier_kind(config.data)
     classifier, meta = load_or_train_classifier(kind, data_path, device="cpu")
     from rediffuse.evaluation.features import load_split
@@ -105,6 +126,7 @@ def evaluate(run_dir: str | Path, *, metrics: Sequence[str] = METRICS, n: int = 
         options = dict(sampler=sampler, steps=steps, seed=seed, batch_size=batch_size, device=device,
                        guidance=guidance)
         x, cond = cached_samples(run_dir, denoiser, schedule, info["shape"], n, info["num_classes"], options)
+        x = classifier_inputs(x, kind, info.get("rate"))
         report["samples"] = sample_metrics(classifier, x, cond, real_feats, sample_side)
         held = len(split.heldout_x)
         report["samples_at_heldout_n"] = sample_metrics(classifier, x[:held], None if cond is None else cond[:held],
@@ -130,8 +152,9 @@ def markdown(report: dict[str, Any]) -> str:
              f"Features: the project's {report['classifier']['kind']} classifier (held-out accuracy "
              f"{report['classifier']['heldout_accuracy']}).", ""]
     rows = [("samples", "model samples"), ("samples_at_heldout_n", "model samples, first N_heldout"),
-            ("heldout_real", "held-out real images (floor)")]
-    keys = ["n", "fd", "precision", "recall", "density", "coverage", "class_accuracy"]
+            ("heldout_real", "held-out real data (floor)")]
+    keys = ["n", "fd", "precision", "recall", "density", "coverage", "class_accuracy", "inception_score",
+            "modified_inception_score"]
     present = [k for k in keys if any(k in report.get(r, {}) for r, _ in rows)]
     if present:
         lines += ["| set | " + " | ".join(present) + " |", "|---|" + "---|" * len(present)]

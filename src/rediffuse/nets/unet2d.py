@@ -8,30 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rediffuse.nets.blocks import Block, ResBlock, SelfAttention, _groups, _zero, build_levels, run_levels
 from rediffuse.nets.embedding import ConditionEmbedding
-
-
-def _groups(ch: int) -> int:
-    """GroupNorm group count for ``ch`` channels: min(32, ch // 4), lowered until it divides ``ch``."""
-    g = min(32, max(1, ch // 4))
-    while ch % g:
-        g -= 1
-    return g
-
-
-def _heads(ch: int, head_channels: int) -> int:
-    """Attention head count: about ``ch / head_channels``, lowered until it divides ``ch``."""
-    n = max(1, ch // head_channels)
-    while ch % n:
-        n -= 1
-    return n
-
-
-def _zero(module: nn.Module) -> nn.Module:
-    """Zero a layer's parameters in place and return it."""
-    for p in module.parameters():
-        nn.init.zeros_(p)
-    return module
 
 
 _TAP_MATRICES: dict[tuple[int, int, torch.dtype, torch.device], Tensor] = {}
@@ -99,64 +77,6 @@ class Conv3x3(nn.Conv2d):
             if self.out_channels <= self.NARROW_MAX_OUT:
                 return narrow_conv3x3(x, self.weight, self.bias)
         return super().forward(x)
-
-
-class ResBlock(nn.Module):
-    """Residual block: GroupNorm-SiLU-conv, then adaptive GroupNorm (noise scale-shift)-SiLU-dropout-conv."""
-
-    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.norm1 = nn.GroupNorm(_groups(in_ch), in_ch)
-        self.conv1 = Conv3x3(in_ch, out_ch)
-        self.emb = nn.Linear(emb_dim, 2 * out_ch)
-        self.norm2 = nn.GroupNorm(_groups(out_ch), out_ch, affine=False)  # the scale-shift is its affine
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.conv2 = _zero(Conv3x3(out_ch, out_ch))
-        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
-
-    def forward(self, x: Tensor, emb: Tensor, scale_shift: Tensor | None = None) -> Tensor:
-        """Map x [B, in_ch, H, W] and the activated embedding [B, emb_dim] to [B, out_ch, H, W].
-
-        ``scale_shift`` [B, 2 * out_ch], if given, is ``self.emb(emb)`` computed by the caller (see
-        `UNet2D`, which projects the embedding for all blocks in one matrix product).
-        """
-        h = self.conv1(F.silu(self.norm1(x)))
-        scale, shift = (self.emb(emb) if scale_shift is None else scale_shift)[:, :, None, None].chunk(2, dim=1)
-        h = F.silu(torch.addcmul(shift, self.norm2(h), 1 + scale))
-        return self.skip(x) + self.conv2(self.dropout(h))
-
-
-class SelfAttention(nn.Module):
-    """Multi-head self-attention over the pixels of a feature map, with a residual connection."""
-
-    def __init__(self, ch: int, head_channels: int = 32) -> None:
-        super().__init__()
-        self.heads = _heads(ch, head_channels)
-        self.norm = nn.GroupNorm(_groups(ch), ch)
-        self.qkv = nn.Linear(ch, 3 * ch)
-        self.proj = _zero(nn.Linear(ch, ch))
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Attend x [B, C, H, W] to itself; same shape out."""
-        b, c, h, w = x.shape
-        tokens = self.norm(x).flatten(2).transpose(1, 2)  # [B, HW, C]; a view for channels_last input
-        q, k, v = self.qkv(tokens).view(b, h * w, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, h * w, c)
-        return x + self.proj(out).transpose(1, 2).unflatten(2, (h, w))
-
-
-class _Block(nn.Module):
-    """A residual block optionally followed by self-attention."""
-
-    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float, head_channels: int | None) -> None:
-        super().__init__()
-        self.res = ResBlock(in_ch, out_ch, emb_dim, dropout)
-        self.attn = SelfAttention(out_ch, head_channels) if head_channels else None
-
-    def forward(self, x: Tensor, emb: Tensor, scale_shift: Tensor | None = None) -> Tensor:
-        """Apply the residual block (``scale_shift``: see `ResBlock.forward`), then attention if present."""
-        x = self.res(x, emb, scale_shift)
-        return self.attn(x) if self.attn is not None else x
 
 
 class Downsample(nn.Module):
@@ -279,29 +199,14 @@ class UNet2D(nn.Module):
         emb_dim = emb_dim or 4 * channels
         self.embed = ConditionEmbedding(emb_dim, freq_dim=channels, num_classes=num_classes)
 
-        def block(cin: int, cout: int, attn: bool) -> _Block:
-            return _Block(cin, cout, emb_dim, dropout, attn_head_channels if attn else None)
+        def block(cin: int, cout: int, attn: bool) -> Block:
+            return Block(ResBlock(cin, cout, emb_dim, dropout, Conv3x3),
+                         SelfAttention(cout, attn_head_channels) if attn else None)
 
         self.conv_in = nn.Conv2d(in_channels * patch_size**2, channels, 3, padding=1)
-        self.down = nn.ModuleList()
-        skip_chs, ch = [channels], channels
-        for i, (mult, res) in enumerate(zip(mults, resolutions)):
-            for _ in range(num_res_blocks):
-                self.down.append(block(ch, channels * mult, res in attn_resolutions))
-                ch = channels * mult
-                skip_chs.append(ch)
-            if i < len(mults) - 1:
-                self.down.append(Downsample(ch))
-                skip_chs.append(ch)
-        self.mid = nn.ModuleList([block(ch, ch, mid_attention), block(ch, ch, False)])
-        self.up = nn.ModuleList()
-        for i in reversed(range(len(mults))):
-            for _ in range(num_res_blocks + 1):
-                attn = resolutions[i] in attn_resolutions
-                self.up.append(block(ch + skip_chs.pop(), channels * mults[i], attn))
-                ch = channels * mults[i]
-            if i > 0:
-                self.up.append(Upsample(ch))
+        self.down, self.mid, self.up, ch = build_levels(
+            channels, mults, num_res_blocks, [r in attn_resolutions for r in resolutions], block,
+            lambda c, _: Downsample(c), lambda c, _: Upsample(c), mid_attention)
         self.norm_out = nn.GroupNorm(_groups(ch), ch)
         self.conv_out = _zero(Conv3x3(ch, out_channels * patch_size**2))
 
@@ -313,16 +218,6 @@ class UNet2D(nn.Module):
     def from_config(cls, config: dict[str, Any]) -> "UNet2D":
         """Build a model from ``config()`` output."""
         return cls(**config)
-
-    def _scale_shifts(self, emb: Tensor) -> list[Tensor]:
-        """Every residual block's ``res.emb(emb)`` in forward order, as one Linear over the blocks' stacked weights.
-
-        The same parameters and function as one small Linear per block, in one matrix product.
-        """
-        layers = [m.res.emb for ms in (self.down, self.mid, self.up) for m in ms if isinstance(m, _Block)]
-        weight = torch.cat([layer.weight for layer in layers])
-        bias = torch.cat([layer.bias for layer in layers])
-        return list(F.linear(emb, weight, bias).split([layer.out_features for layer in layers], dim=1))
 
     def forward(self, x: Tensor, c_noise: Tensor | float, cond: Tensor | None = None) -> Tensor:
         """Map x [B, in_channels, H, W], noise input [B] (or scalar) and labels [B] to [B, out_channels, H, W]."""
@@ -338,14 +233,6 @@ class UNet2D(nn.Module):
         emb = self.embed(c_noise, cond, b, x.device)
         p = self.patch_size
         h = self.conv_in(F.pixel_unshuffle(x, p) if p > 1 else x)
-        skips = [h]
-        scale_shifts = iter(self._scale_shifts(emb))
-        for m in self.down:
-            h = m(h, emb) if isinstance(m, Downsample) else m(h, emb, next(scale_shifts))
-            skips.append(h)
-        for m in self.mid:
-            h = m(h, emb, next(scale_shifts))
-        for m in self.up:
-            h = m(h, emb) if isinstance(m, Upsample) else m(torch.cat([h, skips.pop()], dim=1), emb, next(scale_shifts))
+        h = run_levels(self.down, self.mid, self.up, h, emb)
         out = self.conv_out(F.silu(self.norm_out(h)))
         return F.pixel_shuffle(out, p) if p > 1 else out

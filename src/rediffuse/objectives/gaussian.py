@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rediffuse import losses, schedules, viz
+from rediffuse import losses, schedules, viz, viz_audio
 from rediffuse.config import need
 from rediffuse.data.dataset import Data, data_std
 from rediffuse.denoisers import PARAMETERIZATIONS, Denoiser, wrap
@@ -52,7 +52,7 @@ class Gaussian(Configured):
     def spec(self, data: Data) -> dict[str, Any]:
         """The JSON description of the denoiser to train on data: net, schedule, parameterization, sigma_data."""
         c = self.config
-        kind = c.net if c.net != "auto" else ("mlp" if data.kind == "points" else "unet")
+        kind = c.net if c.net != "auto" else {"points": "mlp", "audio": "unet1d"}.get(data.kind, "unet")
         num_classes = data.num_classes if c.conditional else None
         if c.conditional and num_classes is None:
             raise ConfigError(f"data {c.data!r} has no labels, so it cannot train a conditional model; "
@@ -62,6 +62,12 @@ class Gaussian(Configured):
                 raise ConfigError(f"net 'mlp' needs points [N, d], but the data has shape {list(data.x.shape)}; "
                                   "use --net unet for images")
             net_config = {**c.net_kwargs, "dim": data.shape[0], "num_classes": num_classes}
+        elif kind == "unet1d":
+            if len(data.shape) != 2:
+                raise ConfigError(f"net 'unet1d' needs waveforms [N, C, L], got shape {list(data.x.shape)}; use "
+                                  "audio data (audio:PATH, fsdd:PATH)")
+            net_config = {**c.net_kwargs, "in_channels": data.shape[0], "length": data.shape[1],
+                          "num_classes": num_classes}
         else:
             if len(data.shape) != 3 or data.shape[1] != data.shape[2]:
                 raise ConfigError(f"net 'unet' needs square images [N, C, H, H], got shape {list(data.x.shape)}; "
@@ -75,7 +81,8 @@ class Gaussian(Configured):
             raise ConfigError(f"bad schedule_kwargs for {c.schedule!r}: {err}") from None
         return {"net": kind, "net_config": net_config, "schedule": schedule_config,
                 "parameterization": c.parameterization, "sigma_data": sigma_data,
-                "data": {"kind": data.kind, "shape": list(data.shape), "num_classes": num_classes, "spec": c.data}}
+                "data": {"kind": data.kind, "shape": list(data.shape), "num_classes": num_classes, "spec": c.data,
+                         **({"rate": data.rate} if data.rate else {})}}
 
     def build(self, spec: dict[str, Any]) -> nn.Module:
         """The raw network F of a spec ('mlp' or 'unet' with its config)."""
@@ -111,14 +118,19 @@ class Gaussian(Configured):
     @torch.no_grad()
     def preview(self, model: Denoiser, spec: dict[str, Any], path: Path, device: torch.device,
                 per_class: int = 8, steps: int = 18) -> Path | None:
-        """A grid of samples (one row per class for conditional models); None for points."""
-        if spec["data"]["kind"] != "images":
+        """A grid of samples, or for audio of their spectrograms (one row per class for conditional models);
+        None for points."""
+        kind = spec["data"]["kind"]
+        if kind not in ("images", "audio"):
             return None
         num_classes = spec["data"]["num_classes"]
-        n = per_class * num_classes if num_classes else 64
+        per_class = per_class if kind == "images" else per_class // 2
+        n = per_class * num_classes if num_classes else 8 * per_class
         cond = None if not num_classes else torch.arange(n) % num_classes
         x = generation.generate(model, model.schedule, spec["data"]["shape"], n=n, steps=steps, seed=0, cond=cond,
                                 device=device)
+        if kind == "audio":
+            return viz_audio.spectrogram_grid_png(path, x.cpu().clamp(-1, 1), labels=cond, nrow=per_class)
         return viz.image_grid_png(path, x.cpu(), labels=cond, nrow=8)
 
 

@@ -9,6 +9,7 @@ from .classifier import (
     class_histogram,
     classify,
     extract_features,
+    probabilities,
 )
 from .inception import (
     InceptionFeatures,
@@ -40,5 +41,6 @@ __all__ = [
     "load_inception",
     "load_or_train_classifier",
     "load_split",
+    "probabilities",
     "train_classifier",
 ]

@@ -33,6 +33,8 @@ class ClassifierConfig:
 CONFIGS: dict[str, ClassifierConfig] = {
     "digits": ClassifierConfig(image_size=8),
     "mnist": ClassifierConfig(image_size=28, channels=(16, 32, 64, 128)),
+    # spoken digits: 32 x 32 log-mel images of 8192 samples at 8 kHz (`rediffuse.spectral.log_mel_image`)
+    "fsdd": ClassifierConfig(image_size=32, channels=(16, 32, 64, 128)),
 }
 
 
@@ -118,6 +120,11 @@ def classify(model: DigitClassifier, x: Tensor, batch_size: int = 500) -> Tensor
     return _batched(model, x, batch_size, "forward").argmax(dim=1)
 
 
+def probabilities(model: DigitClassifier, x: Tensor, batch_size: int = 500) -> Tensor:
+    """Class probabilities [N, num_classes] (float64, CPU) of images x [N, 1, S, S] in [-1, 1]."""
+    return _batched(model, x, batch_size, "forward").double().softmax(dim=1)
+
+
 def accuracy(model: DigitClassifier, x: Tensor, labels: Tensor, batch_size: int = 500) -> float:
     """Fraction of images x whose predicted label equals labels."""
     return (classify(model, x, batch_size) == labels.cpu()).float().mean().item()
@@ -137,4 +144,5 @@ __all__ = [
     "class_histogram",
     "classify",
     "extract_features",
+    "probabilities",
 ]

@@ -1,6 +1,7 @@
 """Sample-quality metrics between two feature or sample sets ([N, D] Tensor or ndarray)."""
 
 from .energy import energy_distance
+from .inception_score import inception_score, modified_inception_score
 from .frechet import feature_stats, frechet_distance, frechet_from_stats
 from .kid import kernel_inception_distance, polynomial_kernel
 from .mmd import median_distance, mmd_rbf, rbf_kernel, unbiased_mmd2
@@ -13,8 +14,10 @@ __all__ = [
     "feature_stats",
     "frechet_distance",
     "frechet_from_stats",
+    "inception_score",
     "kernel_inception_distance",
     "median_distance",
+    "modified_inception_score",
     "mmd_rbf",
     "polynomial_kernel",
     "precision_recall",

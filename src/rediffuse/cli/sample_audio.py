@@ -1,0 +1,59 @@
+"""`rediffuse sample` for audio runs: one 16-bit PCM WAV per sample, an .npz of the waveforms, and pictures.
+
+`--out DIR` (no suffix; default RUN/samples) writes DIR/sample-0000[-class3].wav, ..., DIR/samples.npz
+(float waveforms [N, 1, L] and labels), DIR/samples.png (waveform and spectrogram of the first four) and
+DIR/spectrograms.png (all of them, one row per class). `--out x.wav` writes x.wav for one sample, or
+x-0000.wav, ... beside it for several, with x.npz, x.png and x_spectrograms.png.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from torch import Tensor
+
+from rediffuse import distributed, schedules, viz_audio
+from rediffuse.data.audio import write_wav
+from rediffuse.errors import UsageError
+from rediffuse.io import atomic_write_arrays
+
+
+def check_audio_out(out: Path) -> None:
+    """UsageError unless out is a folder (no suffix) or a .wav path."""
+    if out.suffix and out.suffix.lower() != ".wav":
+        raise UsageError(f"--out for an audio run must be a folder or end in .wav, got {str(out)!r}")
+    if out.suffix == "" and out.is_file():
+        raise UsageError(f"--out {str(out)!r} is a file; give a folder (or a path ending in .wav)")
+
+
+def wav_paths(out: Path, n: int, labels: Tensor | None) -> list[Path]:
+    """Where each of n samples goes: numbered (and class-tagged) files in a folder, or beside x.wav."""
+    tags = [f"-class{int(c)}" if labels is not None else "" for c in (labels if labels is not None else [None] * n)]
+    if out.suffix.lower() == ".wav":
+        if n == 1:
+            return [out]
+        return [out.with_name(f"{out.stem}-{i:04d}{tags[i]}.wav") for i in range(n)]
+    return [out / f"sample-{i:04d}{tags[i]}.wav" for i in range(n)]
+
+
+def sample_audio(denoiser: Any, schedule: schedules.Schedule, shape: Sequence[int], rate: int, out: Path,
+                 options: dict[str, Any]) -> list[Path]:
+    """Sample an audio run: the WAVs, the .npz and the two pictures; the paths written (rank 0 only)."""
+    x = distributed.generate(denoiser, schedule, shape, **options).cpu().clamp(-1, 1)
+    if not distributed.current().is_main:
+        return []  # under torchrun rank 0 writes the files
+    cond = options["cond"]
+    if out.suffix.lower() == ".wav":
+        stem = out.with_suffix("")
+        npz, picture, grid = (stem.with_suffix(".npz"), stem.with_suffix(".png"),
+                              stem.with_name(f"{stem.name}_spectrograms.png"))
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        npz, picture, grid = out / "samples.npz", out / "samples.png", out / "spectrograms.png"
+    wavs = [write_wav(path, clip[0], rate) for path, clip in zip(wav_paths(out, len(x), cond), x)]
+    arrays = {"samples": x.numpy(), "rate": rate, **({} if cond is None else {"labels": cond.numpy()})}
+    atomic_write_arrays(npz, **arrays)
+    viz_audio.waveforms_png(picture, x, rate, cond)
+    viz_audio.spectrogram_grid_png(grid, x, cond, nrow=None if cond is not None else 8)
+    return [*wavs, npz, picture, grid]
