@@ -29,7 +29,7 @@ def check_audio_out(out: Path) -> None:
 
 def wav_paths(out: Path, n: int, labels: Tensor | None) -> list[Path]:
     """Where each of n samples goes: numbered (and class-tagged) files in a folder, or beside x.wav."""
-    tags = [f"-class{int(c)}" if labels is not None else "" for c in (labels if labels is not None else [None] * n)]
+    tags = [""] * n if labels is None else [f"-class{int(c)}" for c in labels]
     if out.suffix.lower() == ".wav":
         if n == 1:
             return [out]
