@@ -64,7 +64,8 @@ def test_trajectory_pictures_png_strip_and_gif_of_every_step(run, tmp_path):
     from PIL import Image
     out, png, gif = tmp_path / "s.jsonl", tmp_path / "traj.png", tmp_path / "traj.gif"
     assert main(["sample", str(run), "-n", "1", "--steps", "8", "--out", str(out), "--trajectory", str(png)]) == 0
-    assert main(["sample", str(run), "-n", "1", "--steps", "8", "--out", str(out), "--trajectory", str(gif)]) == 0
+    assert main(["sample", str(run), "-n", "1", "--steps", "8", "--out", str(out), "--trajectory", str(gif),
+                 "--overwrite"]) == 0
     with Image.open(gif) as animation:
         assert animation.n_frames == 9  # the all-mask template and the state after each of the 8 steps
         frame = animation.size

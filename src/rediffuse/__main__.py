@@ -1,3 +1,3 @@
-from rediffuse.cli import main
+from rediffuse.console import run
 
-raise SystemExit(main())
+run()

@@ -5,7 +5,8 @@ optimizer, rng, ...) and `manifest.json`, written last, with the step, the calle
 the model, the schedule, the training config, ...) and the size and sha256 of every tensor file. Each file
 is written to a temporary file in the same folder, flushed, fsynced and renamed into place, and the folder
 is fsynced after each rename, so a crash (even a power cut) leaves either the old state or a folder without
-a manifest, which `latest` skips and `load` refuses. Tensors holding NaN or infinity are refused at save.
+a manifest, which `latest` skips and `load` refuses. A checkpoint is complete only when its manifest is valid
+and every file's size and sha256 match it; selection (`latest`), resume and pruning all use that definition. Tensors holding NaN or infinity are refused at save.
 
 Loading never runs code: safetensors and JSON only; pickled files (.pt, .pkl, ...) are refused.
 """
@@ -86,6 +87,21 @@ def save(run_dir: str | Path, step: int, tensors: dict[str, dict[str, Tensor]], 
         raise CheckpointError(f"refusing to save the checkpoint of step {step}: {bad} holds NaN or infinite "
                               "values; the earlier checkpoints are kept")
     folder = checkpoint_dir(run_dir, step)
+    try:
+        _write(folder, step, tensors, meta)
+    except OSError as err:  # a full disk, a quota, a vanished mount: leave no partial folder behind
+        shutil.rmtree(folder, ignore_errors=True)
+        last = latest(run_dir)
+        kept = f"the last good checkpoint is {last}" if last is not None else "there is no earlier checkpoint"
+        raise CheckpointError(f"could not write the checkpoint of step {step} ({err.strerror or err}): no checkpoint "
+                              f"was written at that step and its partial folder was removed; {kept}") from None
+    if keep is not None:
+        prune(run_dir, keep, protect=folder)
+    return folder
+
+
+def _write(folder: Path, step: int, tensors: dict[str, dict[str, Tensor]], meta: dict[str, Any]) -> None:
+    """Write a checkpoint folder's tensor files, then its manifest, each atomically."""
     folder.mkdir(parents=True, exist_ok=True)
     fsync_dir(folder.parent)  # the new folder's entry survives a power cut
     (folder / MANIFEST).unlink(missing_ok=True)  # rewriting a step: incomplete until the new manifest lands
@@ -97,9 +113,6 @@ def save(run_dir: str | Path, step: int, tensors: dict[str, dict[str, Tensor]], 
         files[name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
     manifest = {"format": FORMAT, "version": VERSION, "step": step, "files": files, "meta": meta}
     atomic_write(folder / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
-    if keep is not None:
-        prune(run_dir, keep)
-    return folder
 
 
 def not_a_folder(path: str | Path) -> str:
@@ -155,25 +168,38 @@ def _entry_problem(name: str, info: Any) -> str | None:
     return None
 
 
-def check(path: str | Path) -> None:
-    """Raise CheckpointError unless the folder has a valid manifest and every listed file at its recorded size."""
-    manifest = read_manifest(path)
+def problem(path: str | Path) -> str | None:
+    """Why a checkpoint folder is not complete (no valid manifest, a file missing, or a size or sha256 that
+    differs from the manifest), or None when it is."""
+    try:
+        manifest = read_manifest(path)
+    except CheckpointError as err:
+        return str(err)
+    return _files_problem(Path(path), manifest)
+
+
+def _files_problem(path: Path, manifest: dict[str, Any]) -> str | None:
+    """The first manifest-listed file that is missing or differs in size or sha256, described; or None."""
     for name, info in manifest["files"].items():
-        file = Path(path) / name
+        file = path / name
         if not file.is_file():
-            raise CheckpointError(f"checkpoint file {str(file)!r} is missing; the checkpoint is incomplete")
-        if file.stat().st_size != info.get("bytes"):
-            raise CheckpointError(f"checkpoint file {str(file)!r} is corrupt or truncated (its size differs from "
-                                  "the manifest); use an earlier checkpoint")
+            return f"checkpoint file {str(file)!r} is missing; the checkpoint is incomplete"
+        data = file.read_bytes()
+        if len(data) != info["bytes"] or hashlib.sha256(data).hexdigest() != info["sha256"]:
+            return f"checkpoint file {str(file)!r} is corrupt or truncated (size or sha256 differs from the manifest)"
+    return None
+
+
+def check(path: str | Path) -> None:
+    """Raise CheckpointError unless the folder is complete: a valid manifest and every file's size and sha256."""
+    found = _files_problem(Path(path), read_manifest(path))
+    if found is not None:
+        raise CheckpointError(f"{found}; use an earlier checkpoint")
 
 
 def is_complete(path: str | Path) -> bool:
-    """Whether a checkpoint folder passes `check` (manifest present, all files at their recorded sizes)."""
-    try:
-        check(path)
-    except CheckpointError:
-        return False
-    return True
+    """Whether a checkpoint folder passes `check` (manifest present, every file's size and sha256 verified)."""
+    return problem(path) is None
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
@@ -185,30 +211,45 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def latest(run_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint folder of a run, or None if there is none."""
-    for path in reversed(list_checkpoints(run_dir)):
-        if is_complete(path):
-            return path
-    return None
-
-
-def _warn(message: str) -> None:
+def warn(message: str) -> None:
     """Print a one-line warning on stderr."""
-    print(f"rediffuse: warning: {message}", file=sys.stderr)
+    print(f"rediffuse: warning: {' '.join(message.split())}", file=sys.stderr)
+
+
+_WARNED: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    """`warn`, but each message only once per process (several lookups of one run name one skip once)."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warn(message)
+
+
+def written(run_dir: str | Path) -> list[Path]:
+    """The checkpoint folders of a run that hold a manifest (verified or not), oldest first."""
+    return [p for p in list_checkpoints(run_dir) if (p / MANIFEST).is_file()]
+
+
+def latest(run_dir: str | Path, warn: Callable[[str], None] | None = None) -> Path | None:
+    """The newest complete (hash-verified) checkpoint folder of a run, or None if there is none.
+
+    With `warn`, each newer checkpoint passed over is named in one line with the reason.
+    """
+    for path in reversed(list_checkpoints(run_dir)):
+        found = problem(path)
+        if found is None:
+            return path
+        if warn is not None:
+            warn(f"skipping checkpoint {path.name}: {found}")
+    return None
 
 
 def load_latest(run_dir: str | Path, parts: Iterable[str] | None = None, device: torch.device | str = "cpu",
-                warn: Callable[[str], None] = _warn) -> Checkpoint | None:
+                warn: Callable[[str], None] | None = warn) -> Checkpoint | None:
     """The newest checkpoint that loads with every hash verified; newer corrupt ones are skipped with a warning."""
-    for path in reversed(list_checkpoints(run_dir)):
-        if not is_complete(path):
-            continue
-        try:
-            return load(path, parts, device)
-        except CheckpointError as err:
-            warn(f"skipping checkpoint {path.name}: {' '.join(str(err).split())}")
-    return None
+    path = latest(run_dir, warn)
+    return None if path is None else load(path, parts, device)
 
 
 def remove_stale_temp(run_dir: str | Path) -> list[Path]:
@@ -224,8 +265,12 @@ def remove_stale_temp(run_dir: str | Path) -> list[Path]:
     return stale
 
 
-def prune(run_dir: str | Path, keep: int) -> None:
-    """Delete all but the newest `keep` complete checkpoints, and incomplete ones older than the newest."""
+def prune(run_dir: str | Path, keep: int, protect: Path | None = None) -> None:
+    """Delete all but the newest `keep` complete checkpoints, and incomplete ones older than the newest.
+
+    Complete means hash-verified, so a corrupt checkpoint never takes a good one's place; `protect` (the one
+    just written) is never deleted.
+    """
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
     paths = list_checkpoints(run_dir)
@@ -235,7 +280,8 @@ def prune(run_dir: str | Path, keep: int) -> None:
     newest = _step_of(complete[-1])
     doomed = complete[:-keep] + [p for p in paths if p not in complete and _step_of(p) < newest]
     for path in doomed:
-        shutil.rmtree(path, ignore_errors=True)
+        if protect is None or path.resolve() != Path(protect).resolve():
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def load(path: str | Path, parts: Iterable[str] | None = None, device: torch.device | str = "cpu") -> Checkpoint:
@@ -265,6 +311,19 @@ def _read_verified(file: Path, info: dict[str, Any], device: torch.device | str)
     except (SafetensorError, ValueError) as err:
         raise CheckpointError(f"checkpoint file {str(file)!r} is not valid safetensors ({err})") from None
     return {k: v.to(device) for k, v in tensors.items()}
+
+
+def tensor_shapes(file: str | Path) -> dict[str, tuple[int, ...]]:
+    """{name: shape} from a safetensors file's JSON header alone (no tensor is read); CheckpointError if bad."""
+    try:
+        with open(file, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            if not 0 < size <= 100_000_000:
+                raise ValueError(f"header length {size}")
+            header = json.loads(f.read(size))
+        return {k: tuple(int(d) for d in v["shape"]) for k, v in header.items() if k != "__metadata__"}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:
+        raise CheckpointError(f"{file}: not a valid safetensors file ({err})") from None
 
 
 def flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:

@@ -41,6 +41,7 @@ class TrainConfig:
                                         "token diffusion of text) or autoregressive (the causal text baseline)")
     num_points: int = _opt(100_000, "training-set size drawn from an analytic points preset")
     image_size: int | None = _opt(None, "resize images to this size (default: as stored)")
+    max_image_side: int = _opt(1024, "refuse images with a longer side when --image-size is not given")
     clip_length: int = _opt(8192, "audio data: samples per clip (longer clips are centre-cropped, shorter "
                                   "zero-padded)")
     sample_rate: int = _opt(8000, "audio data: the sample rate in Hz (other files are resampled, polyphase)")
@@ -133,12 +134,21 @@ def need(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _numbers(config: TrainConfig) -> list[tuple[str, float]]:
+    """(name, value) of every float field of a config and of the numbers in its net and schedule tables."""
+    found = [(f.name, getattr(config, f.name)) for f in dataclasses.fields(config)]
+    for table in ("net_kwargs", "schedule_kwargs"):
+        values = getattr(config, table)
+        found += [(f"{table}.{k}", v) for k, v in (values.items() if isinstance(values, dict) else ())]
+    return [(k, float(v)) for k, v in found if isinstance(v, float)]
+
+
 def check(config: TrainConfig) -> None:
     """Raise ConfigError naming the first invalid value among the loop's keys (not the objective's)."""
     need(config.lr_schedule in LR_SCHEDULES,
          f"unknown lr_schedule {config.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
     for name in ("batch_size", "steps", "num_points", "block_length", "checkpoint_every", "keep_last", "log_every", "max_bad_steps",
-                 "clip_length", "sample_rate"):
+                 "clip_length", "sample_rate", "max_image_side"):
         need(isinstance(getattr(config, name), int) and getattr(config, name) >= 1,
              f"{name} must be a positive integer, got {getattr(config, name)!r}")
     for name in ("warmup_steps", "sample_every"):
@@ -146,6 +156,8 @@ def check(config: TrainConfig) -> None:
              f"{name} must be a non-negative integer, got {getattr(config, name)!r}")
     for name in ("lr", "weight_decay", "grad_clip", "ema_decay"):
         need(math.isfinite(getattr(config, name)), f"{name} must be a finite number, got {getattr(config, name)}")
+    for name, value in _numbers(config):
+        need(math.isfinite(value), f"{name} must be a finite number, got {value}")
     need(config.lr > 0, f"lr must be positive, got {config.lr}")
     need(config.weight_decay >= 0 and config.grad_clip >= 0, "weight_decay and grad_clip must be >= 0")
     need(0 <= config.ema_decay < 1, f"ema_decay must be in [0, 1), got {config.ema_decay}")

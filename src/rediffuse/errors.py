@@ -25,3 +25,7 @@ class CheckpointError(ValueError):
 
 class NonFiniteError(RuntimeError):
     """Training stopped: too many steps in a row had a non-finite loss or gradient."""
+
+
+class RunInUseError(RuntimeError):
+    """Another process is training into the same run folder (exit code 1)."""

@@ -23,8 +23,11 @@ def find_checkpoint(path: str | Path) -> Path:
         raise CheckpointError(checkpoint.not_a_folder(path))
     if (path / checkpoint.MANIFEST).exists() or path.name.startswith(checkpoint.PREFIX):
         return path
-    found = checkpoint.latest(path)
+    skipped: list[str] = []
+    found = checkpoint.latest(path, warn=skipped.append)
     if found is not None:
+        for message in skipped:  # named only when an older checkpoint is used in their place
+            checkpoint.warn_once(message)
         return found
     existing = checkpoint.list_checkpoints(path)
     if not existing:
@@ -85,11 +88,30 @@ def model_of(path: Path, meta: dict[str, Any]) -> tuple[dict[str, Any], nn.Modul
     config = config_of(path, meta)
     try:
         objective, spec = objectives.get(config), meta["model"]
+        check_shapes_first(objective, spec, path)
         net = objective.build(spec)
         return spec, net, objective.model(spec, net)
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise CheckpointError(f"checkpoint {str(path)!r} has an invalid model description "
                               f"({type(err).__name__}: {err}); it is corrupt or from another program") from None
+
+
+def check_shapes_first(objective: Any, spec: dict[str, Any], path: Path) -> None:
+    """CheckpointError if the network the spec describes does not fit model.safetensors' header, found by building
+    it on the meta device (no memory), so an edited spec never allocates before it fails."""
+    file = path / "model.safetensors"
+    if not file.is_file():
+        return
+    try:
+        with torch.device("meta"):
+            probe = objective.build(spec)
+    except (NotImplementedError, RuntimeError):  # a network that cannot be built without data: checked on load
+        return
+    problem = _state_mismatch({k: tuple(v.shape) for k, v in probe.state_dict().items()},
+                              checkpoint.tensor_shapes(file))
+    if problem:
+        raise CheckpointError(f"checkpoint {str(path)!r}: model.safetensors does not fit the model its manifest "
+                              f"describes ({problem}); the checkpoint is corrupt or was edited")
 
 
 def load_weights(module: nn.Module, tensors: dict[str, Tensor], path: Path, part: str) -> None:

@@ -127,8 +127,8 @@ def test_random_data_files_give_value_errors(tmp_path, damaged):
 
 @pytest.mark.parametrize("argv, fragment", [
     (["--max-bad-steps", "0"], "max_bad_steps must be a positive integer"),
-    (["--lr", "inf"], "lr must be a finite number"),
-    (["--lr", "nan"], "lr must be a finite number"),
+    (["--lr", "inf"], "--lr: expected a finite number"),
+    (["--lr", "nan"], "--lr: expected a finite number"),
     (["--grad-clip", "-1"], "grad_clip must be >= 0"),
     (["--sigma-data", "-2"], "sigma_data must be 'auto' or a positive number"),
     (["--device", "quantum"], "unknown device 'quantum'"),

@@ -69,7 +69,7 @@ def test_damaged_newest_checkpoint_is_skipped_on_resume(tmp_path, reference, cap
     assert checkpoint.load_latest(out, warn=lambda message: None).step == 4
     _resume_to_12(out)  # continues from step 4 and still equals the uninterrupted run
     assert_bit_equal(final(out), final(reference))
-    assert ("skipping checkpoint ckpt-00000008" in capsys.readouterr().err) == (damage == "flip")
+    assert "skipping checkpoint ckpt-00000008" in capsys.readouterr().err  # every kind is named, never silent
 
 
 def test_half_written_temp_files_are_ignored_and_cleaned(tmp_path, reference):
@@ -98,11 +98,11 @@ def test_crash_inside_a_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch
         real(path, data)
 
     monkeypatch.setattr(checkpoint, "atomic_write", crashing_write)
-    with pytest.raises(OSError, match="simulated crash"):
+    with pytest.raises(CheckpointError, match="simulated crash.*no checkpoint was written at that step"):
         train(TrainConfig(out=str(tmp_path / "run"), steps=12, **CKPT))
     monkeypatch.setattr(checkpoint, "atomic_write", real)
     out = tmp_path / "run"
-    assert checkpoint.latest(out).name == "ckpt-00000004" and not checkpoint.is_complete(out / "ckpt-00000008")
+    assert checkpoint.latest(out).name == "ckpt-00000004" and not (out / "ckpt-00000008").exists()
     _resume_to_12(out)
     assert_bit_equal(final(out), final(reference))
 

@@ -4,6 +4,7 @@ noise, gradients averaged by DDP), rank 0 logs and checkpoints, all ranks resume
 
 from __future__ import annotations
 
+import sys
 import textwrap
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from rediffuse.train import train
 from rediffuse.train.batches import StepBatches
 from rediffuse.train.clock import TEST_CLOCK_ENV
 
-from reliability_common import TINY, final, flags, log_records, max_abs_diff, run, torchrun
+from reliability_common import TINY, cli, final, flags, log_records, max_abs_diff, run, torchrun
 
 DDP = {**TINY, "steps": 20, "log_every": 5, "checkpoint_every": 10}
 TOLERANCE = 1e-5  # float summation order differs (half batches, then an all-reduce); measured ~6e-8
@@ -166,3 +167,77 @@ def test_two_processes_agree_on_time_budget_timed_checkpoints_and_cosine_lr(tmp_
     assert len(saved) >= 3  # the timed ones and the last; the ranks never disagreed (no hang, no error)
     records = log_records(out)
     assert records[-1]["step"] == final(out).step and records[-1]["lr"] < 0.2 * config.get("lr", 1e-3)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+RANK_PIDS = """
+import os, sys
+from pathlib import Path
+Path(sys.argv[1]).joinpath(f"pid-{os.environ['RANK']}").write_text(str(os.getpid()))
+from rediffuse.cli import main
+raise SystemExit(main(sys.argv[2:]))
+"""
+KILL_LIMIT_S = 60  # the stated time: after one rank dies the whole job ends within this
+
+
+@pytest.mark.slow
+def test_killing_one_rank_ends_the_job_then_it_resumes_with_one_then_two_processes(tmp_path, one_process):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from reliability_common import env
+
+    script = tmp_path / "ranks.py"
+    script.write_text(RANK_PIDS)
+    out = tmp_path / "run"
+    long = {**DDP, "steps": 1_000_000, "checkpoint_every": 10, "keep_last": 100}
+    job = subprocess.Popen(torchrun(2, str(tmp_path), "train", "--out", str(out), *flags(long), script=str(script)),
+                           env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "ckpt-00000020" / "manifest.json").exists():
+            assert time.monotonic() < deadline and job.poll() is None, "the 2-process run did not start"
+            time.sleep(0.1)
+        killed = time.monotonic()
+        os.kill(int((tmp_path / "pid-1").read_text()), signal.SIGKILL)
+        code = job.wait(timeout=KILL_LIMIT_S)
+        ended = time.monotonic() - killed
+    finally:
+        job.kill()
+    output = job.stdout.read()
+    assert code != 0 and ended < KILL_LIMIT_S, output
+    rank0 = int((tmp_path / "pid-0").read_text())
+    assert not Path(f"/proc/{rank0}").exists() or "zombie" in Path(f"/proc/{rank0}/status").read_text()
+    print(f"\nrank 1 SIGKILLed: the job ended {ended:.1f} s later with exit code {code}")
+    newest = final(out).step  # the kill left a verified checkpoint behind
+    assert newest >= 20
+    run(cli("train", "--resume", "--out", str(out), *flags({**DDP, "steps": newest + 5})))
+    run(torchrun(2, "train", "--resume", "--out", str(out), *flags({**DDP, "steps": newest + 10})))
+    assert final(out).step == newest + 10
+
+
+@pytest.mark.slow
+def test_two_nodes_on_one_machine_train_like_one_process(tmp_path, one_process):
+    import subprocess
+
+    from reliability_common import env
+
+    out, port = tmp_path / "two-nodes", _free_port()
+    node = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
+            "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=two-nodes",
+            "-m", "rediffuse", "train", "--out", str(out), *flags(DDP)]
+    launchers = [subprocess.Popen(node, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for _ in range(2)]
+    outputs = [p.communicate(timeout=300)[0] for p in launchers]
+    assert [p.returncode for p in launchers] == [0, 0], outputs
+    assert sum(o.count("finished at step 20") for o in outputs) == 1  # one rank 0 in all
+    assert all(v < TOLERANCE for v in compare(one_process, out).values())

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rediffuse import distributed, samplers
+from rediffuse.cli.common import finite_float
 from rediffuse.evaluation.evaluate import AUDIO_METRICS, METRICS, evaluate
 from rediffuse.evaluation.text import evaluate_text
 from rediffuse.errors import UsageError
@@ -33,7 +34,7 @@ def add_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("-n", type=int, default=None, help="samples (default: 10000 images, 1000 audio clips)")
     p.add_argument("--sampler", default="heun", choices=sorted(samplers.SAMPLERS), help="sampler (default: heun)")
     p.add_argument("--steps", type=int, default=18, help="sampler steps (default: 18)")
-    p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (default: 1)")
+    p.add_argument("--guidance", type=finite_float, default=1.0, help="classifier-free guidance scale (default: 1)")
     p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="samples per batch (default: 500; text runs: windows per batch, default 64)")

@@ -15,7 +15,8 @@ import torch
 from torch import Tensor
 
 from rediffuse import checkpoint, distributed, samplers, schedules, viz
-from rediffuse.cli.common import PROG
+from rediffuse.cli.common import PROG, finite_float
+from rediffuse.cli.outputs import planned, refuse_overwrite
 from rediffuse.cli.sample_audio import check_audio_out, sample_audio
 from rediffuse.cli.sample_text import add_text_flags, cmd_sample_text
 from rediffuse.errors import UsageError
@@ -54,11 +55,12 @@ def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
                         ".txt for text (default: RUN/samples.npy, .png, samples/ or .jsonl)")
     p.add_argument("--seed", type=int, default=0, help="seed; sample i depends only on (seed, i)")
     p.add_argument("--class", type=int, dest="label", default=None, help="class label (conditional runs)")
-    p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = none)")
+    p.add_argument("--guidance", type=finite_float, default=1.0, help="classifier-free guidance scale (1 = none)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--batch-size", type=int, default=1000, help="samples per batch (default: 1000)")
     p.add_argument("--trajectory", type=Path, default=None, help="also write a GIF of the reverse process")
     p.add_argument("--no-ema", dest="ema", action="store_false", help="use the raw weights, not the EMA")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files (default: refuse)")
 
 
 class Recorder:
@@ -118,11 +120,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     n = args.n if args.n is not None else {"points": 5000, "audio": 30}.get(kind, 64)
     if n < 1:
         raise UsageError(f"-n must be >= 1, got {n}")
+    cond = _labels(args, n, info["data"]["num_classes"])
+    refuse_overwrite(planned(kind, out, n, cond, args.trajectory), args.overwrite)
     device = resolve_device(args.device)
     with distributed.session(str(device)) as world:  # under torchrun the ranks split the batches
         device = world.device(str(device))
         denoiser, schedule, config = load_run(args.run, ema=args.ema, device=device)
-        cond = _labels(args, n, info["data"]["num_classes"])
         if args.guidance != 1.0:
             denoiser = cfg_denoiser(denoiser, args.guidance)
         options = dict(n=n, sampler=args.sampler, steps=args.steps, spacing=args.spacing, seed=args.seed,
@@ -154,7 +157,7 @@ def sample_points(denoiser: Any, schedule: schedules.Schedule, shape: Sequence[i
                   out: Path, trajectory: Path | None, options: dict[str, Any]) -> list[Path]:
     """Sample a points run: the .npy, a scatter over the data and a strip of the reverse process."""
     recorder = Recorder()
-    x = distributed.generate(denoiser, schedule, shape, callback=recorder, **options).cpu()
+    x = sampling.require_finite(distributed.generate(denoiser, schedule, shape, callback=recorder, **options).cpu())
     if not distributed.current().is_main:
         return []  # under torchrun rank 0 writes the files
     atomic_write_arrays(out, samples=x.numpy().astype(np.float32))
@@ -173,7 +176,7 @@ def sample_points(denoiser: Any, schedule: schedules.Schedule, shape: Sequence[i
 def sample_images(denoiser: Any, schedule: schedules.Schedule, shape: Sequence[int], config: TrainConfig,
                   out: Path, trajectory: Path | None, options: dict[str, Any]) -> list[Path]:
     """Sample an image run: a grid .png (rows per class when conditional) and the samples as .npz."""
-    x = distributed.generate(denoiser, schedule, shape, **options).cpu().clamp(-1, 1)
+    x = sampling.require_finite(distributed.generate(denoiser, schedule, shape, **options).cpu()).clamp(-1, 1)
     if not distributed.current().is_main:
         return []  # under torchrun rank 0 writes the files
     cond = options["cond"]

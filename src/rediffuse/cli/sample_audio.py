@@ -11,12 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from torch import Tensor
 
 from rediffuse import distributed, schedules, viz_audio
 from rediffuse.data.audio import write_wav
 from rediffuse.errors import UsageError
+from rediffuse.cli.outputs import audio_extras, wav_paths
 from rediffuse.io import atomic_write_arrays
+from rediffuse.samplers.generation import require_finite
 
 
 def check_audio_out(out: Path) -> None:
@@ -27,30 +28,16 @@ def check_audio_out(out: Path) -> None:
         raise UsageError(f"--out {str(out)!r} is a file; give a folder (or a path ending in .wav)")
 
 
-def wav_paths(out: Path, n: int, labels: Tensor | None) -> list[Path]:
-    """Where each of n samples goes: numbered (and class-tagged) files in a folder, or beside x.wav."""
-    tags = [""] * n if labels is None else [f"-class{int(c)}" for c in labels]
-    if out.suffix.lower() == ".wav":
-        if n == 1:
-            return [out]
-        return [out.with_name(f"{out.stem}-{i:04d}{tags[i]}.wav") for i in range(n)]
-    return [out / f"sample-{i:04d}{tags[i]}.wav" for i in range(n)]
-
-
 def sample_audio(denoiser: Any, schedule: schedules.Schedule, shape: Sequence[int], rate: int, out: Path,
                  options: dict[str, Any]) -> list[Path]:
     """Sample an audio run: the WAVs, the .npz and the two pictures; the paths written (rank 0 only)."""
-    x = distributed.generate(denoiser, schedule, shape, **options).cpu().clamp(-1, 1)
+    x = require_finite(distributed.generate(denoiser, schedule, shape, **options).cpu()).clamp(-1, 1)
     if not distributed.current().is_main:
         return []  # under torchrun rank 0 writes the files
     cond = options["cond"]
-    if out.suffix.lower() == ".wav":
-        stem = out.with_suffix("")
-        npz, picture, grid = (stem.with_suffix(".npz"), stem.with_suffix(".png"),
-                              stem.with_name(f"{stem.name}_spectrograms.png"))
-    else:
+    if out.suffix.lower() != ".wav":
         out.mkdir(parents=True, exist_ok=True)
-        npz, picture, grid = out / "samples.npz", out / "samples.png", out / "spectrograms.png"
+    npz, picture, grid = audio_extras(out)
     wavs = [write_wav(path, clip[0], rate) for path, clip in zip(wav_paths(out, len(x), cond), x)]
     arrays = {"samples": x.numpy(), "rate": rate, **({} if cond is None else {"labels": cond.numpy()})}
     atomic_write_arrays(npz, **arrays)

@@ -19,6 +19,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from rediffuse.cli.outputs import planned, refuse_overwrite
 from rediffuse.config import resolve_device
 from rediffuse.data.text import Vocabulary
 from rediffuse.errors import UsageError
@@ -169,6 +170,7 @@ def cmd_sample_text(args: argparse.Namespace, info: dict[str, Any]) -> int:
         _check_causal(args)
     z = template(args, vocab, int(info["net_config"]["max_len"]), int(info["data"]["shape"][0]))
     steps = len(z) if args.steps is None else args.steps
+    refuse_overwrite(planned("text", out, n, None, args.trajectory), args.overwrite)
     device = resolve_device(args.device)
     model, _, _ = load_model(args.run, ema=args.ema, device=device)
     if causal:

@@ -17,7 +17,7 @@ except ModuleNotFoundError:  # Python 3.10
 import torch
 
 from rediffuse import checkpoint, distributed
-from rediffuse.cli.common import INTERRUPTED, PROG
+from rediffuse.cli.common import INTERRUPTED, PROG, finite_float
 from rediffuse.cli.sample import sample_images, sample_points
 from rediffuse.errors import ConfigError, UsageError
 from rediffuse.presets import PRESETS, SAMPLING, preset
@@ -42,13 +42,13 @@ def _float_or_auto(text: str) -> float | str:
     if text == "auto":
         return text
     try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a number, got {text!r}") from None
+        return finite_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a finite number, got {text!r}") from None
 
 
-FLAG_TYPES: dict[str, Callable[[str], Any]] = {"str": str, "int": int, "int | None": int, "float": float,
-                                               "float | None": float, "dict": _json_table,
+FLAG_TYPES: dict[str, Callable[[str], Any]] = {"str": str, "int": int, "int | None": int, "float": finite_float,
+                                               "float | None": finite_float, "dict": _json_table,
                                                "float | str": _float_or_auto}
 
 
@@ -126,7 +126,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def cmd_train(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     main_rank = distributed.is_main_process()  # under torchrun only rank 0 talks
-    if main_rank and args.resume and checkpoint.latest(config.out) is None:
+    if main_rank and args.resume and not checkpoint.written(config.out):
         print(f"{PROG}: no checkpoint in {config.out}; starting a new run", file=sys.stderr)
     result = train(config, resume=args.resume)
     if main_rank:

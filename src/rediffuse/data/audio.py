@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rediffuse.data.folders import class_labels, files_under
 from rediffuse.io import atomic_write
 
 AUDIO_SUFFIXES = (".wav", ".flac")
@@ -162,24 +163,20 @@ def load_fsdd(folder: str | Path, part: str | None = None, *, length: int = LENG
 
 def load_audio_folder(folder: str | Path, part: str | None = None, *, length: int = LENGTH, rate: int = RATE,
                       on_error: str = "skip", **options: bool) -> AudioSet:
-    """The audio files of a folder; classes are its sorted sub-folders (none: unlabelled); part as in the module doc."""
+    """The audio files of a folder at any depth; classes are its sorted first-level sub-folders when every file is
+    in one (else unlabelled); part as in the module doc."""
     folder = _folder(folder)
-    subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    groups = [(d.name, _audio_files(d)) for d in subdirs]
-    groups = [(name, files) for name, files in groups if files]
-    labelled = bool(groups)
-    if not labelled:
-        groups = [(folder.name, _audio_files(folder))]
-    files = [f for _, fs in groups for f in fs]
-    labels = [k for k, (_, fs) in enumerate(groups) for _ in fs]
+    files = files_under(folder, AUDIO_SUFFIXES)
     if not files:
         raise ValueError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) in {folder} or its sub-folders")
+    classes = class_labels(folder, files)
+    labels = classes[0] if classes else [0] * len(files)
     if part is not None:
         keep = [i for i in range(len(files)) if (i % 5 == 0) == (part == "heldout")]
         files, labels = [files[i] for i in keep], [labels[i] for i in keep]
     clips, kept = _read_all(files, folder, length, rate, on_error, **options)
-    y = torch.tensor([labels[i] for i in kept], dtype=torch.long) if labelled else None
-    return AudioSet(_stack(clips), y, [n for n, _ in groups] if labelled else None,
+    y = torch.tensor([labels[i] for i in kept], dtype=torch.long) if classes else None
+    return AudioSet(_stack(clips), y, classes[1] if classes else None,
                     [str(files[i].relative_to(folder)) for i in kept], rate)
 
 

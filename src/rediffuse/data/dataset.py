@@ -108,7 +108,7 @@ def _load_data(config: TrainConfig) -> Data:
     if ":" not in base and base != "digits" and not Path(base).exists():
         raise ConfigError(f"unknown data {config.data!r}; use a points set ({', '.join(toy2d.TOY2D)}, ...), "
                           "a .npy/.csv of points, or images (digits, mnist:PATH, folder:PATH, a .npz file)")
-    images = load_images(config.data, size=config.image_size)
+    images = load_images(config.data, size=config.image_size, max_side=config.max_image_side)
     return Data(images.images.float().contiguous(), images.labels, "images")
 
 

@@ -13,6 +13,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from rediffuse.data.folders import class_labels, files_under
+from rediffuse.errors import ConfigError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 SPEC_FORMS = (
     "'digits' (scikit-learn 8x8 digits)",
@@ -134,10 +137,27 @@ def load_mnist_idx(path: str | Path, split: str | None = None) -> tuple[Tensor, 
     return images, torch.from_numpy(labels.astype(np.int64))
 
 
-def _open_image(file: Path, size: int | None, mode: str) -> np.ndarray:
-    """Read one image file as a uint8 [C, H, W] array, resized (shorter side) and centre-cropped to ``size``."""
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+
+
+MAX_SIDE = 1024  # the default longest side an image may have when it is loaded at its stored size
+
+
+class ImageTooLargeError(ConfigError):
+    """An image too large to load at its stored size (a usage error: give a size to resize it on load)."""
+
+
+def _open_image(file: Path, size: int | None, channels: int | None, max_side: int = MAX_SIDE) -> np.ndarray:
+    """Read one image file as a uint8 [C, H, W] array (C = channels, or 1 for a grey file and 3 otherwise when
+    None), resized (shorter side) and centre-cropped to ``size``; ImageTooLargeError, before decoding, for an
+    image with a side over ``max_side`` when ``size`` is None."""
     with Image.open(file) as img:
-        img = img.convert(mode)
+        if size is None and max(img.size) > max_side:
+            raise ImageTooLargeError(f"image {file} is {img.size[0]}x{img.size[1]}, over the {max_side}-pixel "
+                                     "limit for loading at the stored size; give --image-size N to resize on "
+                                     "load (or raise --max-image-side)")
+        grey = img.mode in GREY_MODES
+        img = img.convert("L" if channels == 1 or (channels is None and grey) else "RGB")
         if size is not None:
             w, h = img.size
             scale = size / min(w, h)
@@ -150,52 +170,49 @@ def _open_image(file: Path, size: int | None, mode: str) -> np.ndarray:
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
-def _image_files(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (recursive, sorted, hidden files skipped)."""
-    return sorted(
-        p for p in folder.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-    )
-
-
 def load_image_folder(
-    path: str | Path, size: int | None, channels: int = 3, on_error: str = "skip"
+    path: str | Path, size: int | None, channels: int | None = None, on_error: str = "skip",
+    max_side: int = MAX_SIDE,
 ) -> tuple[Tensor, Tensor, list[str]]:
-    """Images of a folder as ([N, channels, size, size] in [-1, 1], labels [N], class names).
+    """Images of a folder, at any depth, as ([N, C, size, size] in [-1, 1], labels [N], class names).
 
-    Classes are the sorted sub-folder names; a folder without sub-folders is one class. Each image is
-    resized on its shorter side and centre-cropped to ``size`` (None keeps sizes, which must then agree).
-    Unreadable files are skipped with one warning (``on_error='skip'``) or raise (``on_error='raise'``).
+    Classes are the sorted first-level sub-folder names when every image is in one; otherwise the folder is
+    one class. ``channels`` 1 or 3 converts; None keeps grey folders grey (C = 1 when every file is grey, else
+    3). Each image is resized on its shorter side and centre-cropped to ``size`` (None keeps sizes, which must
+    then agree); without ``size``, a side over ``max_side`` is refused before decoding. Unreadable files are
+    skipped with one warning (``on_error='skip'``) or raise ('raise').
     """
     path = Path(path)
-    if channels not in (1, 3):
+    if channels not in (None, 1, 3):
         raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
     if on_error not in ("skip", "raise"):
         raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
     if not path.is_dir():
         raise FileNotFoundError(f"image folder {path} does not exist")
-    subdirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-    groups = [(d.name, _image_files(d)) for d in subdirs] or [(path.name, _image_files(path))]
-    groups = [(name, files) for name, files in groups if files]
+    files = files_under(path, IMAGE_SUFFIXES)
+    labels_of, class_names = class_labels(path, files) or ([0] * len(files), [path.name])
     arrays, labels, bad = [], [], []
-    for label, (_, files) in enumerate(groups):
-        for file in files:
-            try:
-                arrays.append(_open_image(file, size, "L" if channels == 1 else "RGB"))
-            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # PIL's corrupt-file errors
-                if on_error == "raise":
-                    raise ValueError(f"cannot read image {file}: {e}") from e
-                bad.append(file)
-                continue
-            labels.append(label)
+    for file, label in zip(files, labels_of):
+        try:
+            arrays.append(_open_image(file, size, channels, max_side))
+        except ImageTooLargeError:
+            raise
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # PIL's corrupt-file errors
+            if on_error == "raise":
+                raise ValueError(f"cannot read image {file}: {e}") from e
+            bad.append(file)
+            continue
+        labels.append(label)
     if bad:
         warnings.warn(f"skipped {len(bad)} unreadable image file(s) in {path}; first: {bad[0]}", stacklevel=2)
     if not arrays:
         raise ValueError(f"no readable images ({', '.join(IMAGE_SUFFIXES)}) in {path}")
+    if len({a.shape[0] for a in arrays}) > 1:  # grey and colour files mixed: all colour
+        arrays = [np.repeat(a, 3, axis=0) if a.shape[0] == 1 else a for a in arrays]
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
         raise ValueError(f"images in {path} differ in size {sorted(shapes)[:3]}...; pass size=")
-    return _from_uint8(np.stack(arrays)), torch.tensor(labels, dtype=torch.long), [n for n, _ in groups]
+    return _from_uint8(np.stack(arrays)), torch.tensor(labels, dtype=torch.long), class_names
 
 
 def _to_nchw(arr: np.ndarray, source: str) -> np.ndarray:
@@ -286,12 +303,13 @@ def _set_channels(images: Tensor, channels: int) -> Tensor:
 
 
 def load_images(
-    spec: str, size: int | None = None, channels: int | None = None, on_error: str = "skip"
+    spec: str, size: int | None = None, channels: int | None = None, on_error: str = "skip",
+    max_side: int = MAX_SIDE,
 ) -> ImageSet:
     """Load images by spec; see ``SPEC_FORMS``. ``size``/``channels`` resize and convert when given."""
     base, at, part = spec.rpartition("@")
     if at and part in HOLDOUT_PARTS:
-        data = load_images(base, size, channels, on_error)
+        data = load_images(base, size, channels, on_error, max_side)
         return ImageSet(*holdout_part(data.images, data.labels, part), data.class_names)
     kind, _, rest = spec.partition(":")
     class_names = None
@@ -300,11 +318,11 @@ def load_images(
     elif kind == "mnist" and rest:
         images, labels = load_mnist_idx(rest)
     elif kind == "folder" and rest:
-        images, labels, class_names = load_image_folder(rest, size, channels or 3, on_error)
+        images, labels, class_names = load_image_folder(rest, size, channels, on_error, max_side)
     elif spec.endswith((".npz", ".npy")):
         images, labels = load_array(spec)
     elif Path(spec).is_dir():
-        images, labels, class_names = load_image_folder(spec, size, channels or 3, on_error)
+        images, labels, class_names = load_image_folder(spec, size, channels, on_error, max_side)
     else:
         raise ValueError(f"unknown image spec {spec!r}; accepted: " + "; ".join(SPEC_FORMS))
     if size is not None:

@@ -24,6 +24,7 @@ from rediffuse.data.audio import resample_to
 from rediffuse.evaluation.features import classify, extract_features, load_or_train_classifier, probabilities
 from rediffuse.evaluation.features.training import FSDD_RATE
 from rediffuse.guidance import cfg_denoiser
+from rediffuse.samplers.generation import require_finite
 from rediffuse.evaluation.report import write_report
 from rediffuse.io import atomic_write_arrays
 from rediffuse.evaluation.likelihood import bits_per_dim
@@ -70,7 +71,7 @@ def cached_samples(run_dir: Path, denoiser: Callable, schedule: Any, shape: Sequ
     gen_options = {k: v for k, v in options.items() if k != "guidance"}
     with tqdm(total=n, desc="sampling", disable=None if distributed.is_main_process() else True) as bar:
         x = distributed.generate(den, schedule, shape, n=n, cond=cond, progress=bar.update, **gen_options)
-    x = x.clamp(-1, 1).cpu()
+    x = require_finite(x.cpu(), "sampling for the evaluation").clamp(-1, 1)
     if distributed.is_main_process():
         atomic_write_arrays(path, samples=x.numpy())
     return x, cond

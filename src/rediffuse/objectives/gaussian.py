@@ -75,6 +75,9 @@ class Gaussian(Configured):
             net_config = {**c.net_kwargs, "in_channels": data.shape[0], "image_size": data.shape[1],
                           "num_classes": num_classes}
         sigma_data = data_std(data.x) if c.sigma_data == "auto" else float(c.sigma_data)
+        if not (math.isfinite(sigma_data) and sigma_data > 0):
+            raise ConfigError(f"the training data {c.data!r} is constant or not finite (standard deviation "
+                              f"{sigma_data}); check the data, or give --sigma-data to train on it anyway")
         try:
             schedule_config = schedules.get(c.schedule, **c.schedule_kwargs).config()
         except (TypeError, ValueError) as err:

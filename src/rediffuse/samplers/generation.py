@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from rediffuse import samplers
+from rediffuse.errors import NonFiniteError
 from rediffuse.samplers.common import Plan
 from rediffuse.schedules import Schedule
 
@@ -39,6 +40,15 @@ def sample_batch(denoiser: Callable[..., Tensor], schedule: Schedule, shape: Seq
     if batch_cond is not None:
         options["cond"] = batch_cond
     return samplers.sample(denoiser, x, sigmas, sampler, generator=gens, callback=callback, **options)
+
+
+def require_finite(x: Tensor, what: str = "sampling") -> Tensor:
+    """x itself, or NonFiniteError (nothing written) when it holds NaN or infinity."""
+    if not bool(torch.isfinite(x).all()):
+        raise NonFiniteError(f"{what} produced NaN or infinite values ({int((~torch.isfinite(x)).sum())} of "
+                             f"{x.numel()}); nothing was written. Check --guidance and the sampler options, or "
+                             "sample an earlier checkpoint")
+    return x
 
 
 @torch.no_grad()

@@ -35,6 +35,7 @@ from rediffuse.io import atomic_write
 from rediffuse.objectives import Batch, Draws, Objective
 from rediffuse.train.batches import StepBatches, step_seed
 from rediffuse.train.clock import Clock, Now
+from rediffuse.train.lock import run_lock
 from rediffuse.train.monitor import BadSteps, Log, StopRequest
 from rediffuse.train.state import (TrainState, check_resumable, new_state, restore_state, resume_point, save_state,
                                    step_unless)
@@ -96,10 +97,10 @@ def train(config: TrainConfig, resume: bool = False, clock: Now | None = None) -
     """Train (or with resume=True continue from the newest checkpoint) the run described by config.
 
     `clock` (seconds, default `time.monotonic`) measures training time. Under torchrun every rank calls this;
-    they join one process group for the duration.
+    they join one process group for the duration, and rank 0 holds the run folder's lock (`train.lock`).
     """
     objectives.validate(config)
-    with session(config.device) as world:
+    with session(config.device) as world, run_lock(config.out, world.is_main):
         return _train(config, resume, world, clock)
 
 

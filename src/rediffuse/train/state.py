@@ -125,16 +125,17 @@ def resume_point(out: Path, resume: bool, world: World) -> checkpoint.Checkpoint
 
     def choose() -> Path | None:
         """Rank 0's pick: the newest verified checkpoint's path, or None for a new run."""
-        found = checkpoint.latest(out)
-        if found is not None and not resume:
-            raise ConfigError(f"{out} already holds a run (newest checkpoint {found.name}); pass --resume to "
+        held = checkpoint.written(out)
+        if held and not resume:
+            raise ConfigError(f"{out} already holds a run (newest checkpoint {held[-1].name}); pass --resume to "
                               "continue it or choose a new --out")
+        found = checkpoint.latest(out, warn=checkpoint.warn_once) if resume else None
+        if found is None and held:
+            raise CheckpointError(f"no checkpoint in {out} passes its sha256 check (newest: {held[-1].name}); "
+                                  "restore them from a backup, or start over with another --out")
         if found is None:
             return None
-        ck = checkpoint.load_latest(out)
-        if ck is None:
-            raise CheckpointError(f"no checkpoint in {out} passes its sha256 check (newest: {found.name}); "
-                                  "restore them from a backup, or start over with another --out")
+        ck = checkpoint.load(found)
         loaded.append(ck)  # rank 0 keeps what it loaded; the other ranks load the same path
         return ck.path
 
