@@ -13,7 +13,7 @@ __version__ = "0.2.0.dev0"
 
 # The modules and packages reachable as attributes, lowest layer first (docs/architecture.md).
 SUBMODULES = (
-    "errors", "io", "spectral", "schedules", "denoisers", "analytic", "losses", "guidance", "ema", "presets", "foreign",
+    "errors", "io", "spectral", "schedules", "denoisers", "analytic", "losses", "consistency", "guidance", "ema", "presets", "foreign",
     "checkpoint", "viz", "viz_text", "viz_audio", "distributed", "data", "nets", "samplers", "objectives", "config", "runs", "train",
     "tuning", "evaluation", "cli",
 )

@@ -7,6 +7,7 @@ The keys of what is learned (schedule, parameterization, weighting, ...) are che
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +39,8 @@ class TrainConfig:
                                "either with @train or @heldout)")
     out: str = _opt("runs/run", "run folder for checkpoints, logs and pictures")
     objective: str = _opt("gaussian", "what is learned: gaussian (denoising diffusion), masked (masked "
-                                        "token diffusion of text) or autoregressive (the causal text baseline)")
+                                        "token diffusion of text), autoregressive (the causal text baseline) or "
+                                        "consistency (few-step tuning of a Gaussian run: `rediffuse distill`)")
     num_points: int = _opt(100_000, "training-set size drawn from an analytic points preset")
     image_size: int | None = _opt(None, "resize images to this size (default: as stored)")
     max_image_side: int = _opt(1024, "refuse images with a longer side when --image-size is not given")
@@ -48,6 +50,18 @@ class TrainConfig:
     tokens: str = _opt("char", "text data: char (the training text's characters) or bytes (UTF-8 bytes)")
     block_length: int = _opt(256, "text data: the length of the training windows, in tokens")
     mask_schedule: str = _opt("log-linear", "masked objective: the masking schedule, log-linear or cosine")
+    teacher: str | None = _opt(None, "consistency objective: the teacher checkpoint whose EMA weights start the "
+                                     "student (`rediffuse distill` sets it)")
+    ct_stage_steps: int = _opt(100, "consistency tuning: steps per stage of ECT's shrinking gap (it halves each "
+                                    "stage)")
+    ct_stages: int = _opt(8, "consistency tuning: the number of gap stages (the last one lasts to the end)")
+    ct_p_mean: float = _opt(-1.1, "consistency tuning: mean of ln(t) for the noise levels (ECT's; in units of "
+                                  "sigma_data / 0.5)")
+    ct_p_std: float = _opt(2.0, "consistency tuning: standard deviation of ln(t) (ECT's)")
+    ct_huber_c: float | None = _opt(None, "consistency tuning: the pseudo-Huber constant (default: iCT's "
+                                          "0.00054 sqrt(dim) in units of sigma_data / 0.5)")
+    mid_sigma: float | None = _opt(None, "consistency model: the middle noise level of 2-step sampling (default: "
+                                         "0.821 in units of sigma_data / 0.5, as in iCT and ECT)")
     net: str = _opt("auto", "network: mlp, unet, unet1d, transformer, or auto (mlp for points, unet for "
                             "images, unet1d for audio, transformer for text)")
     net_kwargs: dict = _opt({}, "extra network arguments, e.g. {hidden = 512} (TOML table or JSON)")
@@ -89,7 +103,10 @@ class TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = [k for k in values if k not in names]
         if unknown:
-            raise ConfigError(f"unknown config key {_short(unknown[0])}; valid keys: {', '.join(sorted(names))}")
+            close = difflib.get_close_matches(str(unknown[0]), sorted(names), n=3)
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            raise ConfigError(f"unknown config key {_short(unknown[0])}; {hint}every key is a flag of "
+                              "`rediffuse train --help` (--batch-size for batch_size)")
         types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
         for key, value in values.items():
             if not _type_ok(types[key], value):

@@ -67,6 +67,15 @@ def test_two_processes_train_like_one(tmp_path, one_process):
     assert samples[1].shape == (150, 2) and np.array_equal(samples[1], samples[2])
 
 
+def test_two_process_distill_equals_one_process(tmp_path, one_process):
+    """Consistency tuning (two forward calls per step, one under no_grad) through DDP: the same mathematics."""
+    student = ["--steps", "10", "--checkpoint-every", "5", "--log-every", "5", "--ct-stage-steps", "4",
+               "--no-progress"]
+    assert main(["distill", str(one_process), "--out", str(tmp_path / "one"), *student]) == 0
+    run(torchrun(2, "distill", str(one_process), "--out", str(tmp_path / "two"), *student))
+    assert all(v < TOLERANCE for v in compare(tmp_path / "one", tmp_path / "two").values())
+
+
 @pytest.mark.slow
 def test_two_processes_resume_like_one(tmp_path, one_process):
     out = tmp_path / "two"

@@ -11,11 +11,11 @@ import sys
 from typing import Sequence
 
 from rediffuse import __version__
-from rediffuse.cli import evaluate, sample, train, tune
+from rediffuse.cli import distill, evaluate, sample, train, tune
 from rediffuse.cli.common import INTERRUPTED, PROG
 from rediffuse.errors import ConfigError, ParseError, UsageError
 
-VERBS = ("train", "sample", "demo", "eval", "bench-samplers", "tune-grid")
+VERBS = ("train", "sample", "demo", "distill", "eval", "bench-samplers", "tune-grid")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,6 +35,7 @@ def build_parser() -> _Parser:
     verbs = parser.add_subparsers(dest="verb", metavar="{" + ",".join(VERBS) + "}", parser_class=_Parser)
     verbs.required = True
     train.add_parsers(verbs, common)
+    distill.add_parser(verbs, common)
     sample.add_parser(verbs, common)
     evaluate.add_parser(verbs, common)
     tune.add_parsers(verbs, common)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rediffuse import distributed, samplers
+from rediffuse.objectives import consistency as few_step
 from rediffuse.cli.common import finite_float
 from rediffuse.evaluation.evaluate import AUDIO_METRICS, METRICS, evaluate
 from rediffuse.evaluation.text import evaluate_text
@@ -32,8 +33,9 @@ def add_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
                    help="text runs: the held-out text (default: the @heldout part of the run's text:PATH@train)")
     p.add_argument("--draws", type=int, default=4, help="text runs: NELBO draws per window (default: 4)")
     p.add_argument("-n", type=int, default=None, help="samples (default: 10000 images, 1000 audio clips)")
-    p.add_argument("--sampler", default="heun", choices=sorted(samplers.SAMPLERS), help="sampler (default: heun)")
-    p.add_argument("--steps", type=int, default=18, help="sampler steps (default: 18)")
+    p.add_argument("--sampler", default=None, choices=sorted(samplers.SAMPLERS),
+                   help="sampler (default: heun; consistency for a `distill` run)")
+    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: 18; a `distill` run: 2)")
     p.add_argument("--guidance", type=finite_float, default=1.0, help="classifier-free guidance scale (default: 1)")
     p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     p.add_argument("--batch-size", type=int, default=None,
@@ -49,14 +51,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     info = run_info(args.run)
     text = info["data"]["kind"] == "text"
     allowed = {"text": TEXT_METRICS, "audio": AUDIO_METRICS}.get(info["data"]["kind"], METRICS)
+    if info.get("consistency"):
+        allowed = tuple(m for m in allowed if m != "nll")  # a consistency function has no ODE to integrate
     given = args.metrics if args.metrics is not None else ",".join(allowed)
     metrics = [m.strip() for m in given.split(",") if m.strip()]
     bad = [m for m in metrics if m not in allowed]
     if bad or not metrics:
         kind = {"text": "a text run", "audio": "an audio run"}.get(info["data"]["kind"], "an image run")
+        kind += " (a `distill` run has no bits/dim: evaluate its teacher)" if info.get("consistency") else ""
         raise UsageError(f"--metrics for {kind} takes a comma list from {','.join(allowed)}, got {given!r}")
     if text and "nll" in metrics and "bos_id" not in info:
         raise UsageError("--metrics nll needs an autoregressive run; a masked run reports its bound: --metrics nelbo")
+    sampler, steps = few_step.default_sampler(info)
+    args.sampler, args.steps = args.sampler or sampler, args.steps or (steps if info.get("consistency") else 18)
     if args.n is None:
         args.n = 1000 if info["data"]["kind"] == "audio" else 10_000
     if args.batch_size is None:

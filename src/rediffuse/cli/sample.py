@@ -22,6 +22,7 @@ from rediffuse.cli.sample_text import add_text_flags, cmd_sample_text
 from rediffuse.errors import UsageError
 from rediffuse.guidance import cfg_denoiser
 from rediffuse.io import atomic_write_arrays
+from rediffuse.objectives import consistency as few_step
 from rediffuse.samplers import generation as sampling
 from rediffuse.config import TrainConfig, resolve_device
 from rediffuse.data.dataset import build_data
@@ -43,9 +44,11 @@ def add_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
 
 def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", default=None, choices=sorted(samplers.SAMPLERS),
-                   help="points and image runs: the sampler (default: heun)")
+                   help="points, image and audio runs: the sampler (default: heun; consistency for a "
+                        "`distill` run)")
     p.add_argument("--steps", type=int, default=None,
-                   help="number of noise levels (default: 20; text runs: reverse steps, default the length)")
+                   help="number of noise levels (default: 20; a `distill` run: 2; text runs: reverse steps, "
+                        "default the length)")
     p.add_argument("--spacing", default="default", choices=[*schedules.SPACINGS, "tuned"],
                    help="sigma grid (default: the schedule's own; tuned: from `rediffuse tune-grid`)")
     p.add_argument("-n", "--num", type=int, default=None, dest="n",
@@ -105,8 +108,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
         return cmd_sample_text(args, info)
     if any(getattr(args, flag) is not None for flag in ("length", "prompt", "infill")):
         raise UsageError("--length, --prompt and --infill are for text runs; drop them for a points or image run")
-    args.steps = 20 if args.steps is None else args.steps
-    args.sampler = args.sampler or "heun"
+    default_sampler, default_steps = few_step.default_sampler(info)
+    args.steps = default_steps if args.steps is None else args.steps
+    args.sampler = args.sampler or default_sampler
     if kind == "audio":
         out = args.out or args.run / "samples"
         check_audio_out(out)
@@ -130,6 +134,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
             denoiser = cfg_denoiser(denoiser, args.guidance)
         options = dict(n=n, sampler=args.sampler, steps=args.steps, spacing=args.spacing, seed=args.seed,
                        batch_size=args.batch_size, cond=cond, device=device)
+        options.update(few_step.run_sampling(info, args.sampler, args.steps))
         if args.spacing == "tuned":
             options.update(spacing="default", plan=load_plan(args.run, args.sampler, args.steps))
         shape = info["data"]["shape"]

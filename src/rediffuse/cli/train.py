@@ -47,12 +47,12 @@ def _float_or_auto(text: str) -> float | str:
         raise argparse.ArgumentTypeError(f"expected 'auto' or a finite number, got {text!r}") from None
 
 
-FLAG_TYPES: dict[str, Callable[[str], Any]] = {"str": str, "int": int, "int | None": int, "float": finite_float,
+FLAG_TYPES: dict[str, Callable[[str], Any]] = {"str": str, "str | None": str, "int": int, "int | None": int, "float": finite_float,
                                                "float | None": finite_float, "dict": _json_table,
                                                "float | str": _float_or_auto}
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field (--batch-size for batch_size, ...), absent unless given."""
     for f in dataclasses.fields(TrainConfig):
         names = [f"--{f.name.replace('_', '-')}", *ALIASES.get(f.name, [])]
@@ -76,7 +76,7 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser) -> None:
     train_p.add_argument("--config", type=Path, metavar="TOML", help="TOML file of config keys (flags override)")
     train_p.add_argument("--resume", action="store_true",
                          help="continue the run in --out from its newest checkpoint")
-    _add_config_flags(train_p)
+    add_config_flags(train_p)
     train_p.set_defaults(func=cmd_train)
 
     demo_p = verbs.add_parser("demo", parents=[common], help="train and sample the demo model (digits, ~3.5 min)",
@@ -130,11 +130,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"{PROG}: no checkpoint in {config.out}; starting a new run", file=sys.stderr)
     result = train(config, resume=args.resume)
     if main_rank:
-        _report_training(result, config)
+        report_training(result, config)
     return INTERRUPTED if result.stopped == "interrupted" else 0
 
 
-def _report_training(result: TrainResult, config: TrainConfig) -> None:
+def report_training(result: TrainResult, config: TrainConfig) -> None:
     why = {"done": "finished", "time": "stopped at the time budget", "interrupted": "interrupted"}[result.stopped]
     unit = {"text": "windows"}.get(data_kind(config.data), data_kind(config.data))
     print(f"{why} at step {result.step}; checkpoint {result.checkpoint} ({result.samples_per_s:.0f} {unit}/s)")
@@ -153,7 +153,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     result = train(config, resume=True)
     if result.stopped == "interrupted":
-        _report_training(result, config)
+        report_training(result, config)
         return INTERRUPTED
     denoiser, schedule, _ = load_run(args.out, device=resolve_device(args.device))
     info = run_info(args.out)

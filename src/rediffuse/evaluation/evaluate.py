@@ -24,6 +24,7 @@ from rediffuse.data.audio import resample_to
 from rediffuse.evaluation.features import classify, extract_features, load_or_train_classifier, probabilities
 from rediffuse.evaluation.features.training import FSDD_RATE
 from rediffuse.guidance import cfg_denoiser
+from rediffuse.objectives.consistency import run_sampling
 from rediffuse.samplers.generation import require_finite
 from rediffuse.evaluation.report import write_report
 from rediffuse.io import atomic_write_arrays
@@ -58,8 +59,10 @@ def classifier_inputs(x: Tensor, kind: str, rate: int | None) -> Tensor:
 
 
 def cached_samples(run_dir: Path, denoiser: Callable, schedule: Any, shape: Sequence[int], n: int,
-                   num_classes: int | None, options: dict[str, Any]) -> tuple[Tensor, Tensor | None]:
-    """n samples (class-balanced labels for conditional runs), generated once and cached in RUN/eval/."""
+                   num_classes: int | None, options: dict[str, Any], grid: dict[str, Any] | None = None
+                   ) -> tuple[Tensor, Tensor | None]:
+    """n samples (class-balanced labels for conditional runs), generated once and cached in RUN/eval/; `grid`
+    holds generate's options that follow from the run and the other options (a few-step grid)."""
     key = hashlib.sha256(json.dumps({"n": n, **options}, sort_keys=True).encode()).hexdigest()[:12]
     path = run_dir / "eval" / f"samples-{key}.npz"
     cond = None if not num_classes else torch.arange(n) % num_classes
@@ -68,7 +71,7 @@ def cached_samples(run_dir: Path, denoiser: Callable, schedule: Any, shape: Sequ
             return torch.from_numpy(cached["samples"]), cond
     path.parent.mkdir(parents=True, exist_ok=True)
     den = denoiser if options.get("guidance", 1.0) == 1.0 else cfg_denoiser(denoiser, options["guidance"])
-    gen_options = {k: v for k, v in options.items() if k != "guidance"}
+    gen_options = {**{k: v for k, v in options.items() if k != "guidance"}, **(grid or {})}
     with tqdm(total=n, desc="sampling", disable=None if distributed.is_main_process() else True) as bar:
         x = distributed.generate(den, schedule, shape, n=n, cond=cond, progress=bar.update, **gen_options)
     x = require_finite(x.cpu(), "sampling for the evaluation").clamp(-1, 1)
@@ -106,12 +109,16 @@ def evaluate(run_dir: str | Path, *, metrics: Sequence[str] = METRICS, n: int = 
     if unknown:
         raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {', '.join(METRICS)}")
     denoiser, schedule, config = load_run(run_dir, device=device)
-    info = run_info(run_dir)["data"]
+    spec = run_info(run_dir)
+    info = spec["data"]
     if info["kind"] not in ("images", "audio"):
         raise ValueError("rediffuse eval measures image and audio runs; for points use bench-samplers or the "
                          "metrics module")
     if info["kind"] == "audio" and "nll" in metrics:
         raise ValueError(f"bits/dim (nll) is for image runs; give audio runs --metrics from {','.join(AUDIO_METRICS)}")
+    if spec.get("consistency") and "nll" in metrics:
+        raise ValueError("bits/dim (nll) integrates a denoiser's ODE, and a `distill` run is a consistency "
+                         "function: evaluate its teacher's bits/dim, or drop nll from --metrics")
     kind, data_path = classifier_kind(config.data)
     classifier, meta = load_or_train_classifier(kind, data_path, device="cpu")
     from rediffuse.evaluation.features import load_split
@@ -126,7 +133,8 @@ def evaluate(run_dir: str | Path, *, metrics: Sequence[str] = METRICS, n: int = 
     if sample_side:
         options = dict(sampler=sampler, steps=steps, seed=seed, batch_size=batch_size, device=device,
                        guidance=guidance)
-        x, cond = cached_samples(run_dir, denoiser, schedule, info["shape"], n, info["num_classes"], options)
+        x, cond = cached_samples(run_dir, denoiser, schedule, info["shape"], n, info["num_classes"], options,
+                                 run_sampling(spec, sampler, steps))
         x = classifier_inputs(x, kind, info.get("rate"))
         report["samples"] = sample_metrics(classifier, x, cond, real_feats, sample_side)
         held = len(split.heldout_x)

@@ -8,12 +8,14 @@ from rediffuse import config as config_keys
 from rediffuse.config import TrainConfig
 from rediffuse.errors import ConfigError
 from rediffuse.objectives.autoregressive import Autoregressive, CausalLM
+from rediffuse.objectives.consistency import Consistency
 from rediffuse.objectives.base import Batch, Draws, Objective, StepGenerators
 from rediffuse.objectives.gaussian import Gaussian
 from rediffuse.objectives.masked import Masked, MaskedLM
 
 OBJECTIVES: dict[str, Callable[[TrainConfig], Objective]] = {"gaussian": Gaussian, "masked": Masked,
-                                                           "autoregressive": Autoregressive}
+                                                           "autoregressive": Autoregressive,
+                                                           "consistency": Consistency}
 
 
 def get(config: TrainConfig) -> Objective:
@@ -29,5 +31,5 @@ def validate(config: TrainConfig) -> None:
     config_keys.check(config)
 
 
-__all__ = ["OBJECTIVES", "Autoregressive", "Batch", "CausalLM", "Draws",
+__all__ = ["OBJECTIVES", "Autoregressive", "Batch", "CausalLM", "Consistency", "Draws",
            "Gaussian", "Masked", "MaskedLM", "Objective", "StepGenerators", "get", "validate"]

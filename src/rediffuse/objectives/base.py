@@ -60,6 +60,9 @@ class Objective(Protocol):
     def build(self, spec: dict[str, Any]) -> nn.Module:
         """The raw network a spec describes (freshly initialised from torch's global RNG)."""
 
+    def initialise(self, net: nn.Module, spec: dict[str, Any]) -> None:
+        """Optional: set a new run's starting weights in place, after `build` (absent: the fresh init is the start)."""
+
     def model(self, spec: dict[str, Any], net: nn.Module) -> nn.Module:
         """The model `loss` and sampling call, around a network (the live one, possibly under DDP, or the EMA)."""
 
@@ -80,3 +83,6 @@ class Configured:
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
+
+    def initialise(self, net: nn.Module, spec: dict[str, Any]) -> None:
+        """Keep the fresh initialisation of `build`."""

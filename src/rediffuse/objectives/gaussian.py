@@ -104,14 +104,14 @@ class Gaussian(Configured):
         noise_gen = generators.device("noise")
         draws = {"sigma": sigma.to(x.device, non_blocking=True),
                  "noise": torch.randn(x.shape, generator=noise_gen, device=x.device, dtype=x.dtype)}
-        if _null_label(model) is not None and batch.labels is not None and self.config.label_dropout > 0:
+        if null_label(model) is not None and batch.labels is not None and self.config.label_dropout > 0:
             draws["drop"] = torch.rand(batch.labels.shape, generator=noise_gen, device=x.device) \
                 < self.config.label_dropout
         return draws
 
     def loss(self, model: Denoiser, batch: Batch, draws: Draws) -> Tensor:
         """lambda(sigma) * |D(x0 + sigma eps, sigma, cond) - x0|^2 per sample (`losses.denoising_loss`)."""
-        null = _null_label(model)
+        null = null_label(model)
         cond = None if null is None else batch.labels
         if cond is not None and "drop" in draws:
             cond = torch.where(draws["drop"], null, cond)
@@ -130,14 +130,19 @@ class Gaussian(Configured):
         per_class = per_class if kind == "images" else per_class // 2
         n = per_class * num_classes if num_classes else 8 * per_class
         cond = None if not num_classes else torch.arange(n) % num_classes
-        x = generation.generate(model, model.schedule, spec["data"]["shape"], n=n, steps=steps, seed=0, cond=cond,
-                                device=device)
+        x = generation.generate(model, model.schedule, spec["data"]["shape"], n=n, seed=0, cond=cond,
+                                device=device, **self.preview_sampling(model, steps))
         if kind == "audio":
             return viz_audio.spectrogram_grid_png(path, x.cpu().clamp(-1, 1), labels=cond, nrow=per_class)
         return viz.image_grid_png(path, x.cpu(), labels=cond, nrow=8)
 
 
-def _null_label(model: Denoiser) -> int | None:
+    def preview_sampling(self, model: Denoiser, steps: int) -> dict[str, Any]:
+        """The sampler options of the preview: Heun on the schedule's grid."""
+        return {"sampler": "heun", "steps": steps}
+
+
+def null_label(model: Denoiser) -> int | None:
     """The null label of a conditional denoiser (its number of classes), None for an unconditional one."""
     return getattr(_unwrapped(model.net), "num_classes", None)
 

@@ -14,6 +14,7 @@ from typing import Callable
 from torch import Tensor
 
 from .ancestral import ancestral_step, sample_ddim, sample_ddpm, sample_euler_ancestral
+from .consistency import sample_consistency
 from .common import FirstStep, History, Plan, noise_like
 from .dpm_solver import sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_dpmpp_2s, sample_dpmpp_3m
 from .euler import sample_euler, sample_heun
@@ -39,9 +40,10 @@ SAMPLERS: dict[str, Sampler] = {
     "ipndm": sample_ipndm,
     "lms": sample_lms,
     "euler-maruyama": sample_euler_maruyama,
+    "consistency": sample_consistency,
 }
 
-STOCHASTIC = {"ddpm", "euler-ancestral", "dpmpp-2m-sde", "euler-maruyama"}
+STOCHASTIC = {"ddpm", "euler-ancestral", "dpmpp-2m-sde", "euler-maruyama", "consistency"}
 # Multistep samplers: they take a `history=` hook (`common.warm_history`) and skip zero-length steps.
 WARM_STARTED = {"dpmpp-2m", "dpmpp-3m", "dpmpp-2m-sde", "unipc-bh1", "unipc-bh2", "ipndm", "lms"}
 # Samplers that take a `first_step=` hook (after a teleport without a history: `GaussianFlow.exp_euler`).
@@ -64,6 +66,6 @@ def sample(denoiser: Callable[..., Tensor], x: Tensor, sigmas: Tensor, name: str
 
 __all__ = ["SAMPLERS", "STOCHASTIC", "WARM_STARTED", "GAUSSIAN_FIRST_STEP", "TWO_EVAL_SAMPLERS", "FirstStep",
            "History", "Plan", "get", "sample", "ancestral_step", "categorical", "masked_template", "sample_masked",
-           "noise_like", "sample_ddim", "sample_ddpm", "sample_dpmpp_2m", "sample_dpmpp_2m_sde", "sample_dpmpp_2s",
+           "noise_like", "sample_consistency", "sample_ddim", "sample_ddpm", "sample_dpmpp_2m", "sample_dpmpp_2m_sde", "sample_dpmpp_2s",
            "sample_dpmpp_3m", "sample_euler", "sample_euler_ancestral", "sample_euler_maruyama", "sample_heun",
            "sample_ipndm", "sample_lms", "sample_unipc_bh1", "sample_unipc_bh2"]

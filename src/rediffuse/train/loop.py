@@ -112,7 +112,8 @@ def _train(config: TrainConfig, resume: bool, world: World, clock: Now | None) -
     data = build_data(config)
     if ck is not None:
         check_resumable(config, runs.config_of(ck.path, ck.meta))
-        state = new_state(config, objective, runs.model_of(ck.path, ck.meta)[0], device, world)
+        spec = runs.model_of(ck.path, ck.meta)[0]
+        state = new_state(config, objective, spec, device, world, initialise=False)
         restore_state(ck, state)
     else:
         state = new_state(config, objective, objective.spec(data), device, world)

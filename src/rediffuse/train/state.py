@@ -50,10 +50,14 @@ def step_unless(optimizer: torch.optim.Optimizer, bad: Tensor) -> None:
 
 
 def new_state(config: TrainConfig, objective: Objective, spec: dict[str, Any], device: torch.device,
-              world: World = SINGLE) -> TrainState:
-    """Freshly initialised network, EMA and AdamW (weights seeded by config.seed; DDP for several ranks)."""
+              world: World = SINGLE, initialise: bool = True) -> TrainState:
+    """Freshly initialised network (weights seeded by config.seed, then the objective's `initialise` unless a
+    checkpoint will be restored over them), EMA and AdamW; DDP for several ranks."""
     torch.manual_seed(config.seed)
     net = objective.build(spec)
+    start = getattr(objective, "initialise", None)  # optional in the protocol
+    if initialise and start is not None:
+        start(net, spec)
     model = objective.model(spec, net).to(device)
     ema = EMA(net, config.ema_decay, config.ema_warmup)
     if world.size > 1:

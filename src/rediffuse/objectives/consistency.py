@@ -1,0 +1,158 @@
+"""Consistency tuning of a trained Gaussian run (ECT, Geng et al. 2024): formulas in `rediffuse.consistency`.
+
+The student is the teacher's network, started from the teacher's EMA weights, inside the consistency function
+f(x, sigma) = (sigma_min/sigma) x + (1 - sigma_min/sigma) D(x, sigma). Each step draws levels t (log-normal),
+their partners r = r(t) from ECT's shrinking gap (its stage advances every `ct_stage_steps` steps, so every draw
+is a function of the step and resume is exact), shared noise, and the label-dropout mask; the loss is ECT's
+pseudo-Huber distance to the stop-gradient f(x_r, r), over t - r. No Jacobian-vector products: two forward
+calls and one backward per step.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from rediffuse import checkpoint, consistency, schedules
+from rediffuse.config import need
+from rediffuse.data.dataset import Data
+from rediffuse.errors import CheckpointError, ConfigError
+from rediffuse.objectives.base import Batch, Draws, StepGenerators
+from rediffuse.objectives.gaussian import Gaussian, null_label
+
+METHODS = ("ect",)
+
+
+def teacher_checkpoint(path: str | Path) -> Path:
+    """The teacher's checkpoint folder: path itself, or a run folder's newest complete checkpoint."""
+    path = Path(path)
+    if (path / checkpoint.MANIFEST).is_file():
+        return path
+    found = checkpoint.latest(path) if path.is_dir() else None
+    if found is None:
+        raise ConfigError(f"teacher {str(path)!r} is not a run folder with a complete checkpoint; give the --out "
+                          "folder of a trained Gaussian run")
+    return found
+
+
+def teacher_spec(path: Path) -> dict[str, Any]:
+    """The model spec of a Gaussian teacher checkpoint (ConfigError for another objective or a student)."""
+    try:
+        meta = checkpoint.read_manifest(path)["meta"]
+        objective, spec = meta["train_config"].get("objective", "gaussian"), meta["model"]
+    except (CheckpointError, KeyError, TypeError, AttributeError) as err:
+        raise ConfigError(f"teacher {str(path)!r} has no usable model description ({err})") from None
+    if objective not in ("gaussian", "consistency"):
+        raise ConfigError(f"teacher {str(path)!r} trained objective {objective!r}; consistency tuning needs a "
+                          "Gaussian (denoising) run")
+    return spec
+
+
+class Consistency(Gaussian):
+    """Few-step generation by consistency tuning of a Gaussian teacher (`rediffuse distill`)."""
+
+    name = "consistency"
+
+    def check(self) -> None:
+        """Raise ConfigError naming the first invalid value of the keys this objective reads."""
+        super().check()
+        c = self.config
+        need(c.teacher is not None, "the consistency objective needs --teacher RUN (a trained Gaussian run); "
+                                    "`rediffuse distill RUN --out NEW` sets it")
+        for name in ("ct_stage_steps", "ct_stages"):
+            need(isinstance(getattr(c, name), int) and getattr(c, name) >= 1,
+                 f"{name} must be a positive integer, got {getattr(c, name)!r}")
+        need(c.ct_p_std > 0, f"ct_p_std must be positive, got {c.ct_p_std}")
+        for name in ("ct_huber_c", "mid_sigma"):
+            value = getattr(c, name)
+            need(value is None or (math.isfinite(value) and value >= (0 if name == "ct_huber_c" else 1e-12)),
+                 f"{name} must be a {'non-negative' if name == 'ct_huber_c' else 'positive'} number, got {value}")
+
+    def spec(self, data: Data) -> dict[str, Any]:
+        """The teacher's spec (network, schedule, parameterisation, sigma_data) plus the consistency levels."""
+        path = teacher_checkpoint(self.config.teacher)
+        spec = {k: v for k, v in teacher_spec(path).items() if k != "consistency"}
+        if list(data.shape) != list(spec["data"]["shape"]):
+            raise ConfigError(f"data {self.config.data!r} has examples of shape {list(data.shape)}, the teacher "
+                              f"{spec['data']['shape']}; distill on the teacher's data")
+        schedule = schedules.from_config(spec["schedule"])
+        unit = consistency.unit(spec["sigma_data"])
+        mid = self.config.mid_sigma if self.config.mid_sigma is not None else consistency.MID_SIGMA * unit
+        spec["data"] = {**spec["data"], "spec": self.config.data}
+        spec["consistency"] = {"method": "ect", "sigma_min": schedule.sigma_min,
+                               "mid_sigma": min(mid, schedule.sigma_max), "teacher": str(path),
+                               "teacher_step": checkpoint.read_manifest(path).get("step")}
+        return spec
+
+    def initialise(self, net: nn.Module, spec: dict[str, Any]) -> None:
+        """The teacher's EMA weights (hashes verified)."""
+        path = Path(spec["consistency"]["teacher"])
+        weights = checkpoint.load(path, parts=["ema"]).tensors["ema"]
+        try:
+            net.load_state_dict(weights)
+        except RuntimeError as err:
+            raise ConfigError(f"teacher {str(path)!r}: its EMA weights do not fit the network "
+                              f"({str(err).splitlines()[0]})") from None
+
+    def model(self, spec: dict[str, Any], net: nn.Module) -> consistency.ConsistencyFunction:
+        """The consistency function f(x, sigma, cond) around net."""
+        levels = spec["consistency"]
+        return consistency.ConsistencyFunction(net, spec["parameterization"], schedules.from_config(spec["schedule"]),
+                                               spec["sigma_data"], levels["sigma_min"], levels["mid_sigma"])
+
+    def stage(self, step: int) -> int:
+        """ECT's gap stage at a (0-based) step: one more every ct_stage_steps, capped at ct_stages - 1."""
+        return min(step // self.config.ct_stage_steps, self.config.ct_stages - 1)
+
+    def draw(self, model: consistency.ConsistencyFunction, batch: Batch, generators: StepGenerators) -> Draws:
+        """t [B] (log-normal), r = r(t) at this step's stage, shared noise like x, and the label-dropout mask."""
+        x, c = batch.x, self.config
+        t = consistency.sample_levels(len(x), model.sigma_data, model.sigma_min, model.schedule.sigma_max,
+                                      c.ct_p_mean, c.ct_p_std, generator=generators.cpu("sigma"))
+        r = consistency.gap_level(t, self.stage(generators.step), model.sigma_data, model.sigma_min)
+        noise_gen = generators.device("noise")
+        draws = {"t": t.to(x.device), "r": r.to(x.device),
+                 "noise": torch.randn(x.shape, generator=noise_gen, device=x.device, dtype=x.dtype)}
+        if null_label(model) is not None and batch.labels is not None and c.label_dropout > 0:
+            draws["drop"] = torch.rand(batch.labels.shape, generator=noise_gen, device=x.device) < c.label_dropout
+        return draws
+
+    def loss(self, model: consistency.ConsistencyFunction, batch: Batch, draws: Draws) -> Tensor:
+        """ECT's per-sample loss (`consistency.consistency_loss`)."""
+        null = null_label(model)
+        cond = None if null is None else batch.labels
+        if cond is not None and "drop" in draws:
+            cond = torch.where(draws["drop"], null, cond)
+        c = self.config.ct_huber_c
+        if c is None:
+            c = consistency.huber_constant(math.prod(batch.x.shape[1:]), model.sigma_data)
+        return consistency.consistency_loss(model, batch.x, draws["t"], draws["r"], draws["noise"], c, cond)
+
+    def preview_sampling(self, model: consistency.ConsistencyFunction, steps: int) -> dict[str, Any]:
+        """Two-step consistency sampling."""
+        return sampling_options(model.schedule.sigma_max, model.mid_sigma, model.sigma_min, 2)
+
+
+def sampling_options(sigma_max: float, mid_sigma: float, sigma_min: float, steps: int) -> dict[str, Any]:
+    """`generation.generate` options of `steps`-step consistency sampling."""
+    return {"sampler": "consistency", "sigmas": consistency.sampling_sigmas(sigma_max, mid_sigma, steps),
+            "sigma_min": sigma_min}
+
+
+def run_sampling(spec: dict[str, Any], sampler: str, steps: int) -> dict[str, Any]:
+    """The grid options a run's sampler needs: the few-step grid for a consistency run sampled with the
+    consistency sampler, nothing otherwise (the schedule's grid)."""
+    levels = spec.get("consistency")
+    if levels is None or sampler != "consistency":
+        return {}
+    sigma_max = schedules.from_config(spec["schedule"]).sigma_max
+    return sampling_options(sigma_max, levels["mid_sigma"], levels["sigma_min"], steps)
+
+
+def default_sampler(spec: dict[str, Any]) -> tuple[str, int]:
+    """(sampler, steps) a run samples with by default: consistency at 2 steps for a student, Heun at 20 else."""
+    return ("consistency", 2) if spec.get("consistency") else ("heun", 20)
