@@ -62,8 +62,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UsageError(f"--metrics for {kind} takes a comma list from {','.join(allowed)}, got {given!r}")
     if text and "nll" in metrics and "bos_id" not in info:
         raise UsageError("--metrics nll needs an autoregressive run; a masked run reports its bound: --metrics nelbo")
-    sampler, steps = few_step.default_sampler(info)
-    args.sampler, args.steps = args.sampler or sampler, args.steps or (steps if info.get("consistency") else 18)
+    sampler, steps = few_step.default_sampler(info, 18)
+    args.sampler = args.sampler or sampler
+    args.steps = steps if args.steps is None else args.steps
     if args.n is None:
         args.n = 1000 if info["data"]["kind"] == "audio" else 10_000
     if args.batch_size is None:

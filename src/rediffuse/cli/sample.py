@@ -108,7 +108,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         return cmd_sample_text(args, info)
     if any(getattr(args, flag) is not None for flag in ("length", "prompt", "infill")):
         raise UsageError("--length, --prompt and --infill are for text runs; drop them for a points or image run")
-    default_sampler, default_steps = few_step.default_sampler(info)
+    default_sampler, default_steps = few_step.default_sampler(info, 20)
     args.steps = default_steps if args.steps is None else args.steps
     args.sampler = args.sampler or default_sampler
     if kind == "audio":
