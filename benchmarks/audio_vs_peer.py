@@ -4,8 +4,9 @@ Both train on `fsdd:PATH@train` (2,700 clips, 8 kHz, 8192 samples) for `--minute
 the other in this process, alone on the machine, with the same batch (32), AdamW learning rate (1e-3, 200
 warmup steps, cosine decay over the budget), grad clip 1 and EMA 0.999:
 
-- ours: `rediffuse train --preset fsdd-fast` (a class-conditional patched 1-D UNet, EDM), sampled with the
-  preset's sampler (Heun, 18 steps: 35 network evaluations);
+- ours: `rediffuse train --preset fsdd-fast` (a class-conditional patched 2-D UNet on 64 x 64 log-mel images,
+  EDM), sampled with the preset's sampler (Euler ancestral, 18 steps, guidance 2: 36 network evaluations) and
+  decoded to clips by Griffin-Lim (included in the real-time factor);
 - the peer a user would pick: diffusers' `UNet1DModel` shaped as Dance Diffusion's network (Evans et al.,
   Harmonai 2022: full-rate residual conv blocks, factor-2 cubic down-sampling per level, attention in the deep
   levels, Fourier time features concatenated to the input) scaled to 8192 samples, trained with diffusers'
@@ -42,17 +43,19 @@ from typing import Any
 import torch
 
 from rediffuse import distributed
+from rediffuse.audio_codec import to_waveforms
 from rediffuse.config import TrainConfig
 from rediffuse.data.audio import load_audio, write_wav
 from rediffuse.evaluation.evaluate import classifier_inputs, sample_metrics
+from rediffuse.guidance import cfg_denoiser
 from rediffuse.evaluation.features import extract_features, load_or_train_classifier, load_split
 from rediffuse.io import atomic_write_json, atomic_write_text
 from rediffuse.presets import SAMPLING, preset
-from rediffuse.runs import load_run
+from rediffuse.runs import load_run, run_info
 from rediffuse.train import train
 
 MODELS = ("ours", "peer")
-LABELS = {"ours": "ours (fsdd-fast, UNet1D + EDM)", "peer": "diffusers UNet1DModel + DDPM/DDIM"}
+LABELS = {"ours": "ours (fsdd-fast, log-mel UNet + EDM)", "peer": "diffusers UNet1DModel + DDPM/DDIM"}
 BATCH, LR, WARMUP, EMA = 32, 1e-3, 200, 0.999
 COLUMNS = ("model", "params", "steps", "train clips/s", "NFE", "real-time factor", "class acc.", "FD", "FD / floor",
            "precision", "recall", "IS", "mIS")
@@ -134,14 +137,24 @@ def sample_peer(net: torch.nn.Module, n: int, length: int, steps: int, seed: int
     return torch.cat(out)
 
 
-def sample_ours(run: Path, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """n class-balanced clips from our run with the preset's sampler; (clips, labels)."""
-    denoiser, schedule, _ = load_run(run)
+def sample_ours(model: tuple[Any, Any, dict[str, Any]], n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """n class-balanced clips from our (denoiser, schedule, data info) with the preset's sampler and guidance,
+    decoded to clips (Griffin-Lim for the log-mel route); (clips, labels)."""
+    denoiser, schedule, info = model
     plan = SAMPLING["fsdd-fast"]
+    if plan.get("guidance", 1.0) != 1.0:
+        denoiser = cfg_denoiser(denoiser, plan["guidance"])
     cond = torch.arange(n) % 10
-    x = distributed.generate(denoiser, schedule, (1, 8192), n=n, sampler=plan["sampler"], steps=plan["steps"],
+    x = distributed.generate(denoiser, schedule, info["shape"], n=n, sampler=plan["sampler"], steps=plan["steps"],
                              seed=seed, batch_size=100, cond=cond)
-    return x.clamp(-1, 1), cond
+    return to_waveforms(info, x).clamp(-1, 1), cond
+
+
+def preset_nfe() -> int:
+    """Network evaluations per clip of the preset's sampling (Heun: 2 per step but the last; guidance doubles)."""
+    plan = SAMPLING["fsdd-fast"]
+    per_step = 2 * plan["steps"] - 1 if plan["sampler"] == "heun" else plan["steps"]
+    return per_step * (2 if plan.get("guidance", 1.0) != 1.0 else 1)
 
 
 def real_time_factor(draw: Any, clips: int, length: int, rate: int) -> float:
@@ -171,9 +184,11 @@ def measure(args: argparse.Namespace, model: str, scorer: dict[str, Any]) -> dic
         wall = time.perf_counter() - started
         row: dict[str, Any] = {"steps": result.step, "train_s": wall, "clips_per_s": result.step * BATCH / wall,
                                "params": sum(p.numel() for p in load_run(out)[0].parameters())}
-        x, cond = sample_ours(out, args.samples, args.seed)
-        nfe = 2 * SAMPLING["fsdd-fast"]["steps"] - 1
-        rtf = real_time_factor(lambda k: sample_ours(out, k, args.seed + 1), args.rtf_clips, 8192, 8000)
+        denoiser, schedule, _ = load_run(out)
+        model = (denoiser, schedule, run_info(out)["data"])
+        x, cond = sample_ours(model, args.samples, args.seed)
+        nfe = preset_nfe()
+        rtf = real_time_factor(lambda k: sample_ours(model, k, args.seed + 1), args.rtf_clips, 8192, 8000)
     else:
         net, row = train_peer(args, load_audio(spec).x)
         x, cond = sample_peer(net, args.samples, 8192, args.peer_steps, args.seed), None

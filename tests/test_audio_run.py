@@ -81,12 +81,24 @@ def test_bad_audio_data_is_a_one_line_error(tmp_path, capsys):
     assert_one_line_error(capsys, code, 1, "no audio files")
 
 
-def test_fsdd_fast_preset_trains_and_samples_with_its_scaled_noise_levels(tmp_path, recordings, capsys):
+def test_fsdd_wave_preset_trains_and_samples_with_its_scaled_noise_levels(tmp_path, recordings, capsys):
     run = tmp_path / "run"
-    assert main(["train", "--preset", "fsdd-fast", "--data", f"fsdd:{recordings}@train", "--out", str(run),
+    assert main(["train", "--preset", "fsdd-wave", "--data", f"fsdd:{recordings}@train", "--out", str(run),
                  "--steps", "3", "--clip-length", "512", "--batch-size", "4", "--no-progress"]) == 0
     config = json.loads((run / "config.json").read_text())
     assert (config["net"], config["minutes"], config["schedule_kwargs"]["p_mean"]) == ("unet1d", 20.0, -3.73)
     out = tmp_path / "s"
     assert main(["sample", str(run), "-n", "3", "--steps", "2", "--class", "1", "--out", str(out)]) == 0
     assert len(list(out.glob("sample-*-class1.wav"))) == 3
+
+
+def test_fsdd_fast_preset_learns_log_mel_images_and_samples_clips(tmp_path, recordings, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--preset", "fsdd-fast", "--data", f"fsdd:{recordings}@train", "--out", str(run),
+                 "--steps", "2", "--batch-size", "4", "--no-progress"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert (config["net"], config["audio_representation"], config["minutes"]) == ("unet", "mel", 20.0)
+    out = tmp_path / "s"
+    assert main(["sample", str(run), "-n", "2", "--steps", "2", "--class", "1", "--out", str(out)]) == 0
+    with np.load(out / "samples.npz") as arrays:
+        assert arrays["samples"].shape == (2, 1, 8192)

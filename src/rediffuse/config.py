@@ -15,7 +15,9 @@ from typing import Any
 import torch
 
 from rediffuse import losses, schedules
+from rediffuse.audio_codec import REPRESENTATIONS
 from rediffuse.data.text import TOKEN_KINDS
+from rediffuse.distributed import DEVICE_HELP, pick_device
 from rediffuse.denoisers import PARAMETERIZATIONS
 from rediffuse.errors import ConfigError
 
@@ -43,10 +45,13 @@ class TrainConfig:
                                         "consistency (few-step tuning of a Gaussian run: `rediffuse distill`)")
     num_points: int = _opt(100_000, "training-set size drawn from an analytic points preset")
     image_size: int | None = _opt(None, "resize images to this size (default: as stored)")
+    hflip: bool = _opt(False, "images: flip a random half of each batch left-right (data augmentation)")
     max_image_side: int = _opt(1024, "refuse images with a longer side when --image-size is not given")
     clip_length: int = _opt(8192, "audio data: samples per clip (longer clips are centre-cropped, shorter "
                                   "zero-padded)")
     sample_rate: int = _opt(8000, "audio data: the sample rate in Hz (other files are resampled, polyphase)")
+    audio_representation: str = _opt("waveform", "audio data: what the model learns, waveform (a 1-D UNet) or "
+                                                 "mel (log-mel images for a 2-D UNet, decoded by Griffin-Lim)")
     tokens: str = _opt("char", "text data: char (the training text's characters) or bytes (UTF-8 bytes)")
     block_length: int = _opt(256, "text data: the length of the training windows, in tokens")
     mask_schedule: str = _opt("log-linear", "masked objective: the masking schedule, log-linear or cosine")
@@ -83,7 +88,10 @@ class TrainConfig:
     ema_decay: float = _opt(0.999, "EMA decay")
     ema_warmup: bool = _opt(True, "EMA decay warmup min(decay, (1+step)/(10+step))")
     seed: int = _opt(0, "seed of the data set, initial weights, data order and noise")
-    device: str = _opt("cpu", "device: cpu, cuda, cuda:N")
+    device: str = _opt("auto", f"device: {DEVICE_HELP}")
+    compile: bool = _opt(False, "compile the training model with torch.compile (needs a C++ compiler on CPU)")
+    precision: str = _opt("auto", "auto (bf16 autocast on CUDA, fp32 elsewhere), fp32, bf16 (autocast) or fp16 "
+                                  "(CUDA only: autocast with a dynamic loss scale)")
     checkpoint_every: int = _opt(1000, "save a checkpoint every N steps (and at the end)")
     checkpoint_minutes: float | None = _opt(None, "also save a checkpoint every M minutes of training time")
     keep_last: int = _opt(3, "keep the newest K checkpoints")
@@ -139,8 +147,10 @@ def _type_ok(annotation: str, value: Any) -> bool:
     return False
 
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
 # Fields that define the model and its data: a resumed run must keep them.
-IDENTITY = ("data", "objective", "num_points", "image_size", "clip_length", "sample_rate", "tokens", "block_length", "mask_schedule", "net",
+IDENTITY = ("data", "objective", "num_points", "image_size", "clip_length", "sample_rate", "audio_representation", "tokens", "block_length", "mask_schedule", "net",
             "net_kwargs", "schedule", "schedule_kwargs", "parameterization", "sigma_data", "conditional", "seed",
             "batch_size")
 
@@ -164,6 +174,8 @@ def check(config: TrainConfig) -> None:
     """Raise ConfigError naming the first invalid value among the loop's keys (not the objective's)."""
     need(config.lr_schedule in LR_SCHEDULES,
          f"unknown lr_schedule {config.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
+    need(config.audio_representation in REPRESENTATIONS, f"unknown audio_representation "
+         f"{config.audio_representation!r}; choose one of {', '.join(REPRESENTATIONS)}")
     for name in ("batch_size", "steps", "num_points", "block_length", "checkpoint_every", "keep_last", "log_every", "max_bad_steps",
                  "clip_length", "sample_rate", "max_image_side"):
         need(isinstance(getattr(config, name), int) and getattr(config, name) >= 1,
@@ -184,15 +196,17 @@ def check(config: TrainConfig) -> None:
     need(config.tokens in TOKEN_KINDS, f"unknown tokens {config.tokens!r}; choose one of {', '.join(TOKEN_KINDS)}")
     need(config.image_size is None or config.image_size >= 1, "image_size must be a positive integer")
     need(isinstance(config.net_kwargs, dict), "net_kwargs must be a table (dict)")
-    resolve_device(config.device)
+    device = resolve_device(config.device)
+    need(config.precision in PRECISIONS,
+         f"unknown precision {config.precision!r}; choose one of {', '.join(PRECISIONS)}")
+    need(config.precision != "fp16" or device.type == "cuda",
+         f"precision fp16 needs a CUDA device (it trains with a dynamic loss scale there), and this run's device "
+         f"is {device.type}; use --precision fp32 or bf16")
 
 
 def resolve_device(name: str) -> torch.device:
-    """A torch device from its name; ConfigError if unknown or unavailable."""
+    """A torch device from its name ('auto': CUDA, then MPS, then CPU); ConfigError if unknown or unavailable."""
     try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError, ValueError, OverflowError):
-        raise ConfigError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu")
-    return device
+        return pick_device(name)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None

@@ -29,6 +29,7 @@ sqrt(tau^2 - sigma_min^2) z, x0 = f(x, tau). Two steps use the middle level 0.82
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -50,6 +51,11 @@ class ConsistencyFunction(Denoiser):
                  sigma_min: float, mid_sigma: float) -> None:
         super().__init__(net, parameterization, schedule, sigma_data)
         self.sigma_min, self.mid_sigma = float(sigma_min), float(mid_sigma)
+
+    def pretrained_spec(self, data: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The denoiser's pretrained spec plus the consistency levels (sampled with the consistency sampler)."""
+        return {**super().pretrained_spec(data),
+                "consistency": {"method": "ect", "sigma_min": self.sigma_min, "mid_sigma": self.mid_sigma}}
 
     def forward(self, x: Tensor, sigma: float | Tensor, cond: Tensor | None = None) -> Tensor:
         denoised = super().forward(x, sigma, cond)

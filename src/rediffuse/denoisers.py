@@ -16,14 +16,18 @@ with t = sigma/(1+sigma) for flow, where F predicts the velocity u = eps - x0 of
 
 from __future__ import annotations
 
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
 import torch
+from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
+from .io import atomic_write, atomic_write_json
 from .schedules import Schedule
 
 PARAMETERIZATIONS = ("eps", "x0", "v", "edm", "flow")
+PRETRAINED_FORMAT = "rediffuse-pretrained"  # config.json's "format" in a `save_pretrained` folder
 
 Coefficients = tuple[Tensor, Tensor, Tensor]
 
@@ -131,6 +135,32 @@ class Denoiser(nn.Module):
             cache[key] = torch.full((x.shape[0],), c_noise, dtype=x.dtype, device=x.device)
         return cache[key]
 
+    def pretrained_spec(self, data: dict[str, Any] | None = None) -> dict[str, Any]:
+        """What `save_pretrained` writes to config.json: the network by registry name and config, the
+        preconditioning, the schedule and the data's shape (given, from a loaded run, or read off the network)."""
+        name = getattr(type(self.net), "registry_name", None)
+        if name is None or not hasattr(self.net, "config"):
+            raise ValueError(f"save_pretrained needs one of rediffuse's networks (mlp, unet, unet1d), got "
+                             f"{type(self.net).__name__}; save its state_dict yourself")
+        net_config = self.net.config()
+        info = data or getattr(self, "data_info", None) or _data_of(name, net_config)
+        return {"format": PRETRAINED_FORMAT, "format_version": 1, "net": name, "net_config": net_config,
+                "parameterization": self.parameterization, "schedule": self.schedule.config(),
+                "sigma_data": float(self.sigma_data), "data": info}
+
+    def save_pretrained(self, folder: str | Path, data: dict[str, Any] | None = None) -> Path:
+        """Write a self-contained model folder: config.json (everything to rebuild this denoiser) and
+        model.safetensors (its weights); `rediffuse.from_pretrained` and `rediffuse sample` read it."""
+        folder = Path(folder)
+        if folder.is_file():
+            raise ValueError(f"save_pretrained needs a folder, and {str(folder)!r} is a file; give another path")
+        spec = self.pretrained_spec(data)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
+        atomic_write(folder / "model.safetensors", safetensors_bytes(state))
+        atomic_write_json(folder / "config.json", spec)  # last: a folder with a config is complete
+        return folder
+
     def forward(self, x: Tensor, sigma: float | Tensor, cond: Tensor | None = None) -> Tensor:
         if not isinstance(sigma, Tensor):  # one noise level for the batch: scalar arithmetic, no tiny tensors
             c_skip, c_out, c_in, c_noise = self.scalar_coefficients(float(sigma))
@@ -146,3 +176,19 @@ class Denoiser(nn.Module):
 def wrap(net: nn.Module, parameterization: str, schedule: Schedule, sigma_data: float = 0.5) -> Denoiser:
     """Wrap a raw network F(x, c_noise, cond=None) as a Denoiser with the given parameterisation."""
     return Denoiser(net, parameterization, schedule, sigma_data)
+
+
+def _data_of(net: str, config: dict[str, Any]) -> dict[str, Any]:
+    """The data description a network's config implies (shape, classes): images, clips at 8 kHz or points."""
+    classes = config.get("num_classes")
+    if net == "unet":
+        side = config["image_size"]
+        shape = [config["in_channels"], side, config.get("image_width") or side]
+        return {"kind": "images", "shape": shape, "num_classes": classes}
+    if net == "unet1d":
+        return {"kind": "audio", "shape": [config["in_channels"], config["length"]], "num_classes": classes,
+                "rate": 8000}
+    if net == "mlp":
+        return {"kind": "points", "shape": [config["dim"]], "num_classes": classes}
+    raise ValueError(f"save_pretrained cannot tell the data shape of a {net!r} network; pass data={{'kind': ..., "
+                     "'shape': [...], 'num_classes': ...}")

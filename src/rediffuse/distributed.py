@@ -24,6 +24,30 @@ from rediffuse.samplers import generation as sampling
 from rediffuse.schedules import Schedule
 
 
+DEVICE_HELP = "auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:N or mps"
+
+
+def pick_device(name: str) -> torch.device:
+    """The torch device a --device name means: 'auto' is CUDA if present, then MPS, then the CPU; ValueError
+    naming the fix for an unknown or unavailable device."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError, OverflowError):
+        raise ValueError(f"unknown device {name!r}; use {DEVICE_HELP}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available here; use --device auto or cpu")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"device {name!r} requested but Apple MPS is not available here; use --device auto or cpu")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unsupported device {name!r}; use {DEVICE_HELP}")
+    return device
+
+
 def _env_int(name: str, default: int) -> int:
     """An integer environment variable set by torchrun (default when unset)."""
     value = os.environ.get(name)
@@ -50,7 +74,7 @@ class World:
 
     def device(self, name: str) -> torch.device:
         """This rank's device: cuda:LOCAL_RANK for a CUDA device under torchrun, else the named device."""
-        device = torch.device(name)
+        device = pick_device(name)
         if device.type == "cuda" and self.size > 1:
             return torch.device("cuda", self.local_rank)
         return device

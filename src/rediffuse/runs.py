@@ -5,13 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import json
+
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from rediffuse import checkpoint, objectives, schedules
 from rediffuse.config import TrainConfig
-from rediffuse.denoisers import Denoiser
+from rediffuse.consistency import ConsistencyFunction
+from rediffuse.denoisers import PRETRAINED_FORMAT, Denoiser, wrap
 from rediffuse.errors import CheckpointError, ConfigError
+from rediffuse.nets import NETS
 
 
 def find_checkpoint(path: str | Path) -> Path:
@@ -21,7 +27,7 @@ def find_checkpoint(path: str | Path) -> Path:
         raise CheckpointError(f"run folder {str(path)!r} does not exist; give the --out folder of a training run")
     if path.is_file():
         raise CheckpointError(checkpoint.not_a_folder(path))
-    if (path / checkpoint.MANIFEST).exists() or path.name.startswith(checkpoint.PREFIX):
+    if is_pretrained(path) or (path / checkpoint.MANIFEST).exists() or path.name.startswith(checkpoint.PREFIX):
         return path
     skipped: list[str] = []
     found = checkpoint.latest(path, warn=skipped.append)
@@ -42,6 +48,8 @@ def find_checkpoint(path: str | Path) -> Path:
 def run_info(run_dir: str | Path) -> dict[str, Any]:
     """The model spec of a run's checkpoint (net, schedule, parameterization, sigma_data, data shape/classes)."""
     path = find_checkpoint(run_dir)
+    if is_pretrained(path):
+        return {**read_pretrained(path), "checkpoint": str(path)}
     spec, _, _ = model_of(path, checkpoint.read_manifest(path)["meta"])
     return {**spec, "checkpoint": str(path)}
 
@@ -50,12 +58,19 @@ def load_model(run_dir: str | Path, ema: bool = True, device: torch.device | str
                ) -> tuple[nn.Module, dict[str, Any], TrainConfig]:
     """(the objective's model in eval mode, its spec, training config) of a run's newest checkpoint."""
     path = find_checkpoint(run_dir)
-    part = "ema" if ema else "model"
-    ck = checkpoint.load(path, parts=[part])
-    spec, net, model = model_of(path, ck.meta)
-    load_weights(net, ck.tensors[part], path, part)
+    if is_pretrained(path):
+        spec = read_pretrained(path)
+        model, config = pretrained_model(spec, path), pretrained_config(spec, path)
+    else:
+        part = "ema" if ema else "model"
+        ck = checkpoint.load(path, parts=[part])
+        spec, net, model = model_of(path, ck.meta)
+        load_weights(net, ck.tensors[part], path, part)
+        config = config_of(path, ck.meta)
+    if "data" in spec:
+        model.data_info = spec["data"]  # what `save_pretrained` records for the model
     model.to(device).eval().requires_grad_(False)
-    return model, spec, config_of(path, ck.meta)
+    return model, spec, config
 
 
 def load_run(run_dir: str | Path, ema: bool = True, device: torch.device | str = "cpu"
@@ -136,3 +151,61 @@ def _state_mismatch(expected: dict[str, tuple[int, ...]], found: dict[str, tuple
         if found[name] != shape:
             return f"{name!r} has shape {list(found[name])}, the model expects {list(shape)}"
     return None
+
+
+def is_pretrained(path: str | Path) -> bool:
+    """Whether path is a `save_pretrained` folder (config.json naming the pretrained format, no checkpoint)."""
+    config = Path(path) / "config.json"
+    if not config.is_file() or (Path(path) / checkpoint.MANIFEST).exists():
+        return False
+    try:
+        return json.loads(config.read_text()).get("format") == PRETRAINED_FORMAT
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        return False
+
+
+def read_pretrained(path: str | Path) -> dict[str, Any]:
+    """The spec in a `save_pretrained` folder's config.json (CheckpointError naming what is missing)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"{str(path)!r} is not a folder; give the folder that save_pretrained wrote")
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"{str(path)!r} has no config.json, so it is not a save_pretrained folder; write one "
+                              "with denoiser.save_pretrained(folder), or give a run folder to rediffuse.load")
+    if not is_pretrained(path):
+        raise CheckpointError(f"{str(path)!r}: config.json is not a pretrained model's config (no \"format\": "
+                              f"\"{PRETRAINED_FORMAT}\"); for a training run use rediffuse.load({str(path)!r})")
+    spec = json.loads((path / "config.json").read_text())
+    missing = [k for k in ("net", "net_config", "parameterization", "schedule", "sigma_data", "data") if k not in spec]
+    if missing or spec["net"] not in NETS:
+        raise CheckpointError(f"{str(path)!r}: config.json lacks {', '.join(missing) or 'a known net'}; "
+                              "it is damaged or from another program")
+    return spec
+
+
+def pretrained_model(spec: dict[str, Any], path: Path) -> Denoiser:
+    """The denoiser (or consistency function) a pretrained spec describes, with model.safetensors loaded."""
+    try:
+        net = NETS[spec["net"]].from_config(spec["net_config"])
+        schedule = schedules.from_config(spec["schedule"])
+        levels = spec.get("consistency")
+        model = wrap(net, spec["parameterization"], schedule, spec["sigma_data"]) if levels is None else \
+            ConsistencyFunction(net, spec["parameterization"], schedule, spec["sigma_data"], levels["sigma_min"],
+                                levels["mid_sigma"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{str(path)!r}: config.json does not describe a model ({type(err).__name__}: "
+                              f"{err}); it is damaged or from another program") from None
+    try:
+        tensors = load_file(str(path / "model.safetensors"))
+    except (OSError, SafetensorError) as err:
+        raise CheckpointError(f"{str(path)!r}: cannot read model.safetensors ({err}); save the model again") from None
+    load_weights(net, tensors, path, "model")
+    return model
+
+
+def pretrained_config(spec: dict[str, Any], path: Path) -> TrainConfig:
+    """A TrainConfig describing a pretrained model (what `sample` and `eval` read from a run's config)."""
+    data = spec["data"]
+    return TrainConfig(data=str(data.get("spec", path)), net=spec["net"], parameterization=spec["parameterization"],
+                       conditional=data.get("num_classes") is not None,
+                       audio_representation="mel" if data.get("codec") else "waveform")

@@ -79,3 +79,32 @@ def spectrogram_db(x: Tensor, n_fft: int = 256, hop: int = 64) -> Tensor:
     of waveforms x [B, L] (for pictures)."""
     db = 10.0 * torch.log10(stft_power(x.reshape(len(x), -1).float(), n_fft, hop).clamp(min=1e-10))
     return torch.clamp(db - db.amax(dim=(1, 2), keepdim=True), min=-TOP_DB)
+
+
+def griffin_lim(magnitude: Tensor, n_fft: int, hop: int, length: int, iters: int = 32,
+                momentum: float = 0.99) -> Tensor:
+    """Waveforms [B, length] whose STFT magnitude approximates `magnitude` [B, n_fft // 2 + 1, frames].
+
+    Griffin & Lim 1984 with the momentum of Perraudin, Balazs & Sondergaard 2013 ("A fast Griffin-Lim
+    algorithm", alpha = 0.99), from zero phase, so the result is deterministic; the same Hann window and
+    centred frames as `stft_power`.
+    """
+    window = torch.hann_window(n_fft, dtype=magnitude.dtype, device=magnitude.device)
+    spec = magnitude.to(torch.complex64 if magnitude.dtype == torch.float32 else torch.complex128)
+    previous = torch.zeros_like(spec)
+    for _ in range(iters):
+        x = torch.istft(spec, n_fft, hop, window=window, center=True, length=length)
+        rebuilt = torch.stft(x, n_fft, hop, window=window, center=True, pad_mode="reflect", return_complex=True)
+        accelerated = rebuilt + momentum * (rebuilt - previous)
+        previous = rebuilt
+        spec = magnitude * torch.exp(1j * torch.angle(accelerated))
+    return torch.istft(spec, n_fft, hop, window=window, center=True, length=length)
+
+
+def mel_to_power(mel: Tensor, bank: Tensor) -> Tensor:
+    """Non-negative linear-frequency power [B, F, T] whose mel projection approximates mel [B, M, T].
+
+    The least-squares inverse through the pseudo-inverse of the filterbank `bank` [F, M], clamped at 0.
+    """
+    inverse = torch.linalg.pinv(bank.double()).to(mel.dtype)  # [M, F]
+    return torch.einsum("bmt,mf->bft", mel, inverse).clamp(min=0.0)

@@ -184,6 +184,12 @@ def image_grid_png(path: str | Path, images: Tensor, nrow: int | None = None, la
     return save_image(_upscale(image_grid(images, nrow, labels)), path)
 
 
+def image_pngs(paths: Sequence[Path], images: Tensor) -> list[Path]:
+    """Each image [C, H, W] in [-1, 1] of images [N, ...] as its own PNG at its native size (grey or RGB)."""
+    pixels = to_uint8(images)
+    return [save_image(Image.fromarray(p[..., 0] if p.shape[-1] == 1 else p), path) for path, p in zip(paths, pixels)]
+
+
 def save_gif(path: str | Path, pictures: Sequence[Image.Image], duration_ms: int = 150) -> Path:
     """Write frames as a looping GIF that holds the last frame longer, atomically."""
     if not pictures:

@@ -3,8 +3,18 @@
 import argparse
 import math
 
+from rediffuse.distributed import pick_device
+
 PROG = "rediffuse"
 INTERRUPTED = 130  # the exit code of a run stopped by Ctrl-C or SIGTERM (128 + SIGINT)
+
+
+def device_name(text: str) -> str:
+    """An argparse type: a device name that exists here ('auto' resolved: cuda, mps or cpu)."""
+    try:
+        return str(pick_device(text))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def finite_float(text: str) -> float:

@@ -8,11 +8,12 @@ from typing import Any
 
 from rediffuse import distributed, samplers
 from rediffuse.objectives import consistency as few_step
-from rediffuse.cli.common import finite_float
+from rediffuse.cli.common import finite_float, device_name
 from rediffuse.evaluation.evaluate import AUDIO_METRICS, METRICS, evaluate
 from rediffuse.evaluation.text import evaluate_text
 from rediffuse.errors import UsageError
 from rediffuse.runs import run_info
+from rediffuse.distributed import DEVICE_HELP
 
 TEXT_METRICS = ("nelbo", "nll")  # an autoregressive run answers either with its exact NLL
 
@@ -41,7 +42,11 @@ def add_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=None,
                    help="samples per batch (default: 500; text runs: windows per batch, default 64)")
     p.add_argument("--nll-n", type=int, default=64, help="held-out images for bits/dim (default: 64)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--device", type=device_name, default="auto", help=DEVICE_HELP)
+    p.add_argument("--features", default="auto", metavar="auto|classifier|inception:PATH",
+                   help="image features: auto (the built-in digits, MNIST and FSDD classifiers), classifier (also one "
+                        "trained on the run's own labelled images, cached by data hash) or inception:PATH (FID's "
+                        "Inception-v3 weights file you supply; FD and precision/recall)")
     p.set_defaults(func=cmd_eval)
 
 
@@ -80,7 +85,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     with distributed.session(args.device) as world:  # under torchrun the ranks split the sample batches
         evaluate(args.run, metrics=metrics, n=args.n, sampler=args.sampler, steps=args.steps, seed=args.seed,
                  guidance=args.guidance, batch_size=args.batch_size, nll_n=args.nll_n,
-                 device=str(world.device(args.device)))
+                 device=str(world.device(args.device)), features=args.features)
         if distributed.is_main_process():
             print((args.run / "eval" / "eval.md").read_text(), end="")
             print(args.run / "eval" / "eval.json")

@@ -20,6 +20,16 @@ def wav_paths(out: Path, n: int, labels: Tensor | None) -> list[Path]:
     return [out / f"sample-{i:04d}{tags[i]}.wav" for i in range(n)]
 
 
+def image_paths(out: Path, n: int, labels: Tensor | None) -> tuple[list[Path], Path, Path]:
+    """(one PNG per image, the grid, the .npz) of an image run's --out: x.png (grid and x.npz only) or DIR/
+    (DIR/sample-00000[-class3].png for each image; the grid DIR.png and DIR.npz beside the folder)."""
+    if out.suffix.lower() == ".png":
+        return [], out, out.with_suffix(".npz")
+    tags = [""] * n if labels is None else [f"-class{int(c)}" for c in labels]
+    return [out / f"sample-{i:05d}{tags[i]}.png" for i in range(n)], out.with_name(out.name + ".png"), \
+        out.with_name(out.name + ".npz")
+
+
 def audio_extras(out: Path) -> tuple[Path, Path, Path]:
     """The .npz, the waveform picture and the spectrogram grid written beside an audio run's WAVs."""
     if out.suffix.lower() == ".wav":
@@ -32,7 +42,7 @@ def planned(kind: str, out: Path, n: int, labels: Tensor | None, trajectory: Pat
     """Every file a sample command of a run of `kind` writes for `--out out` (and `--trajectory`)."""
     files = {"points": lambda: [out, out.with_name(f"{out.stem}_scatter.png"),
                                 out.with_name(f"{out.stem}_reverse.png")],
-             "images": lambda: [out, out.with_suffix(".npz")],
+             "images": lambda: [*image_paths(out, n, labels)[0], *image_paths(out, n, labels)[1:]],
              "audio": lambda: [*wav_paths(out, n, labels), *audio_extras(out)],
              "text": lambda: [out]}[kind]()
     return files + ([] if trajectory is None else [trajectory])

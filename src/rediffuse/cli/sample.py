@@ -13,10 +13,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from rediffuse import checkpoint, distributed, samplers, schedules, viz
-from rediffuse.cli.common import PROG, finite_float
-from rediffuse.cli.outputs import planned, refuse_overwrite
+from rediffuse.distributed import DEVICE_HELP
+from rediffuse.cli.common import PROG, finite_float, device_name
+from rediffuse.cli.outputs import image_paths, planned, refuse_overwrite
 from rediffuse.cli.sample_audio import check_audio_out, sample_audio
 from rediffuse.cli.sample_text import add_text_flags, cmd_sample_text
 from rediffuse.errors import UsageError
@@ -54,16 +56,19 @@ def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-n", "--num", type=int, default=None, dest="n",
                    help="number of samples (default: 5000 points, 64 images, 30 clips or 16 texts)")
     p.add_argument("--out", type=Path, default=None,
-                   help="output: .npy for points, .png for images, a folder or .wav for audio, .jsonl or "
-                        ".txt for text (default: RUN/samples.npy, .png, samples/ or .jsonl)")
+                   help="output: .npy for points, .png (a grid) or a folder (one PNG per image, the grid and "
+                        ".npz beside it) for images, a folder or .wav for audio, .jsonl or .txt for text "
+                        "(default: RUN/samples.npy, .png, samples/ or .jsonl)")
     p.add_argument("--seed", type=int, default=0, help="seed; sample i depends only on (seed, i)")
     p.add_argument("--class", type=int, dest="label", default=None, help="class label (conditional runs)")
     p.add_argument("--guidance", type=finite_float, default=1.0, help="classifier-free guidance scale (1 = none)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--device", type=device_name, default="auto", help=DEVICE_HELP)
     p.add_argument("--batch-size", type=int, default=1000, help="samples per batch (default: 1000)")
     p.add_argument("--trajectory", type=Path, default=None, help="also write a GIF of the reverse process")
     p.add_argument("--no-ema", dest="ema", action="store_false", help="use the raw weights, not the EMA")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files (default: refuse)")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bar (it shows only on a terminal anyway)")
 
 
 class Recorder:
@@ -119,8 +124,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     else:
         suffix = ".npy" if kind == "points" else ".png"
         out = args.out or args.run / f"samples{suffix}"
-        if out.suffix.lower() != suffix:
-            raise UsageError(f"--out for a {kind} run must end in {suffix}, got {str(out)!r}")
+        if kind == "images" and out.suffix == "":
+            if out.is_file():
+                raise UsageError(f"--out {str(out)!r} is a file; give a folder for one PNG per image, or x.png")
+        elif out.suffix.lower() != suffix:
+            more = " (or a folder for one PNG per image)" if kind == "images" else ""
+            raise UsageError(f"--out for a {kind} run must end in {suffix}{more}, got {str(out)!r}")
     n = args.n if args.n is not None else {"points": 5000, "audio": 30}.get(kind, 64)
     if n < 1:
         raise UsageError(f"-n must be >= 1, got {n}")
@@ -135,14 +144,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
         options = dict(n=n, sampler=args.sampler, steps=args.steps, spacing=args.spacing, seed=args.seed,
                        batch_size=args.batch_size, cond=cond, device=device)
         options.update(few_step.run_sampling(info, args.sampler, args.steps))
+        bar = tqdm(total=n, desc="sampling", unit="sample", file=sys.stderr,
+                   disable=True if not (args.progress and world.is_main) else None)
+        options["progress"] = bar.update
         if args.spacing == "tuned":
             options.update(spacing="default", plan=load_plan(args.run, args.sampler, args.steps))
         shape = info["data"]["shape"]
         if kind == "audio":
-            written = sample_audio(denoiser, schedule, shape, int(info["data"]["rate"]), out, options)
+            written = sample_audio(denoiser, schedule, info["data"], out, options)
         else:
             written = (sample_points if kind == "points" else sample_images)(denoiser, schedule, shape, config,
                                                                              out, args.trajectory, options)
+        bar.close()
     for path in written:
         print(path)
     return 0
@@ -185,14 +198,16 @@ def sample_images(denoiser: Any, schedule: schedules.Schedule, shape: Sequence[i
     if not distributed.current().is_main:
         return []  # under torchrun rank 0 writes the files
     cond = options["cond"]
-    grid = viz.image_grid_png(out, x, labels=cond)
+    singles, grid, npz = image_paths(out, len(x), cond)
+    if singles:
+        out.mkdir(parents=True, exist_ok=True)
+    written = [*viz.image_pngs(singles, x), viz.image_grid_png(grid, x, labels=cond)]
     arrays = {"samples": x.numpy()} if cond is None else {"samples": x.numpy(), "labels": cond.numpy()}
-    atomic_write_arrays(out.with_suffix(".npz"), **arrays)
-    written = [grid, out.with_suffix(".npz")]
+    written.append(atomic_write_arrays(npz, **arrays))
     if trajectory is not None:
         k = min(8, options["n"])
         recorder = Recorder()
-        small = {**options, "n": k, "cond": None if cond is None else cond[:k]}
+        small = {**options, "n": k, "cond": None if cond is None else cond[:k], "progress": None}
         final = sampling.generate(denoiser, schedule, shape, callback=recorder, **small).cpu()
         frames = recorder.frames() + [(0.0, final, final)]
         written.append(viz.trajectory_gif(trajectory, frames))

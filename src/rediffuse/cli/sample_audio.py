@@ -9,10 +9,11 @@ x-0000.wav, ... beside it for several, with x.npz, x.png and x_spectrograms.png.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 
 from rediffuse import distributed, schedules, viz_audio
+from rediffuse.audio_codec import to_waveforms
 from rediffuse.data.audio import write_wav
 from rediffuse.errors import UsageError
 from rediffuse.cli.outputs import audio_extras, wav_paths
@@ -28,10 +29,13 @@ def check_audio_out(out: Path) -> None:
         raise UsageError(f"--out {str(out)!r} is a file; give a folder (or a path ending in .wav)")
 
 
-def sample_audio(denoiser: Any, schedule: schedules.Schedule, shape: Sequence[int], rate: int, out: Path,
+def sample_audio(denoiser: Any, schedule: schedules.Schedule, data_info: dict[str, Any], out: Path,
                  options: dict[str, Any]) -> list[Path]:
-    """Sample an audio run: the WAVs, the .npz and the two pictures; the paths written (rank 0 only)."""
-    x = require_finite(distributed.generate(denoiser, schedule, shape, **options).cpu()).clamp(-1, 1)
+    """Sample an audio run (`data_info`: its spec's data): the WAVs, the .npz and the two pictures; the paths
+    written (rank 0 only)."""
+    shape, rate = data_info["shape"], int(data_info["rate"])
+    x = require_finite(distributed.generate(denoiser, schedule, shape, **options).cpu())
+    x = to_waveforms(data_info, x).clamp(-1, 1)
     if not distributed.current().is_main:
         return []  # under torchrun rank 0 writes the files
     cond = options["cond"]

@@ -17,7 +17,7 @@ except ModuleNotFoundError:  # Python 3.10
 import torch
 
 from rediffuse import checkpoint, distributed
-from rediffuse.cli.common import INTERRUPTED, PROG, finite_float
+from rediffuse.cli.common import INTERRUPTED, PROG, finite_float, device_name
 from rediffuse.cli.sample import sample_images, sample_points
 from rediffuse.errors import ConfigError, UsageError
 from rediffuse.presets import PRESETS, SAMPLING, preset
@@ -25,6 +25,7 @@ from rediffuse.config import TrainConfig, resolve_device
 from rediffuse.data.dataset import data_kind
 from rediffuse.runs import load_run, run_info, saved_config
 from rediffuse.train import TrainResult, train
+from rediffuse.distributed import DEVICE_HELP
 
 ALIASES = {"parameterization": ["--param"]}
 
@@ -84,7 +85,7 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser) -> None:
     demo_p.add_argument("--data", default="digits", choices=sorted(DEMOS),
                         help="digits: class-conditional UNet on 8x8 digits; moons: 2-D MLP (default: digits)")
     demo_p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default: runs/demo)")
-    demo_p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    demo_p.add_argument("--device", type=device_name, default="auto", help=DEVICE_HELP)
     demo_p.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's)")
     demo_p.set_defaults(func=cmd_demo)
 

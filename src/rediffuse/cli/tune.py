@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import dataclasses
 from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
+from rediffuse.cli.common import device_name
 from rediffuse import analytic, samplers, schedules
 from rediffuse.errors import UsageError
 from rediffuse.tuning import bench as sb
@@ -18,6 +21,7 @@ from rediffuse.data.dataset import build_data
 from rediffuse.runs import load_run, run_info, saved_config
 from rediffuse.tuning.pipeline import tune
 from rediffuse.tuning.teleport import GaussianFlow
+from rediffuse.distributed import DEVICE_HELP
 
 
 def add_parsers(verbs: Any, common: argparse.ArgumentParser) -> None:
@@ -35,7 +39,9 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser) -> None:
                        help="samplers to include (default: all)")
     bench.add_argument("--out", type=Path, default=None, help="output folder (default: RUN/bench or bench-NAME)")
     bench.add_argument("--seed", type=int, default=0, help="seed of the starting noise")
-    bench.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    bench.add_argument("--device", type=device_name, default="auto", help=DEVICE_HELP)
+    bench.add_argument("--no-progress", dest="progress", action="store_false",
+                       help="no progress bar (on a terminal) or per-sampler lines (otherwise)")
     bench.set_defaults(func=cmd_bench)
 
     tune = verbs.add_parser("tune-grid", parents=[common], help="tune a step grid to a trained run",
@@ -67,7 +73,7 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser) -> None:
     tune.add_argument("--learn-coefficients", type=int, default=0, metavar="ITERS",
                       help="with --sampler ipndm: then fit its per-step coefficients to the pool by ITERS Adam steps "
                            "on batches of -n (a quarter of the pool held out; kept only if better there)")
-    tune.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    tune.add_argument("--device", type=device_name, default="auto", help=DEVICE_HELP)
     tune.set_defaults(func=cmd_tune)
 
 
@@ -99,9 +105,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UsageError("-n must be >= 2 and every --nfe >= 1")
     denoiser, schedule, shape, run, out = _problem(args)
     title = f"samplers on {args.analytic or run}"
-    entries = sb.bench(denoiser, schedule, shape, n=args.n, nfes=args.nfe, names=args.samplers, seed=args.seed,
-                       run_dir=run, device=args.device, cond=_labels(run, args.n),
-                       progress=lambda name: print(f"  measured {name}", flush=True))
+    bar = tqdm(total=len(args.samplers or samplers.SAMPLERS), desc="samplers", unit="sampler", file=sys.stderr,
+               disable=None if args.progress else True)
+
+    def measured(name: str) -> None:
+        bar.update(1)
+        bar.set_postfix_str(name)
+        if args.progress and bar.disable:  # not a terminal: a line per sampler instead of a bar
+            print(f"  measured {name}", flush=True)
+
+    with bar:
+        entries = sb.bench(denoiser, schedule, shape, n=args.n, nfes=args.nfe, names=args.samplers, seed=args.seed,
+                           run_dir=run, device=args.device, cond=_labels(run, args.n), progress=measured)
     for path in sb.write_report(entries, out, title):
         print(path)
     for k, e in sorted(sb.recommend(entries).items()):

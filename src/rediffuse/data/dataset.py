@@ -10,16 +10,37 @@ import tokenize
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from rediffuse.audio_codec import MelCodec
 from rediffuse.config import TrainConfig
 from rediffuse.data import toy2d
 from rediffuse.data.audio import is_audio_spec, load_audio
 from rediffuse.data.images import load_images
 from rediffuse.data.text import TextSet, Vocabulary, load_text
 from rediffuse.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A Dataset read example by example: its length, example shape and value std (from one pass)."""
+
+    items: Any  # a torch.utils.data.Dataset yielding tensors or (tensor, label)
+    length: int
+    shape: tuple[int, ...]
+    std: float
+
+    def batch(self, indices: list[int]) -> Tensor:
+        """The examples at indices, stacked as float32."""
+        return torch.stack([example_tensor(self.items[i]).float() for i in indices])
+
+
+def example_tensor(item: Any) -> Tensor:
+    """The tensor of a Dataset item (a tensor, or the first entry of a (tensor, label) pair)."""
+    return torch.as_tensor(item[0] if isinstance(item, (tuple, list)) else item)
 
 
 @dataclass
@@ -31,6 +52,8 @@ class Data:
     kind: str  # "points", "images", "audio" or "text"
     text: TextSet | None = None  # text: the part's token stream, vocabulary and length in characters
     rate: int | None = None  # audio: the sample rate in Hz
+    codec: dict | None = None  # audio learned as log-mel images: the codec's config (x holds the images)
+    stream: "Stream | None" = None  # examples read from a Dataset batch by batch (x is then empty)
 
     @property
     def vocab(self) -> Vocabulary | None:
@@ -40,7 +63,14 @@ class Data:
     @property
     def shape(self) -> tuple[int, ...]:
         """The shape of one example."""
-        return tuple(self.x.shape[1:])
+        return self.stream.shape if self.stream is not None else tuple(self.x.shape[1:])
+
+    def __len__(self) -> int:
+        return self.stream.length if self.stream is not None else len(self.x)
+
+    def std(self) -> float:
+        """The standard deviation of all values (float64 arithmetic; a stream's from its one pass)."""
+        return self.stream.std if self.stream is not None else data_std(self.x)
 
     @property
     def num_classes(self) -> int | None:
@@ -100,7 +130,11 @@ def _load_data(config: TrainConfig) -> Data:
         return Data(text.tokens, None, "text", text)
     if kind == "audio":
         audio = load_audio(config.data, length=config.clip_length, rate=config.sample_rate)
-        return Data(audio.x, audio.labels, "audio", rate=audio.rate)
+        if config.audio_representation == "waveform":
+            return Data(audio.x, audio.labels, "audio", rate=audio.rate)
+        codec = MelCodec(rate=audio.rate, length=config.clip_length)
+        images = torch.cat([codec.encode(part) for part in audio.x.split(256)])
+        return Data(images, audio.labels, "audio", rate=audio.rate, codec=codec.config())
     if kind == "points":
         generator = torch.Generator().manual_seed(config.seed)
         return Data(toy2d.points_dataset(config.data, config.num_points, generator), None, "points")

@@ -20,9 +20,12 @@ from torch import Tensor
 from tqdm import tqdm
 
 from rediffuse import distributed
+from rediffuse.audio_codec import to_waveforms
 from rediffuse.data.audio import resample_to
-from rediffuse.evaluation.features import classify, extract_features, load_or_train_classifier, probabilities
-from rediffuse.evaluation.features.training import FSDD_RATE
+from rediffuse.data.images import load_images
+from rediffuse.evaluation.features import (InceptionFeatures, classify, extract_features, load_inception,
+                                           load_or_train_classifier, load_split, probabilities)
+from rediffuse.evaluation.features.training import FSDD_RATE, DigitSplit
 from rediffuse.guidance import cfg_denoiser
 from rediffuse.objectives.consistency import run_sampling
 from rediffuse.samplers.generation import require_finite
@@ -46,6 +49,40 @@ def classifier_kind(data_spec: str) -> tuple[str, str | None]:
         return base.partition(":")[0], base.partition(":")[2]
     raise ValueError(f"no built-in feature extractor for data {data_spec!r}: evaluation supports digits, "
                      "mnist:PATH and fsdd:PATH runs (Inception features: rediffuse.evaluation.features.load_inception)")
+
+
+def feature_kind(data_spec: str, features: str) -> tuple[str, str | None]:
+    """(classifier kind, its data path) for `--features`: 'auto' (the built-in digit classifiers), 'classifier'
+    (built-in, else one trained on the run's own labelled images) or 'inception:PATH' (FID's Inception-v3)."""
+    if features.startswith("inception:"):
+        return "inception", features.partition(":")[2]
+    if features not in ("auto", "classifier"):
+        raise ValueError(f"unknown --features {features!r}; use auto, classifier or inception:PATH (the FID "
+                         "Inception-v3 weights file)")
+    try:
+        return classifier_kind(data_spec)
+    except ValueError:
+        if features == "classifier":
+            return "labelled", data_spec
+        raise ValueError(f"no built-in feature extractor for data {data_spec!r}: give --features classifier (a "
+                         "classifier trained on the run's labelled images) or --features inception:PATH") from None
+
+
+def load_features(kind: str, data_path: str | None, image_size: int | None) -> tuple[Any, DigitSplit, dict]:
+    """(classifier, the real split, its metadata) of a classifier kind."""
+    model, meta = load_or_train_classifier(kind, data_path, device="cpu", image_size=image_size)
+    return model, load_split(kind, data_path, image_size), meta
+
+
+def inception_features(weights: str, data_spec: str, image_size: int | None) -> tuple[Any, DigitSplit, dict]:
+    """(FID's Inception-v3, the run's images split by the project rule (labels where it has them), metadata)."""
+    spec = data_spec.rpartition("@")[0] if data_spec.endswith(("@train", "@heldout")) else data_spec
+    data = load_images(spec, size=image_size)
+    held = torch.arange(len(data.images)) % 5 == 0
+    labels = data.labels
+    split = DigitSplit(data.images[~held], None if labels is None else labels[~held], data.images[held],
+                       None if labels is None else labels[held], "")
+    return load_inception(weights), split, {"kind": "inception", "weights": weights}
 
 
 def classifier_inputs(x: Tensor, kind: str, rate: int | None) -> Tensor:
@@ -80,11 +117,18 @@ def cached_samples(run_dir: Path, denoiser: Callable, schedule: Any, shape: Sequ
     return x, cond
 
 
+def features_of(model: torch.nn.Module, images: Tensor) -> Tensor:
+    """The features a model gives images: a classifier's penultimate layer or Inception's pool3."""
+    return model.features(images) if isinstance(model, InceptionFeatures) else extract_features(model, images)
+
+
 def sample_metrics(model: torch.nn.Module, images: Tensor, labels: Tensor | None, real_feats: Tensor,
                    metrics: Sequence[str]) -> dict[str, float]:
-    """The sample metrics of one image set against the real training features."""
-    feats = extract_features(model, images)
+    """The sample metrics of one image set against the real training features (Inception: FD and PRDC only)."""
+    feats = features_of(model, images)
     out: dict[str, float] = {"n": float(len(images))}
+    if isinstance(model, InceptionFeatures):
+        metrics = [m for m in metrics if m in ("fd", "prdc")]
     if "is" in metrics:
         probs = probabilities(model, images)
         out.update(inception_score=inception_score(probs), modified_inception_score=modified_inception_score(probs))
@@ -99,7 +143,7 @@ def sample_metrics(model: torch.nn.Module, images: Tensor, labels: Tensor | None
 
 def evaluate(run_dir: str | Path, *, metrics: Sequence[str] = METRICS, n: int = 10_000, sampler: str = "heun",
              steps: int = 18, seed: int = 0, guidance: float = 1.0, batch_size: int = 500, nll_n: int = 64,
-             device: str = "cpu") -> dict[str, Any]:
+             device: str = "cpu", features: str = "auto") -> dict[str, Any]:
     """Evaluate a run: metrics for its samples and for held-out real data (the floor); writes RUN/eval/.
 
     Under torchrun the ranks split the sample batches (identical to one process); rank 0 writes the files.
@@ -119,12 +163,12 @@ def evaluate(run_dir: str | Path, *, metrics: Sequence[str] = METRICS, n: int = 
     if spec.get("consistency") and "nll" in metrics:
         raise ValueError("bits/dim (nll) integrates a denoiser's ODE, and a `distill` run is a consistency "
                          "function: evaluate its teacher's bits/dim, or drop nll from --metrics")
-    kind, data_path = classifier_kind(config.data)
-    classifier, meta = load_or_train_classifier(kind, data_path, device="cpu")
-    from rediffuse.evaluation.features import load_split
-
-    split = load_split(kind, data_path)
-    real_feats = extract_features(classifier, split.train_x)
+    kind, data_path = feature_kind(config.data, features)
+    if kind == "inception":
+        classifier, split, meta = inception_features(data_path, config.data, config.image_size)
+    else:
+        classifier, split, meta = load_features(kind, data_path, config.image_size)
+    real_feats = features_of(classifier, split.train_x)
     report: dict[str, Any] = {"run": str(run_dir), "classifier": {"kind": kind,
                               "heldout_accuracy": meta.get("heldout_accuracy")},
                               "settings": {"n": n, "sampler": sampler, "steps": steps, "seed": seed,
@@ -135,7 +179,7 @@ def evaluate(run_dir: str | Path, *, metrics: Sequence[str] = METRICS, n: int = 
                        guidance=guidance)
         x, cond = cached_samples(run_dir, denoiser, schedule, info["shape"], n, info["num_classes"], options,
                                  run_sampling(spec, sampler, steps))
-        x = classifier_inputs(x, kind, info.get("rate"))
+        x = classifier_inputs(to_waveforms(info, x), kind, info.get("rate"))
         report["samples"] = sample_metrics(classifier, x, cond, real_feats, sample_side)
         held = len(split.heldout_x)
         report["samples_at_heldout_n"] = sample_metrics(classifier, x[:held], None if cond is None else cond[:held],
@@ -156,10 +200,12 @@ def evaluate(run_dir: str | Path, *, metrics: Sequence[str] = METRICS, n: int = 
 def markdown(report: dict[str, Any]) -> str:
     """A short Markdown report of an evaluation."""
     s = report["settings"]
+    c = report["classifier"]
+    source = "FID's Inception-v3 (pool3)" if c["kind"] == "inception" else \
+        f"the project's {c['kind']} classifier (held-out accuracy {c['heldout_accuracy']})"
     lines = [f"# Evaluation of {report['run']}", "",
              f"{s['n']} samples, {s['sampler']} with {s['steps']} steps, guidance {s['guidance']}, seed {s['seed']}. "
-             f"Features: the project's {report['classifier']['kind']} classifier (held-out accuracy "
-             f"{report['classifier']['heldout_accuracy']}).", ""]
+             f"Features: {source}.", ""]
     rows = [("samples", "model samples"), ("samples_at_heldout_n", "model samples, first N_heldout"),
             ("heldout_real", "held-out real data (floor)")]
     keys = ["n", "fd", "precision", "recall", "density", "coverage", "class_accuracy", "inception_score",

@@ -40,6 +40,8 @@ class MLP(nn.Module):
     learned null class used by classifier-free guidance. The output layer starts at zero.
     """
 
+    registry_name = "mlp"  # its name in NETS and in saved configs
+
     def __init__(self, dim: int, hidden: int = 256, depth: int = 4, emb_dim: int = 128,
                  num_classes: int | None = None, dropout: float = 0.0) -> None:
         super().__init__()

@@ -101,6 +101,8 @@ class Transformer(nn.Module):
     ``tie_weights`` reads the output head from the first ``out_size`` rows of the input embedding.
     """
 
+    registry_name = "transformer"  # its name in NETS and in saved configs
+
     num_classes = None  # no class conditioning
 
     def __init__(self, vocab_size: int, dim: int = 256, depth: int = 4, heads: int = 4, mlp_ratio: float = 4.0,

@@ -60,6 +60,8 @@ class UNet1D(nn.Module):
     ``num_classes`` (or -1, or ``cond=None``) select the learned null class for classifier-free guidance.
     """
 
+    registry_name = "unet1d"  # its name in NETS and in saved configs
+
     def __init__(
         self,
         *,

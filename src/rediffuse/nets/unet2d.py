@@ -137,7 +137,8 @@ class UNet2D(nn.Module):
     """Noise-conditioned UNet ``F(x, c_noise, cond)`` for images [B, C, H, W], optionally class-conditional.
 
     Level ``i`` works at ``image_size / 2**i`` with ``channels * channel_mults[i]`` channels;
-    ``attn_resolutions`` lists the spatial sizes (relative to ``image_size``) that get self-attention.
+    ``attn_resolutions`` lists the spatial sizes (heights, relative to ``image_size``) that get
+    self-attention; ``image_width`` (default: ``image_size``) is the width of H x W images.
     Class labels ``num_classes`` (or -1, or ``cond=None``) select the learned null class used by
     classifier-free guidance. Any input whose sides are multiples of ``downsample_factor`` is accepted.
 
@@ -145,6 +146,8 @@ class UNet2D(nn.Module):
     output after the last (pixel unshuffle/shuffle), so every level runs at 1/p the resolution: the
     cheap first-layer downsampling of Hoogeboom et al. 2023, "simple diffusion" (arXiv:2301.11093).
     """
+
+    registry_name = "unet"  # its name in NETS and in saved configs
 
     def __init__(
         self,
@@ -162,6 +165,7 @@ class UNet2D(nn.Module):
         mid_attention: bool = True,
         emb_dim: int | None = None,
         patch_size: int = 1,
+        image_width: int | None = None,
     ) -> None:
         super().__init__()
         out_channels = out_channels or in_channels
@@ -169,12 +173,13 @@ class UNet2D(nn.Module):
         if not mults or min(mults) < 1 or channels < 1 or num_res_blocks < 1 or patch_size < 1:
             raise ValueError("channels, num_res_blocks, patch_size and every channel_mult must be >= 1")
         factor = patch_size * 2 ** (len(mults) - 1)
-        if image_size % factor:
-            raise ValueError(
-                f"image_size {image_size} cannot be cut into {patch_size}x{patch_size} patches and halved "
-                f"{len(mults) - 1} times evenly; use a multiple of {factor}, a smaller patch_size or fewer "
-                "channel_mults"
-            )
+        for name, side in (("image_size", image_size), ("image_width", image_width or image_size)):
+            if side % factor:
+                raise ValueError(
+                    f"{name} {side} cannot be cut into {patch_size}x{patch_size} patches and halved "
+                    f"{len(mults) - 1} times evenly; use a multiple of {factor}, a smaller patch_size or fewer "
+                    "channel_mults"
+                )
         resolutions = [image_size // patch_size // 2**i for i in range(len(mults))]
         bad = sorted(set(attn_resolutions) - set(resolutions))
         if bad:
@@ -193,6 +198,7 @@ class UNet2D(nn.Module):
             mid_attention=mid_attention,
             emb_dim=emb_dim,
             patch_size=patch_size,
+            **({"image_width": image_width} if image_width not in (None, image_size) else {}),
         )
         self.num_classes = num_classes
         self.downsample_factor, self.patch_size = factor, patch_size

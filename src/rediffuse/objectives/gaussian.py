@@ -15,8 +15,9 @@ import torch
 from torch import Tensor, nn
 
 from rediffuse import losses, schedules, viz, viz_audio
+from rediffuse.audio_codec import to_waveforms
 from rediffuse.config import need
-from rediffuse.data.dataset import Data, data_std
+from rediffuse.data.dataset import Data
 from rediffuse.denoisers import PARAMETERIZATIONS, Denoiser, wrap
 from rediffuse.errors import ConfigError
 from rediffuse.nets import NETS
@@ -53,28 +54,31 @@ class Gaussian(Configured):
         """The JSON description of the denoiser to train on data: net, schedule, parameterization, sigma_data."""
         c = self.config
         kind = c.net if c.net != "auto" else {"points": "mlp", "audio": "unet1d"}.get(data.kind, "unet")
+        if c.net == "auto" and data.codec:
+            kind = "unet"  # audio as log-mel images
         num_classes = data.num_classes if c.conditional else None
         if c.conditional and num_classes is None:
             raise ConfigError(f"data {c.data!r} has no labels, so it cannot train a conditional model; "
                               "drop --conditional")
         if kind == "mlp":
             if len(data.shape) != 1:
-                raise ConfigError(f"net 'mlp' needs points [N, d], but the data has shape {list(data.x.shape)}; "
-                                  "use --net unet for images")
+                raise ConfigError(f"net 'mlp' needs points [N, d], but the examples have shape "
+                                  f"{list(data.shape)}; use --net unet for images")
             net_config = {**c.net_kwargs, "dim": data.shape[0], "num_classes": num_classes}
         elif kind == "unet1d":
             if len(data.shape) != 2:
-                raise ConfigError(f"net 'unet1d' needs waveforms [N, C, L], got shape {list(data.x.shape)}; use "
-                                  "audio data (audio:PATH, fsdd:PATH)")
+                raise ConfigError(f"net 'unet1d' needs waveforms [N, C, L], got examples of shape "
+                                  f"{list(data.shape)}; use audio data (audio:PATH, fsdd:PATH)")
             net_config = {**c.net_kwargs, "in_channels": data.shape[0], "length": data.shape[1],
                           "num_classes": num_classes}
         else:
-            if len(data.shape) != 3 or data.shape[1] != data.shape[2]:
-                raise ConfigError(f"net 'unet' needs square images [N, C, H, H], got shape {list(data.x.shape)}; "
-                                  "use --net mlp for points or --image-size for images")
+            if len(data.shape) != 3:
+                raise ConfigError(f"net 'unet' needs images [N, C, H, W], got examples of shape {list(data.shape)}; "
+                                  "use --net mlp for points or --net unet1d for waveforms")
             net_config = {**c.net_kwargs, "in_channels": data.shape[0], "image_size": data.shape[1],
-                          "num_classes": num_classes}
-        sigma_data = data_std(data.x) if c.sigma_data == "auto" else float(c.sigma_data)
+                          "num_classes": num_classes,
+                          **({"image_width": data.shape[2]} if data.shape[2] != data.shape[1] else {})}
+        sigma_data = data.std() if c.sigma_data == "auto" else float(c.sigma_data)
         if not (math.isfinite(sigma_data) and sigma_data > 0):
             raise ConfigError(f"the training data {c.data!r} is constant or not finite (standard deviation "
                               f"{sigma_data}); check the data, or give --sigma-data to train on it anyway")
@@ -82,10 +86,10 @@ class Gaussian(Configured):
             schedule_config = schedules.get(c.schedule, **c.schedule_kwargs).config()
         except (TypeError, ValueError) as err:
             raise ConfigError(f"bad schedule_kwargs for {c.schedule!r}: {err}") from None
+        info = {"kind": data.kind, "shape": list(data.shape), "num_classes": num_classes, "spec": c.data,
+                **({"rate": data.rate} if data.rate else {}), **({"codec": data.codec} if data.codec else {})}
         return {"net": kind, "net_config": net_config, "schedule": schedule_config,
-                "parameterization": c.parameterization, "sigma_data": sigma_data,
-                "data": {"kind": data.kind, "shape": list(data.shape), "num_classes": num_classes, "spec": c.data,
-                         **({"rate": data.rate} if data.rate else {})}}
+                "parameterization": c.parameterization, "sigma_data": sigma_data, "data": info}
 
     def build(self, spec: dict[str, Any]) -> nn.Module:
         """The raw network F of a spec ('mlp' or 'unet' with its config)."""
@@ -133,7 +137,8 @@ class Gaussian(Configured):
         x = generation.generate(model, model.schedule, spec["data"]["shape"], n=n, seed=0, cond=cond,
                                 device=device, **self.preview_sampling(model, steps))
         if kind == "audio":
-            return viz_audio.spectrogram_grid_png(path, x.cpu().clamp(-1, 1), labels=cond, nrow=per_class)
+            clips = to_waveforms(spec["data"], x.cpu()).clamp(-1, 1)
+            return viz_audio.spectrogram_grid_png(path, clips, labels=cond, nrow=per_class)
         return viz.image_grid_png(path, x.cpu(), labels=cond, nrow=8)
 
 

@@ -91,10 +91,13 @@ class StepBatches:
         if config.batch_size % world.size:
             raise ConfigError(f"batch_size {config.batch_size} cannot be split evenly over {world.size} processes; "
                               f"use a multiple of {world.size}")
+        self.stream, self.device = data.stream, device
+        where = torch.device("cpu") if self.stream is not None else device  # a stream is read on the host
         self.x = data.x.to(device)
-        self.labels = None if data.labels is None else data.labels.to(device)
+        self.labels = None if data.labels is None else data.labels.to(where)
         self.batch_size, self.block_length = config.batch_size, config.block_length
-        self.order = None if data.kind == "text" else DataOrder(len(self.x), config.batch_size, config.seed, device)
+        self.hflip = config.hflip and data.kind == "images"
+        self.order = None if data.kind == "text" else DataOrder(len(data), config.batch_size, config.seed, where)
         self.streams = StepStreams(config.seed, device)
         self.objective, self.part = objective, world.split(config.batch_size)
 
@@ -105,6 +108,11 @@ class StepBatches:
             batch = Batch(random_windows(self.x, self.block_length, self.batch_size, streams.cpu("windows")))
         else:
             idx = self.order.indices(step)
-            batch = Batch(self.x[idx], None if self.labels is None else self.labels[idx])
+            labels = None if self.labels is None else self.labels[idx].to(self.device)
+            x = self.x[idx] if self.stream is None else self.stream.batch(idx.tolist()).to(self.device)
+            if self.hflip:  # a random half, mirrored: a pure function of (seed, step) like the data order
+                flip = torch.rand(len(x), generator=streams.cpu("hflip")) < 0.5
+                x = torch.where(flip.to(x.device).view(-1, *[1] * (x.ndim - 1)), x.flip(-1), x)
+            batch = Batch(x, labels)
         draws = self.objective.draw(model, batch, streams)
         return batch[self.part], {name: value[self.part] for name, value in draws.items()}

@@ -23,6 +23,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -66,9 +67,13 @@ def learning_rate(config: TrainConfig, step: int, elapsed: float = 0.0) -> float
     return config.lr
 
 
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA, nothing elsewhere."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The autocast of a precision on a device: 'auto' is bf16 on CUDA and fp32 (none) elsewhere."""
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 def train_step(state: TrainState, objective: Objective, batch: Batch, draws: Draws, lr: float,
@@ -81,35 +86,49 @@ def train_step(state: TrainState, objective: Objective, batch: Batch, draws: Dra
     for group in state.optimizer.param_groups:
         group["lr"] = lr
     state.net.train()
-    with _autocast(batch.x.device):
+    with autocast(batch.x.device, config.precision):
         loss = objective.loss(state.model, batch, draws).mean()
     state.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    scaler = state.scaler
+    if scaler is None:
+        loss.backward()
+    else:  # fp16: a dynamic loss scale (overflowing steps are skipped and halve it)
+        scaler.scale(loss).backward()
+        scaler.unscale_(state.optimizer)
     grad_norm = torch.nn.utils.clip_grad_norm_(state.net.parameters(), config.grad_clip or math.inf)
     bad = world.max_((~(torch.isfinite(loss) & torch.isfinite(grad_norm))).float())
-    step_unless(state.optimizer, bad)
+    if scaler is None:
+        step_unless(state.optimizer, bad)
+    else:
+        if not bool(bad):
+            scaler.step(state.optimizer)
+        scaler.update()
     state.ema.update(state.net, state.step, skip=bad)
     state.step += 1
     return loss.detach(), grad_norm, bad
 
 
-def train(config: TrainConfig, resume: bool = False, clock: Now | None = None) -> TrainResult:
+def train(config: TrainConfig, resume: bool = False, clock: Now | None = None, data: Data | None = None,
+          callbacks: Sequence[Callable[[dict[str, Any]], None]] = ()) -> TrainResult:
     """Train (or with resume=True continue from the newest checkpoint) the run described by config.
 
-    `clock` (seconds, default `time.monotonic`) measures training time. Under torchrun every rank calls this;
-    they join one process group for the duration, and rank 0 holds the run folder's lock (`train.lock`).
+    `clock` (seconds, default `time.monotonic`) measures training time. `data` replaces what config.data names
+    (in-memory or streamed data from `rediffuse.fit`); each of `callbacks` gets every log record (rank 0).
+    Under torchrun every rank calls this; they join one process group for the duration, and rank 0 holds the
+    run folder's lock (`train.lock`).
     """
     objectives.validate(config)
     with session(config.device) as world, run_lock(config.out, world.is_main):
-        return _train(config, resume, world, clock)
+        return _train(config, resume, world, clock, data, tuple(callbacks))
 
 
-def _train(config: TrainConfig, resume: bool, world: World, clock: Now | None) -> TrainResult:
+def _train(config: TrainConfig, resume: bool, world: World, clock: Now | None, given: Data | None,
+           callbacks: tuple[Callable[[dict[str, Any]], None], ...]) -> TrainResult:
     """`train` inside a (possibly one-process) world."""
     device, objective = world.device(config.device), objectives.get(config)
     out = Path(config.out)
     ck = resume_point(out, resume, world)
-    data = build_data(config)
+    data = build_data(config) if given is None else given
     if ck is not None:
         check_resumable(config, runs.config_of(ck.path, ck.meta))
         spec = runs.model_of(ck.path, ck.meta)[0]
@@ -122,7 +141,7 @@ def _train(config: TrainConfig, resume: bool, world: World, clock: Now | None) -
         checkpoint.remove_stale_temp(out)
         atomic_write(out / "config.json", json.dumps(config.to_dict(), indent=1).encode())
     first_step, started = state.step, time.monotonic()
-    stopped = _loop(state, objective, config, data, device, out, world, clock)
+    stopped = _loop(state, objective, config, data, device, out, world, clock, callbacks)
     rate = (state.step - first_step) * config.batch_size / max(time.monotonic() - started, 1e-9)
     path = ck.path if ck is not None and state.step == first_step else checkpoint.checkpoint_dir(out, state.step)
     if world.is_main:
@@ -146,10 +165,10 @@ STOP_REASONS = {0: None, 1: "time", 2: "interrupted"}
 
 
 def _loop(state: TrainState, objective: Objective, config: TrainConfig, data: Data, device: torch.device,
-          out: Path, world: World, now: Now | None) -> str:
+          out: Path, world: World, now: Now | None, callbacks: tuple[Callable[[dict[str, Any]], None], ...]) -> str:
     """Run steps until config.steps, the time budget or a Ctrl-C; checkpoint, log and preview on the way."""
     batches = StepBatches(data, config, objective, device, world)
-    log, guard = Log(out, state.step, config, world), BadSteps(config.max_bad_steps, device)
+    log, guard = Log(out, state.step, config, world, callbacks), BadSteps(config.max_bad_steps, device)
     every, clock = config.log_every, Clock(state, config.minutes, config.checkpoint_minutes, now)
     stopped = "time" if world.agree(clock.out_of_time, 0, every) else None  # a resumed, spent budget
     lr_time, lr_follows_time = state.elapsed, config.minutes is not None and config.lr_schedule != "constant"

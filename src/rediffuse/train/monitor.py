@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -78,8 +78,10 @@ class Window:
 class Log:
     """Rank 0's log.jsonl, progress bar and echo lines, fed by a window of on-device sums."""
 
-    def __init__(self, out: Path, step: int, config: TrainConfig, world: World) -> None:
+    def __init__(self, out: Path, step: int, config: TrainConfig, world: World,
+                 callbacks: Sequence[Callable[[dict[str, Any]], None]] = ()) -> None:
         self.file = RunLog(out / "log.jsonl", step) if world.is_main else None
+        self.callbacks = tuple(callbacks)
         self.bar = tqdm(total=config.steps, initial=step, file=sys.stderr, dynamic_ncols=True, desc="train",
                         disable=not (world.is_main and config.progress and sys.stderr.isatty()))
         self.echo = world.is_main and config.progress and self.bar.disable
@@ -98,6 +100,8 @@ class Log:
         if self.file is None:
             return
         self.file.write(record)
+        for callback in self.callbacks:
+            callback(dict(record))
         if "loss" in record:
             self.bar.set_postfix(loss=f"{record['loss']:.4g}")
         if self.echo:

@@ -29,6 +29,7 @@ class TrainState:
     spec: dict[str, Any]
     step: int = 0
     elapsed: float = 0.0
+    scaler: Any = None  # torch.amp.GradScaler of an fp16 run
 
 
 def make_optimizer(net: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -62,7 +63,10 @@ def new_state(config: TrainConfig, objective: Objective, spec: dict[str, Any], d
     ema = EMA(net, config.ema_decay, config.ema_warmup)
     if world.size > 1:
         model = objective.model(spec, wrap_ddp(net, device, world))
-    return TrainState(net, model, ema, make_optimizer(net, config), spec)
+    if config.compile:
+        model = torch.compile(model)  # the same module and weights; checkpoints save the plain network
+    scaler = torch.amp.GradScaler(device.type) if config.precision == "fp16" else None
+    return TrainState(net, model, ema, make_optimizer(net, config), spec, scaler=scaler)
 
 
 def save_state(out: Path, state: TrainState, config: TrainConfig) -> Path:
@@ -72,7 +76,7 @@ def save_state(out: Path, state: TrainState, config: TrainConfig) -> Path:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         rng.update({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
     meta = {"model": state.spec, "train_config": config.to_dict(), "optimizer": opt_rest,
-            "elapsed": state.elapsed}
+            "elapsed": state.elapsed, **({} if state.scaler is None else {"grad_scaler": state.scaler.state_dict()})}
     tensors = {"model": state.net.state_dict(), "ema": state.ema.state_dict(), "optimizer": opt_tensors,
                "rng": rng}
     return checkpoint.save(out, state.step, tensors, meta, keep=config.keep_last)
@@ -96,6 +100,8 @@ def restore_state(ck: checkpoint.Checkpoint | Path, state: TrainState) -> None:
     if cuda_states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda_states[:torch.cuda.device_count()])
     state.step, state.elapsed = ck.step, float(ck.meta.get("elapsed", 0.0))
+    if state.scaler is not None and "grad_scaler" in ck.meta:
+        state.scaler.load_state_dict(ck.meta["grad_scaler"])
 
 
 def _load_optimizer(optimizer: torch.optim.Optimizer, ck: checkpoint.Checkpoint) -> None:

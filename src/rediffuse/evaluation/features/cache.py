@@ -15,7 +15,8 @@ from safetensors.torch import save as save_safetensors
 
 from rediffuse.io import atomic_write
 from rediffuse.evaluation.features.classifier import CONFIGS, ClassifierConfig, DigitClassifier
-from rediffuse.evaluation.features.training import REQUIRED_ACCURACY, SETTINGS, check_kind, load_split, train_classifier
+from rediffuse.evaluation.features.training import (REQUIRED_ACCURACY, SETTINGS, TrainSettings, check_kind,
+                                                     labelled_recipe, load_split, train_classifier)
 
 FORMAT = "rediffuse-digit-classifier"
 # Bump when the architecture, training or split changes in a way the config/settings do not record.
@@ -38,7 +39,8 @@ def entry_paths(kind: str, fingerprint: str, cache_dir: str | Path | None = None
     return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
 
 
-def _expected_meta(kind: str, fingerprint: str, seed: int) -> dict[str, Any]:
+def _expected_meta(kind: str, fingerprint: str, seed: int, config: ClassifierConfig,
+                   settings: TrainSettings) -> dict[str, Any]:
     """The metadata fields a cached classifier must match to be reused."""
     return {
         "format": FORMAT,
@@ -46,8 +48,8 @@ def _expected_meta(kind: str, fingerprint: str, seed: int) -> dict[str, Any]:
         "kind": kind,
         "fingerprint": fingerprint,
         "seed": seed,
-        "config": CONFIGS[kind].to_dict(),
-        "settings": SETTINGS[kind].to_dict(),
+        "config": config.to_dict(),
+        "settings": settings.to_dict(),
     }
 
 
@@ -93,8 +95,10 @@ def load_or_train_classifier(
     *,
     seed: int = 0,
     retrain: bool = False,
+    image_size: int | None = None,
 ) -> tuple[DigitClassifier, dict[str, Any]]:
-    """The `kind` ('digits' | 'mnist') classifier in eval mode on `device`, with its metadata.
+    """The `kind` ('digits' | 'mnist' | 'fsdd' | 'labelled': a run's own labelled images, data_path its data spec,
+    resized to image_size) classifier in eval mode on `device`, with its metadata.
 
     Reuses `<cache>/classifiers/<kind>-<fingerprint[:16]>.{safetensors,json}` when the JSON matches this
     version, kind, data fingerprint, seed, config and settings and the weights match its sha256; otherwise
@@ -102,16 +106,17 @@ def load_or_train_classifier(
     holds the measured held-out accuracy ("heldout_accuracy").
     """
     check_kind(kind)
-    split = load_split(kind, data_path)
+    split = load_split(kind, data_path, image_size)
+    config, settings = labelled_recipe(split) if kind == "labelled" else (CONFIGS[kind], SETTINGS[kind])
     weights, meta_file = entry_paths(kind, split.fingerprint, cache_dir)
-    expected = _expected_meta(kind, split.fingerprint, seed)
+    expected = _expected_meta(kind, split.fingerprint, seed, config, settings)
     if not retrain and meta_file.exists():
         loaded = _load_entry(weights, meta_file, expected)
         if not isinstance(loaded, str):
             model, meta = loaded
             return model.to(device), meta
         warnings.warn(f"retraining the {kind} classifier: {loaded}", stacklevel=2)
-    model, metrics = train_classifier(kind, seed=seed, split=split)
+    model, metrics = train_classifier(kind, seed=seed, split=split, config=config, settings=settings)
     if metrics["heldout_accuracy"] < REQUIRED_ACCURACY[kind]:
         warnings.warn(f"the {kind} classifier reached only {metrics['heldout_accuracy']:.4f} held-out accuracy "
                       f"(expected >= {REQUIRED_ACCURACY[kind]}); its features may be unreliable", stacklevel=2)

@@ -19,10 +19,21 @@ class ClassifierConfig:
     convs_per_stage: int = 1
     feature_dim: int = 128
     num_classes: int = 10
+    in_channels: int = 1
+    image_width: int | None = None  # H x W images (default: square)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict of the config."""
-        return {**asdict(self), "channels": list(self.channels)}
+        """JSON-ready dict of the config (the defaults of in_channels and image_width left out)."""
+        d = {**asdict(self), "channels": list(self.channels)}
+        for key, default in (("in_channels", 1), ("image_width", None)):
+            if d[key] == default:
+                del d[key]
+        return d
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images the classifier reads."""
+        return (self.in_channels, self.image_size, self.image_width or self.image_size)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ClassifierConfig:
@@ -56,7 +67,7 @@ class DigitClassifier(nn.Module):
         super().__init__()
         self.config = config
         layers: list[nn.Module] = []
-        c_in = 1
+        c_in = config.in_channels
         for i, c in enumerate(config.channels):
             if i > 0:
                 layers.append(nn.MaxPool2d(2))
@@ -78,12 +89,12 @@ class DigitClassifier(nn.Module):
 
 
 def check_images(model: DigitClassifier, x: Tensor) -> Tensor:
-    """x as [N, 1, S, S] (a [N, S, S] input gains the channel axis); raises on other shapes."""
-    size = model.config.image_size
-    if x.ndim == 3:
+    """x as [N, C, H, W] (a grey [N, H, W] input gains the channel axis); raises on other shapes."""
+    shape = model.config.input_shape
+    if x.ndim == 3 and shape[0] == 1:
         x = x[:, None]
-    if x.ndim != 4 or x.shape[1] != 1 or tuple(x.shape[2:]) != (size, size):
-        raise ValueError(f"classifier expects grey images [N, 1, {size}, {size}] in [-1, 1], "
+    if x.ndim != 4 or tuple(x.shape[1:]) != shape:
+        raise ValueError(f"classifier expects images [N, {', '.join(map(str, shape))}] in [-1, 1], "
                          f"got shape {tuple(x.shape)}")
     return x
 

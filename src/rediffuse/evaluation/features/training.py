@@ -16,17 +16,18 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rediffuse.data.audio import fsdd_fields, load_fsdd
-from rediffuse.data.images import load_digits, load_mnist_idx
+from rediffuse.data.images import load_digits, load_images, load_mnist_idx
 from rediffuse.spectral import log_mel_image
 from rediffuse.evaluation.features.classifier import CONFIGS, ClassifierConfig, DigitClassifier, accuracy
 
-KINDS = ("digits", "mnist", "fsdd")
+KINDS = ("digits", "mnist", "fsdd", "labelled")  # labelled: any run's own labelled images (`eval --features classifier`)
 # Held-out accuracy a trained classifier must reach before its features are trusted for metrics.
-REQUIRED_ACCURACY = {"digits": 0.97, "mnist": 0.98, "fsdd": 0.95}
+REQUIRED_ACCURACY = {"digits": 0.97, "mnist": 0.98, "fsdd": 0.95, "labelled": 0.0}
 FSDD_RATE = 8000  # the spoken-digit classifier hears 8 kHz clips
 SPLIT_RULES = {
     "digits": "sklearn digits: held out = index % 5 == 0 (360 images), train = the rest (1437): digits@heldout/@train",
     "mnist": "MNIST IDX (a folder's t10k split): train = index % 5 != 0, held out = index % 5 == 0",
+    "labelled": "a run's labelled images (its data spec without @train/@heldout): held out = index % 5 == 0",
     "fsdd": "FSDD recordings as 32x32 log-mel images of their centre 8192 samples at 8 kHz: train = index >= 5, "
             "held out = index 0-4",
 }
@@ -55,7 +56,9 @@ SETTINGS: dict[str, TrainSettings] = {
     "digits": TrainSettings(epochs=50, batch_size=64, max_shift=1.0, max_rotation=10.0, max_scale=0.1),
     "mnist": TrainSettings(epochs=6, batch_size=128, max_shift=2.0, max_rotation=10.0, max_scale=0.1),
     "fsdd": TrainSettings(epochs=30, batch_size=64, max_shift=2.0, max_rotation=0.0, max_scale=0.1),
+    "labelled": TrainSettings(epochs=20, batch_size=64, max_shift=1.0, max_rotation=5.0, max_scale=0.05),
 }
+LABELLED_STEPS = 6000  # a labelled set's classifier trains about this many steps (20 to 100 epochs)
 
 
 class DigitSplit(NamedTuple):
@@ -84,10 +87,19 @@ def check_kind(kind: str) -> str:
     return kind
 
 
-def load_split(kind: str, data_path: str | Path | None = None) -> DigitSplit:
-    """The train / held-out split of a kind's data (see SPLIT_RULES) with its fingerprint."""
+def load_split(kind: str, data_path: str | Path | None = None, image_size: int | None = None) -> DigitSplit:
+    """The train / held-out split of a kind's data (see SPLIT_RULES) with its fingerprint; for 'labelled' the
+    data path is a run's image data spec, resized to image_size when given."""
     check_kind(kind)
-    if kind == "digits":
+    if kind == "labelled":
+        spec = str(data_path).rpartition("@")[0] if str(data_path).endswith(("@train", "@heldout")) else data_path
+        data = load_images(str(spec), size=image_size)
+        if data.labels is None:
+            raise ValueError(f"data {spec!r} has no labels, so no classifier can be trained on it; give labelled "
+                             "images (class sub-folders, an .npz with labels) or --features inception:PATH")
+        images, labels = data.images.float(), data.labels
+        held = torch.arange(len(images)) % 5 == 0
+    elif kind == "digits":
         if data_path is not None:
             raise ValueError("the 'digits' classifier uses scikit-learn's bundled digits; data_path must be None")
         images, labels = load_digits()
@@ -246,3 +258,14 @@ def train_classifier(
 def quick_settings(kind: str, epochs: int) -> TrainSettings:
     """The kind's default settings with fewer epochs (for smoke tests)."""
     return replace(SETTINGS[check_kind(kind)], epochs=epochs)
+
+
+def labelled_recipe(split: DigitSplit) -> tuple[ClassifierConfig, TrainSettings]:
+    """The classifier and settings for a run's own labelled images: its channels, size and classes; wider
+    stages for larger images; epochs for about LABELLED_STEPS steps."""
+    c, h, w = split.train_x.shape[1:]
+    channels = (32, 64, 128) if min(h, w) < 16 else (16, 32, 64, 128)
+    config = ClassifierConfig(image_size=h, image_width=None if w == h else w, in_channels=c, channels=channels,
+                              num_classes=int(max(split.train_y.max(), split.heldout_y.max())) + 1)
+    batches = max(1, math.ceil(len(split.train_x) / SETTINGS["labelled"].batch_size))
+    return config, replace(SETTINGS["labelled"], epochs=min(100, max(20, LABELLED_STEPS // batches)))

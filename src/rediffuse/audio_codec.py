@@ -1,0 +1,84 @@
+"""Audio as log-mel "images": the spectrogram route for audio diffusion (`--audio-representation mel`).
+
+A clip [1, L] becomes a log-mel image [1, n_mels, L / hop]: the mel power of a Hann STFT (n_fft, hop,
+centred frames, the last frame dropped), in dB above a fixed floor, mapped affinely so that silence is -1 and
+`top_db` above the floor is +1. Decoding inverts each step: dB to mel power, mel to linear power by the
+filterbank's pseudo-inverse, and the phase by fast Griffin-Lim (`rediffuse.spectral.griffin_lim`). The
+images are what the denoiser learns; the waveforms are what users hear and the evaluation classifies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from rediffuse.spectral import griffin_lim, mel_filterbank, mel_to_power, stft_power
+
+REPRESENTATIONS = ("waveform", "mel")
+
+
+@dataclass(frozen=True)
+class MelCodec:
+    """Waveforms [N, 1, L] <-> log-mel images [N, 1, n_mels, L / hop] at `rate` Hz."""
+
+    rate: int
+    length: int
+    n_fft: int = 256
+    hop: int = 128
+    n_mels: int = 64
+    floor: float = 1e-5  # mel power of silence (the -1 of the image)
+    top_db: float = 90.0  # dB above the floor that map to +1
+    iters: int = 32  # Griffin-Lim iterations when decoding
+
+    def __post_init__(self) -> None:
+        if self.length % self.hop:
+            raise ValueError(f"the mel representation needs a clip length that is a multiple of its hop "
+                             f"{self.hop}, got {self.length}; give --clip-length {self.length // self.hop * self.hop}"
+                             f" or {-(-self.length // self.hop) * self.hop}")
+        if self.n_fft < self.hop or self.n_mels < 1 or self.n_mels > self.n_fft // 2 + 1:
+            raise ValueError(f"need n_fft >= hop and 1 <= n_mels <= n_fft // 2 + 1, got n_fft {self.n_fft}, "
+                             f"hop {self.hop}, n_mels {self.n_mels}")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """The shape of one encoded clip."""
+        return (1, self.n_mels, self.length // self.hop)
+
+    def config(self) -> dict[str, Any]:
+        """The codec as JSON (what a run's spec stores)."""
+        return {"kind": "mel", **asdict(self)}
+
+    def _bank(self, like: Tensor) -> Tensor:
+        return mel_filterbank(self.n_fft, self.n_mels, self.rate).to(like.device, like.dtype)
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Log-mel images [N, 1, n_mels, frames] in [-1, 1] of waveforms x [N, 1, L]."""
+        mel = torch.einsum("bft,fm->bmt", stft_power(x.reshape(len(x), -1), self.n_fft, self.hop), self._bank(x))
+        db = 10.0 * torch.log10(mel[:, :, :-1] / self.floor + 1.0)
+        return (2.0 * db / self.top_db - 1.0).clamp(-1.0, 1.0).unsqueeze(1)
+
+    def decode(self, images: Tensor) -> Tensor:
+        """Waveforms [N, 1, L] in [-1, 1] of log-mel images [N, 1, n_mels, frames] (values clamped to [-1, 1])."""
+        db = (images.reshape(len(images), self.n_mels, -1).float().clamp(-1.0, 1.0) + 1.0) * self.top_db / 2
+        mel = F.pad(self.floor * (10.0 ** (db / 10.0) - 1.0), (0, 1))  # the dropped last frame: silence
+        power = mel_to_power(mel, self._bank(mel))
+        x = griffin_lim(power.sqrt(), self.n_fft, self.hop, self.length, self.iters)
+        return x.clamp(-1.0, 1.0).unsqueeze(1)
+
+
+def codec_from_config(config: dict[str, Any] | None) -> MelCodec | None:
+    """The codec a run's data spec names (None: the model works on waveforms)."""
+    if not config:
+        return None
+    values = {k: v for k, v in config.items() if k != "kind"}
+    return MelCodec(**values)
+
+
+def to_waveforms(data_info: dict[str, Any], x: Tensor) -> Tensor:
+    """Samples of an audio run as waveforms [N, 1, L]: decoded when the run learns log-mel images."""
+    codec = codec_from_config(data_info.get("codec"))
+    return x if codec is None else codec.decode(x)
