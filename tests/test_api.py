@@ -116,6 +116,24 @@ def test_fit_resumes_a_run_on_the_same_tensor(tmp_path):
     assert_same_state(tmp_path / "whole", tmp_path / "split")
 
 
+def test_resuming_on_another_dataset_of_the_same_type_and_length_is_refused(tmp_path):
+    x, y = images()
+    rediffuse.fit(Pairs(x, y), tmp_path / "r", conditional=True, **{**SMALL, "steps": 2})
+    relabelled = Pairs(x, (y + 1) % 3)
+    with pytest.raises(ConfigError, match="cannot resume with a different data"):
+        rediffuse.fit(relabelled, tmp_path / "r", conditional=True, resume=True, **SMALL)
+    with pytest.raises(ConfigError, match="cannot resume with a different data"):
+        rediffuse.fit(Pairs(x.flip(-1), y), tmp_path / "r", conditional=True, resume=True, **SMALL)
+    rediffuse.fit(Pairs(x.clone(), y.clone()), tmp_path / "r", conditional=True, resume=True, **SMALL)
+
+
+def test_mel_audio_from_memory_is_refused_before_the_data_is_read(tmp_path):
+    clips = Pairs(torch.zeros(4, 1, 256), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ConfigError, match="audio_representation 'mel' reads audio files"):
+        rediffuse.fit(clips, tmp_path / "m", audio_representation="mel", **SMALL)
+    assert clips.reads == 0
+
+
 def test_non_square_points_and_clip_tensors_fit(tmp_path):
     wide = rediffuse.fit(torch.rand(16, 1, 8, 16) * 2 - 1, tmp_path / "wide", **SMALL)
     assert wide.sample(2, steps=2).shape == (2, 1, 8, 16)
@@ -147,8 +165,10 @@ def test_bad_input_names_the_problem_and_the_fix(tmp_path, fitted):
         rediffuse.from_pretrained(tmp_path / "empty")
     with pytest.raises(CheckpointError, match="is not a pretrained model's config"):
         rediffuse.from_pretrained(fitted.path)  # a run folder's config.json is a training config
-    with pytest.raises(UsageError, match=r"cond must be one class or 3 classes in 0..2"):
+    with pytest.raises(UsageError, match=r"cond must be in 0..2, got 7"):
         fitted.sample(3, cond=7)
+    with pytest.raises(UsageError, match=r"cond must be one class or 3 classes in 0..2"):
+        fitted.sample(3, cond=[0, 1, 3])
     folder = fitted.denoiser.save_pretrained(tmp_path / "broken")
     (folder / "model.safetensors").write_bytes(b"not a tensor file")
     with pytest.raises(CheckpointError, match="cannot read model.safetensors"):

@@ -2,9 +2,11 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
+import rediffuse
 from rediffuse import analytic, consistency, samplers, schedules
 from rediffuse.cli.app import main
 from rediffuse.config import TrainConfig
@@ -181,6 +183,8 @@ def test_distilled_run_samples_and_evaluates_through_the_verbs(teacher, tmp_path
         out = tmp_path / f"s{steps}.png"
         assert main(["sample", str(student), "--steps", steps, "-n", "20", "--out", str(out)]) == 0
         assert out.is_file() and out.with_suffix(".npz").is_file()
+    written = np.load(tmp_path / "s4.npz")["samples"]  # Run.sample takes the same few-step grid
+    assert np.array_equal(rediffuse.load(student).sample(20, steps=4).numpy(), written)
     assert main(["sample", str(student), "-n", "20", "--guidance", "2", "--out", str(tmp_path / "g.png")]) == 0
     capsys.readouterr()
     assert main(["eval", str(student), "-n", "200", "--metrics", "fd,acc"]) == 0

@@ -22,13 +22,11 @@ from torch import Tensor
 
 from rediffuse import distributed
 from rediffuse.distributed import pick_device
-from rediffuse.audio_codec import to_waveforms
 from rediffuse.config import TrainConfig
 from rediffuse.data.sources import describe, from_python
 from rediffuse.denoisers import Denoiser
+from rediffuse.drawing import as_delivered, draw_setup, sample_labels, sampler_and_steps
 from rediffuse.errors import ConfigError, UsageError
-from rediffuse.guidance import cfg_denoiser
-from rediffuse.objectives.consistency import default_sampler, run_sampling
 from rediffuse.presets import preset
 from rediffuse.runs import load_model, read_pretrained
 from rediffuse.samplers.generation import require_finite
@@ -56,35 +54,14 @@ class Run:
         turn when None for a conditional model), `guidance` > 1 for classifier-free guidance."""
         if self.spec["data"]["kind"] == "text":
             raise UsageError("Run.sample draws from Gaussian runs; sample a text run with `rediffuse sample RUN`")
-        labels = self._labels(n, cond, guidance)
-        default, default_steps = default_sampler(self.spec, 20)
-        sampler, steps = sampler or default, default_steps if steps is None else steps
+        labels = sample_labels(n, cond, self.num_classes, guidance)
+        sampler, steps = sampler_and_steps(self.spec, sampler, steps)
         device = pick_device(str(device))
-        denoiser = self.denoiser.to(device)
-        if guidance != 1.0:
-            denoiser = cfg_denoiser(denoiser, guidance)
-        options = dict(n=n, sampler=sampler, steps=steps, spacing=spacing, seed=seed, batch_size=batch_size,
-                       cond=labels, device=device, **run_sampling(self.spec, sampler, steps))
-        x = require_finite(distributed.generate(denoiser, self.denoiser.schedule, self.spec["data"]["shape"],
-                                                **options).cpu())
-        kind = self.spec["data"]["kind"]
-        if kind == "audio":
-            return to_waveforms(self.spec["data"], x).clamp(-1, 1)
-        return x if kind == "points" else x.clamp(-1, 1)
-
-    def _labels(self, n: int, cond: Any, guidance: float) -> Tensor | None:
-        """Per-sample labels (UsageError for labels a model cannot take)."""
-        k = self.num_classes
-        if k is None:
-            if cond is not None or guidance != 1.0:
-                raise UsageError("cond and guidance need a class-conditional model (fit with conditional=True)")
-            return None
-        if cond is None:
-            return torch.arange(n) % k
-        labels = torch.full((n,), int(cond)) if isinstance(cond, int) else torch.as_tensor(cond).long().reshape(-1)
-        if labels.shape != (n,) or int(labels.min()) < 0 or int(labels.max()) >= k:
-            raise UsageError(f"cond must be one class or {n} classes in 0..{k - 1}, got {cond!r}")
-        return labels
+        denoiser, options = draw_setup(self.spec, self.denoiser.to(device), n=n, sampler=sampler, steps=steps,
+                                       spacing=spacing, seed=seed, batch_size=batch_size, cond=labels,
+                                       device=device, guidance=guidance, run_dir=self.path)
+        x = distributed.generate(denoiser, self.denoiser.schedule, self.spec["data"]["shape"], **options)
+        return as_delivered(self.spec["data"], require_finite(x.cpu()))
 
 
 def load(path: str | Path, ema: bool = True, device: str | torch.device = "auto") -> Run:
@@ -117,10 +94,10 @@ def fit(data: Any, out: str | Path | None = None, *, callbacks: Sequence[Callabl
     else:
         if isinstance(data, torch.utils.data.DataLoader) and "batch_size" not in config and data.batch_size:
             values["batch_size"] = int(data.batch_size)
-        given = from_python(data, rate=int(values.get("sample_rate", 8000)))
         if values.get("audio_representation", "waveform") != "waveform":
             raise ConfigError("audio_representation 'mel' reads audio files (fsdd:PATH, audio:PATH); for clips in "
                               "memory encode them with rediffuse.audio_codec.MelCodec and fit the images")
-        values["data"] = describe(data)
+        given = from_python(data, rate=int(values.get("sample_rate", 8000)))
+        values["data"] = describe(given)
     train(TrainConfig.from_dict(values), resume=resume, data=given, callbacks=callbacks)
     return load(values["out"])

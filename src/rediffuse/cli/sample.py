@@ -22,14 +22,12 @@ from rediffuse.cli.outputs import image_paths, planned, refuse_overwrite
 from rediffuse.cli.sample_audio import check_audio_out, sample_audio
 from rediffuse.cli.sample_text import add_text_flags, cmd_sample_text
 from rediffuse.errors import UsageError
-from rediffuse.guidance import cfg_denoiser
+from rediffuse.drawing import draw_setup, sample_labels, sampler_and_steps
 from rediffuse.io import atomic_write_arrays
-from rediffuse.objectives import consistency as few_step
 from rediffuse.samplers import generation as sampling
 from rediffuse.config import TrainConfig, resolve_device
 from rediffuse.data.dataset import build_data
 from rediffuse.runs import load_run, run_info
-from rediffuse.tuning.grids import load_plan
 
 
 def add_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
@@ -86,19 +84,6 @@ class Recorder:
                 for _, parts in sorted(self.steps.items())]
 
 
-def _labels(args: argparse.Namespace, n: int, num_classes: int | None) -> Tensor | None:
-    """Per-sample labels: --class for all, every class in turn for conditional runs, else None."""
-    if num_classes is None:
-        if args.label is not None or args.guidance != 1.0:
-            raise UsageError("--class and --guidance need a class-conditional run (train with --conditional)")
-        return None
-    if args.label is not None:
-        if not 0 <= args.label < num_classes:
-            raise UsageError(f"--class must be in 0..{num_classes - 1}, got {args.label}")
-        return torch.full((n,), args.label, dtype=torch.long)
-    return torch.arange(n) % num_classes
-
-
 def cmd_sample(args: argparse.Namespace) -> int:
     if not args.run.exists():
         raise UsageError(f"run folder {str(args.run)!r} does not exist; give the --out folder of a training run")
@@ -113,9 +98,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         return cmd_sample_text(args, info)
     if any(getattr(args, flag) is not None for flag in ("length", "prompt", "infill")):
         raise UsageError("--length, --prompt and --infill are for text runs; drop them for a points or image run")
-    default_sampler, default_steps = few_step.default_sampler(info, 20)
-    args.steps = default_steps if args.steps is None else args.steps
-    args.sampler = args.sampler or default_sampler
+    args.sampler, args.steps = sampler_and_steps(info, args.sampler, args.steps)
     if kind == "audio":
         out = args.out or args.run / "samples"
         check_audio_out(out)
@@ -133,22 +116,19 @@ def cmd_sample(args: argparse.Namespace) -> int:
     n = args.n if args.n is not None else {"points": 5000, "audio": 30}.get(kind, 64)
     if n < 1:
         raise UsageError(f"-n must be >= 1, got {n}")
-    cond = _labels(args, n, info["data"]["num_classes"])
+    cond = sample_labels(n, args.label, info["data"]["num_classes"], args.guidance,
+                         ("--class", "--guidance", "train with --conditional"))
     refuse_overwrite(planned(kind, out, n, cond, args.trajectory), args.overwrite)
     device = resolve_device(args.device)
     with distributed.session(str(device)) as world:  # under torchrun the ranks split the batches
         device = world.device(str(device))
         denoiser, schedule, config = load_run(args.run, ema=args.ema, device=device)
-        if args.guidance != 1.0:
-            denoiser = cfg_denoiser(denoiser, args.guidance)
-        options = dict(n=n, sampler=args.sampler, steps=args.steps, spacing=args.spacing, seed=args.seed,
-                       batch_size=args.batch_size, cond=cond, device=device)
-        options.update(few_step.run_sampling(info, args.sampler, args.steps))
+        denoiser, options = draw_setup(info, denoiser, n=n, sampler=args.sampler, steps=args.steps,
+                                       spacing=args.spacing, seed=args.seed, batch_size=args.batch_size, cond=cond,
+                                       device=device, guidance=args.guidance, run_dir=args.run)
         bar = tqdm(total=n, desc="sampling", unit="sample", file=sys.stderr,
                    disable=True if not (args.progress and world.is_main) else None)
         options["progress"] = bar.update
-        if args.spacing == "tuned":
-            options.update(spacing="default", plan=load_plan(args.run, args.sampler, args.steps))
         shape = info["data"]["shape"]
         if kind == "audio":
             written = sample_audio(denoiser, schedule, info["data"], out, options)

@@ -13,8 +13,8 @@ from typing import Any
 
 
 from rediffuse import distributed, schedules, viz_audio
-from rediffuse.audio_codec import to_waveforms
 from rediffuse.data.audio import write_wav
+from rediffuse.drawing import as_delivered
 from rediffuse.errors import UsageError
 from rediffuse.cli.outputs import audio_extras, wav_paths
 from rediffuse.io import atomic_write_arrays
@@ -35,7 +35,7 @@ def sample_audio(denoiser: Any, schedule: schedules.Schedule, data_info: dict[st
     written (rank 0 only)."""
     shape, rate = data_info["shape"], int(data_info["rate"])
     x = require_finite(distributed.generate(denoiser, schedule, shape, **options).cpu())
-    x = to_waveforms(data_info, x).clamp(-1, 1)
+    x = as_delivered(data_info, x)
     if not distributed.current().is_main:
         return []  # under torchrun rank 0 writes the files
     cond = options["cond"]

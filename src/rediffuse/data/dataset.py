@@ -26,12 +26,13 @@ from rediffuse.errors import ConfigError
 
 @dataclass(frozen=True)
 class Stream:
-    """A Dataset read example by example: its length, example shape and value std (from one pass)."""
+    """A Dataset read example by example: its length, example shape, value std and content digest (one pass)."""
 
     items: Any  # a torch.utils.data.Dataset yielding tensors or (tensor, label)
     length: int
     shape: tuple[int, ...]
     std: float
+    digest: str = ""  # sha256 of every example's float32 values and label, in order (its identity for resume)
 
     def batch(self, indices: list[int]) -> Tensor:
         """The examples at indices, stacked as float32."""

@@ -19,17 +19,16 @@ from rediffuse.errors import ConfigError
 KINDS = {1: "points", 2: "audio", 3: "images"}  # by the number of axes of one example
 
 
-def describe(data: Any) -> str:
-    """A stable name for in-memory data (what a run's config records as its data): a hash of its values."""
-    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], Tensor):
-        digest = hashlib.sha256()
-        for part in data:
-            digest.update(torch.as_tensor(part).detach().cpu().contiguous().numpy().tobytes())
-        return f"tensor:{list(data[0].shape)}:{digest.hexdigest()[:16]}"
-    if isinstance(data, Tensor):
-        return describe((data, torch.empty(0)))
-    items = getattr(data, "dataset", data)
-    return f"dataset:{type(items).__name__}:{len(items)}"
+def describe(read: Data) -> str:
+    """A stable name for in-memory data made by `from_python` (what a run's config records as its data, and
+    resume checks): a hash of its values and labels."""
+    if read.stream is not None:
+        items = read.stream
+        return f"dataset:{type(items.items).__name__}:{items.length}:{items.digest[:16]}"
+    digest = hashlib.sha256(read.x.numpy().tobytes())
+    if read.labels is not None:
+        digest.update(read.labels.numpy().tobytes())
+    return f"tensor:{list(read.x.shape)}:{digest.hexdigest()[:16]}"
 
 
 def from_python(data: Any, labels: Tensor | None = None, rate: int = 8000) -> Data:
@@ -84,9 +83,11 @@ def _from_dataset(items: Any, rate: int) -> Data:
     if n == 0:
         raise ConfigError("the Dataset is empty; give one with at least one example")
     shape, labels, total, squares, count = None, [], 0.0, 0.0, 0
+    digest = hashlib.sha256()
     for i in range(n):
         item = items[i]
         x = example_tensor(item).double()
+        digest.update(x.float().contiguous().numpy().tobytes())
         if shape is None:
             shape = tuple(x.shape)
         elif tuple(x.shape) != shape:
@@ -96,6 +97,7 @@ def _from_dataset(items: Any, rate: int) -> Data:
             raise ConfigError(f"Dataset item {i} holds NaN or infinite values; fix or drop it")
         if isinstance(item, (tuple, list)) and len(item) > 1:
             labels.append(int(item[1]))
+            digest.update(labels[-1].to_bytes(8, "little", signed=True))
         total, squares, count = total + float(x.sum()), squares + float(x.square().sum()), count + x.numel()
     if labels and len(labels) != n:
         raise ConfigError("some Dataset items carry a label and some do not; yield (tensor, label) for all or none")
@@ -103,4 +105,4 @@ def _from_dataset(items: Any, rate: int) -> Data:
     std = max(squares / count - mean * mean, 0.0) ** 0.5 * (count / max(count - 1, 1)) ** 0.5
     kind = _kind(shape)
     return Data(torch.empty(0), _labels(labels, n) if labels else None, kind,
-                rate=rate if kind == "audio" else None, stream=Stream(items, n, shape, std))
+                rate=rate if kind == "audio" else None, stream=Stream(items, n, shape, std, digest.hexdigest()))
