@@ -1,6 +1,8 @@
 """bench-samplers and tune-grid end to end, on a built-in mixture and on a small trained run."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 
@@ -25,6 +27,16 @@ def test_bench_samplers_on_an_analytic_mixture(tmp_path, capsys):
     assert "Recommended" in (out / "bench.md").read_text()
     Image.open(out / "bench.png").verify()
     assert "NFE 10:" in capsys.readouterr().out
+
+
+def test_bench_samplers_leaves_a_notebooks_matplotlib_backend_alone(tmp_path):
+    script = (f"import matplotlib, sys; matplotlib.use('svg'); from rediffuse.cli import main; "
+              f"code = main(['bench-samplers', '--analytic', 'ring8', '-n', '8', '--nfe', '4', '--samplers', 'euler', "
+              f"'--out', {str(tmp_path / 'b')!r}]); "
+              f"print(code, matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.stdout.split()[-3:] == ["0", "svg", "False"], done.stderr  # the picture written, pyplot never loaded
+    assert (tmp_path / "b" / "bench.png").is_file()
 
 
 def test_tune_grid_then_sample_with_it(tmp_path, capsys):

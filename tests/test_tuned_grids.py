@@ -111,8 +111,12 @@ def test_tune_grid_searches_on_the_stratified_batch_of_a_pool():
     sch = schedules.get("edm")
     pool = sch.sigma_max * torch.randn(256, 2, generator=torch.Generator().manual_seed(4), dtype=f64)
     ref = tg.reference_solution(m.denoiser(), pool, sch.sigma_max, sch.sigma_min)
+    calls = []
     grid, before, after = tg.tune_grid(denoiser, pool, "dpmpp-2m", 4, sch, ref=ref, max_evals=30,
-                                       starts=("karras", "logsnr"), batch=32)
+                                       starts=("karras", "logsnr"), batch=32,
+                                       progress=lambda done, total: calls.append((done, total, sizes.count(32))))
+    assert [c[:2] for c in calls] == [(1, 2), (2, 2)]  # after each search, which runs on the batch
+    assert 0 < calls[0][2] < calls[1][2] == sizes.count(32)
     assert set(sizes) == {256, 32}  # the pilot runs of the starting grids see the pool, the search the batch
     assert sizes.count(256) == 2 * 4 + 2 * 4 and len(grid) == 5  # and so does the choice between the two results
     assert after == pytest.approx(tg.rms_error(m.denoiser(), pool, ref, grid, "dpmpp-2m"), rel=1e-12)  # on the pool

@@ -20,6 +20,7 @@ from rediffuse.data.text import TOKEN_KINDS
 from rediffuse.distributed import DEVICE_HELP, pick_device
 from rediffuse.denoisers import PARAMETERIZATIONS
 from rediffuse.errors import ConfigError
+from rediffuse.tensorboard_log import LOGS, require_tensorboard
 
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -96,6 +97,8 @@ class TrainConfig:
     checkpoint_minutes: float | None = _opt(None, "also save a checkpoint every M minutes of training time")
     keep_last: int = _opt(3, "keep the newest K checkpoints")
     log_every: int = _opt(100, "log the mean loss every N steps")
+    log: str = _opt("jsonl", "jsonl (log.jsonl, always written) or tensorboard (also scalars in OUT/tensorboard; "
+                             "needs the tensorboard package)")
     sample_every: int = _opt(0, "write EMA samples every N steps (0 = off): an image grid, or a .txt of "
                                       "texts for text runs")
     minutes: float | None = _opt(None, "time budget: stop cleanly with a checkpoint after M minutes of training "
@@ -196,6 +199,9 @@ def check(config: TrainConfig) -> None:
     need(config.tokens in TOKEN_KINDS, f"unknown tokens {config.tokens!r}; choose one of {', '.join(TOKEN_KINDS)}")
     need(config.image_size is None or config.image_size >= 1, "image_size must be a positive integer")
     need(isinstance(config.net_kwargs, dict), "net_kwargs must be a table (dict)")
+    need(config.log in LOGS, f"unknown log {config.log!r}; choose one of {', '.join(LOGS)}")
+    if config.log == "tensorboard":
+        require_tensorboard()
     device = resolve_device(config.device)
     need(config.precision in PRECISIONS,
          f"unknown precision {config.precision!r}; choose one of {', '.join(PRECISIONS)}")

@@ -74,6 +74,8 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser) -> None:
                       help="with --sampler ipndm: then fit its per-step coefficients to the pool by ITERS Adam steps "
                            "on batches of -n (a quarter of the pool held out; kept only if better there)")
     tune.add_argument("--device", type=device_name, default="auto", help=DEVICE_HELP)
+    tune.add_argument("--no-progress", dest="progress", action="store_false",
+                      help="no progress bar over the grid searches (it shows only on a terminal anyway)")
     tune.set_defaults(func=cmd_tune)
 
 
@@ -146,9 +148,16 @@ def cmd_tune(args: argparse.Namespace) -> int:
         if cond is not None:
             raise UsageError("--teleport needs an unconditional run: its Gaussian fit ignores the class labels")
         teleport = GaussianFlow.fit(_training_data(run))
-    plan = tune(denoiser, schedule, args.sampler, args.steps, x, cond=cond, batch=args.n, max_evals=args.evals,
-                starts=args.starts, teleport=teleport, warm_start=args.warm_start, jump=args.fit_jump,
-                learn_iters=args.learn_coefficients, learn_batch=args.n, log=print)
+    bar = tqdm(desc="grid searches", unit="search", file=sys.stderr, disable=None if args.progress else True)
+
+    def searched(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    with bar:
+        plan = tune(denoiser, schedule, args.sampler, args.steps, x, cond=cond, batch=args.n, max_evals=args.evals,
+                    starts=args.starts, teleport=teleport, warm_start=args.warm_start, jump=args.fit_jump,
+                    learn_iters=args.learn_coefficients, learn_batch=args.n, log=bar.write, progress=searched)
     print(tg.save_plan(run, plan))
     return 0
 

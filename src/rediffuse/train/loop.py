@@ -198,5 +198,6 @@ def _loop(state: TrainState, objective: Objective, config: TrainConfig, data: Da
             stopped = STOP_REASONS[int(code)]
     log.flush(state.step, learning_rate(config, state.step - 1, lr_time), clock.tick())  # the last, partial window
     _halt_if_unhealthy(guard, log, state, config, clock, out)
+    log.close()
     clock.tick()
     return stopped or "done"

@@ -20,6 +20,7 @@ from rediffuse.config import TrainConfig
 from rediffuse.distributed import World
 from rediffuse.errors import NonFiniteError
 from rediffuse.io import atomic_write
+from rediffuse.tensorboard_log import TensorBoardLog
 
 
 class RunLog:
@@ -49,6 +50,11 @@ class Window:
         self.loss: Tensor | None = None
         self.grad: Tensor | None = None
         self.bad: Tensor | None = None
+
+    def close(self) -> None:
+        """Close the TensorBoard event file (log.jsonl is closed after every record)."""
+        if self.board is not None:
+            self.board.close()
 
     def add(self, loss: Tensor, grad_norm: Tensor, bad: Tensor, batch: int) -> None:
         """Count one step of `batch` samples; a skipped step's loss and gradient norm are left out."""
@@ -81,11 +87,17 @@ class Log:
     def __init__(self, out: Path, step: int, config: TrainConfig, world: World,
                  callbacks: Sequence[Callable[[dict[str, Any]], None]] = ()) -> None:
         self.file = RunLog(out / "log.jsonl", step) if world.is_main else None
-        self.callbacks = tuple(callbacks)
+        self.board = TensorBoardLog(out) if world.is_main and config.log == "tensorboard" else None
+        self.callbacks = tuple(callbacks) + ((self.board,) if self.board is not None else ())
         self.bar = tqdm(total=config.steps, initial=step, file=sys.stderr, dynamic_ncols=True, desc="train",
                         disable=not (world.is_main and config.progress and sys.stderr.isatty()))
         self.echo = world.is_main and config.progress and self.bar.disable
         self.window, self.world = Window(), world
+
+    def close(self) -> None:
+        """Close the TensorBoard event file (log.jsonl is closed after every record)."""
+        if self.board is not None:
+            self.board.close()
 
     def add(self, loss: Tensor, grad_norm: Tensor, bad: Tensor, batch: int) -> None:
         """Count one step."""

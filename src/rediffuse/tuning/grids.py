@@ -245,8 +245,10 @@ def family_search(denoiser: Callable[..., Tensor], x: Tensor, ref: Tensor, sampl
 def tune_grid(denoiser: Callable[..., Tensor], x: Tensor, sampler: str, steps: int, schedule: Schedule,
               ref: Tensor | None = None, cond: Tensor | None = None, max_evals: int = 300,
               starts: Sequence[str] = START_SPACINGS, teleport: GaussianFlow | None = None,
-              batch: int | None = None, warm_start: bool = False) -> tuple[Tensor, float, float]:
-    """`optimize_grid` from each standard grid in `starts` (and each of `landing_starts` with a teleport).
+              batch: int | None = None, warm_start: bool = False,
+              progress: Callable[[int, int], None] | None = None) -> tuple[Tensor, float, float]:
+    """`optimize_grid` from each standard grid in `starts` (and each of `landing_starts` with a teleport);
+    `progress(done, total)` after each of those searches.
 
     Returns (grid, the best standard grid's error, the chosen grid's error). The search is local, and on
     multimodal data where it ends depends on where it starts, so several starts pay for themselves; "bump" in
@@ -276,10 +278,13 @@ def tune_grid(denoiser: Callable[..., Tensor], x: Tensor, sampler: str, steps: i
         found = family_search(denoiser, x, ref, sampler, steps, schedule.sigma_min, schedule.sigma_max, cond, teleport,
                               weights, warm_start)
         inits += [(grid, None if teleport is None else float(grid[0])) for grid in found]
-    results = [optimize_grid(denoiser, x, sampler, steps, schedule.sigma_min, schedule.sigma_max, ref=ref, cond=cond,
-                             max_evals=max_evals, init=init, teleport=teleport, landing=landing, weights=weights,
-                             warm_start=warm_start)
-               for init, landing in inits]
+    results = []
+    for init, landing in inits:
+        results.append(optimize_grid(denoiser, x, sampler, steps, schedule.sigma_min, schedule.sigma_max, ref=ref,
+                                     cond=cond, max_evals=max_evals, init=init, teleport=teleport, landing=landing,
+                                     weights=weights, warm_start=warm_start))
+        if progress is not None:
+            progress(len(results), len(inits))
     if pool is None:
         grid, _, after = min(results, key=lambda r: r[2])
         plain = [r[1] for r in results[:n_standard]]

@@ -30,7 +30,7 @@ def _say(log: Log | None, message: str) -> None:
 
 
 def with_fitted_jump(plan: SamplingPlan, denoiser: Callable[..., Tensor], pool: Tensor, ref: Tensor, *,
-                     log: Log | None = None) -> SamplingPlan:
+                     log: Log | None = None, progress: Callable[[int, int], None] | None = None) -> SamplingPlan:
     """The plan with its teleport's jump fitted on the pool's fit part, if that does better on the held-out part."""
     if plan.teleport is None:
         raise ValueError("fitting a jump needs a teleported plan; tune with a teleport first")
@@ -50,7 +50,7 @@ def with_fitted_jump(plan: SamplingPlan, denoiser: Callable[..., Tensor], pool: 
 
 def with_learned_coefficients(plan: SamplingPlan, denoiser: Callable[..., Tensor], pool: Tensor, ref: Tensor, *,
                               iters: int, batch: int, cond: Tensor | None = None,
-                              log: Log | None = None) -> SamplingPlan:
+                              log: Log | None = None, progress: Callable[[int, int], None] | None = None) -> SamplingPlan:
     """The iPNDM plan with per-step coefficients fitted to the pool (the fixed ones where no fit beats them)."""
     check_options(plan.sampler, plan.teleport, plan.warm_start, coefficients=True)
     table, fixed, learned = fit_coefficients(denoiser, pool, ref, plan.sigmas, teleport=plan.teleport,
@@ -65,12 +65,13 @@ def tune(denoiser: Callable[..., Tensor], schedule: Schedule, sampler: str, step
          ref: Tensor | None = None, cond: Tensor | None = None, batch: int | None = None, max_evals: int = 300,
          starts: Sequence[str] = START_SPACINGS, teleport: GaussianFlow | None = None, warm_start: bool = False,
          jump: bool = False, learn_iters: int = 0, learn_batch: int | None = None,
-         log: Log | None = None) -> SamplingPlan:
+         log: Log | None = None, progress: Callable[[int, int], None] | None = None) -> SamplingPlan:
     """A plan tuned to the model on `pool` (starting points in VE form at sigma_max; `ref` their reference solutions).
 
     The grid search runs on a stratified `batch` of the pool; with `teleport` the grid's first step is its jump,
     with `warm_start` too the multistep history starts from it, `jump` then fits the jump, and `learn_iters` > 0
-    fits iPNDM's coefficients by that many Adam steps on batches of `learn_batch` (default: `batch`).
+    fits iPNDM's coefficients by that many Adam steps on batches of `learn_batch` (default: `batch`);
+    `progress(done, total)` after each grid search.
     """
     if jump and teleport is None:
         raise ValueError("fitting the jump needs a teleport; pass teleport= (a GaussianFlow)")
@@ -79,7 +80,7 @@ def tune(denoiser: Callable[..., Tensor], schedule: Schedule, sampler: str, step
         ref = reference_solution(denoiser, pool, schedule.sigma_max, schedule.sigma_min, cond=cond)
     grid, before, after = tune_grid(denoiser, pool, sampler, steps, schedule, ref=ref, cond=cond,
                                     max_evals=max_evals, starts=starts, teleport=teleport, batch=batch,
-                                    warm_start=warm_start)
+                                    warm_start=warm_start, progress=progress)
     how = " (teleported, warm start)" if warm_start else " (teleported)" if teleport else ""
     _say(log, f"{sampler}, {steps} steps{how}: RMS error on the {len(pool)} tuning draws {before:.3e} "
               f"(best standard grid) -> {after:.3e}")
