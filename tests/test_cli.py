@@ -100,6 +100,24 @@ def test_version_flag_prints_the_package_version(capsys):
     assert capsys.readouterr().out.strip() == f"rediffuse {rediffuse.__version__}"
 
 
+def test_every_verb_takes_threads_and_runs_on_that_many(monkeypatch, capsys):
+    from rediffuse.cli import app, sample
+
+    for verb, rest in [("train", ["--data", "moons", "--out", "X"]), ("sample", ["RUN"]), ("demo", []),
+                       ("distill", ["RUN", "--out", "X"]), ("eval", ["RUN"]), ("bench-samplers", ["RUN"]),
+                       ("tune-grid", ["RUN"])]:
+        assert app.build_parser().parse_args([verb, *rest, "--threads", "3"]).threads == 3, verb
+        assert app.build_parser().parse_args([verb, *rest]).threads is None, verb  # auto: torch's default
+    seen = []
+    monkeypatch.setattr(sample, "cmd_sample", lambda args: seen.append(torch.get_num_threads()) or 0)
+    before = torch.get_num_threads()
+    assert main(["sample", "RUN", "--threads", "3"]) == 0 and seen == [3]
+    assert torch.get_num_threads() == before  # restored after the command
+    for bad in ("0", "many"):
+        assert_one_line_error(capsys, main(["sample", "RUN", "--threads", bad]), 2, "--threads",
+                              "expected a whole number >= 1 or 'auto'")
+
+
 @pytest.mark.parametrize("argv, code, fragments", [
     ([], 2, ["required"]),
     (["fly"], 2, ["invalid choice", "fly"]),

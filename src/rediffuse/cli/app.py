@@ -12,8 +12,9 @@ from typing import Sequence
 
 from rediffuse import __version__
 from rediffuse.cli import distill, evaluate, sample, train, tune
-from rediffuse.cli.common import INTERRUPTED, PROG
+from rediffuse.cli.common import INTERRUPTED, PROG, thread_count
 from rediffuse.errors import ConfigError, ParseError, UsageError
+from rediffuse.threads import cpu_threads
 
 VERBS = ("train", "sample", "demo", "distill", "eval", "bench-samplers", "tune-grid")
 
@@ -30,6 +31,9 @@ def build_parser() -> _Parser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show tracebacks instead of one-line errors")
+    common.add_argument("--threads", type=thread_count, default=None, metavar="N",
+                        help="CPU threads for torch (default: auto, one per core); see docs/results.md for "
+                             "running beside other work")
     parser = _Parser(prog=PROG, parents=[common], description="Diffusion models as one denoiser D(x, sigma).")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="{" + ",".join(VERBS) + "}", parser_class=_Parser)
@@ -53,7 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv
     try:
         args = build_parser().parse_args(argv)
-        return args.func(args)
+        with cpu_threads(getattr(args, "threads", None)):
+            return args.func(args)
     except SystemExit as exit_:  # --help
         return exit_.code if isinstance(exit_.code, int) else 0
     except (UsageError, ConfigError) as err:

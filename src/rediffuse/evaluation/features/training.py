@@ -18,6 +18,7 @@ from torch import Tensor
 from rediffuse.data.audio import fsdd_fields, load_fsdd
 from rediffuse.data.images import load_digits, load_images, load_mnist_idx
 from rediffuse.spectral import log_mel_image
+from rediffuse.threads import cpu_threads
 from rediffuse.evaluation.features.classifier import CONFIGS, ClassifierConfig, DigitClassifier, accuracy
 
 KINDS = ("digits", "mnist", "fsdd", "labelled")  # labelled: any run's own labelled images (`eval --features classifier`)
@@ -165,18 +166,6 @@ def deterministic(seed: int, device: torch.device) -> Iterator[None]:
             torch.use_deterministic_algorithms(flag, warn_only=warn_only)
 
 
-@contextlib.contextmanager
-def _cpu_threads(n: int | None) -> Iterator[None]:
-    """Run with n intra-op CPU threads (None: unchanged), restoring the previous count."""
-    previous = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def _lr_factor(step: int, total: int, warmup: int) -> float:
     """Linear warm-up over `warmup` steps, then cosine decay to 0 at `total`."""
     if step < warmup:
@@ -210,7 +199,7 @@ def train_classifier(
     config = config or CONFIGS[kind]
     split = split or load_split(kind, data_path)
     start = time.perf_counter()
-    with deterministic(seed, device), _cpu_threads(num_threads if device.type == "cpu" else None):
+    with deterministic(seed, device), cpu_threads(num_threads if device.type == "cpu" else None):
         model = DigitClassifier(config).to(device)
         gen = torch.Generator().manual_seed(seed)
         x, y = split.train_x.to(device), split.train_y.to(device)
