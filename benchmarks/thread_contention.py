@@ -7,7 +7,10 @@ stand-in for the compile, browser or second job that a laptop always has. The ce
 a round and rounds reverse the order, so slow drift of the machine falls on every policy alike. Run it alone.
 
     python benchmarks/thread_contention.py --preset digits [--data digits] [--steps 60] [--log-every 10]
-        [--rounds 2] [--policies 2:ACTIVE 2:PASSIVE 2:default 1:default] [--out table.md]
+        [--rounds 2] [--policies 2:ACTIVE 2:PASSIVE 2:default 1:default 2:10000] [--out table.md]
+
+A numeric POLICY is libgomp's GOMP_SPINCOUNT (how long an idle thread spins before it sleeps; PyTorch's CPU
+wheels use libgomp).
 """
 
 from __future__ import annotations
@@ -29,7 +32,10 @@ def train_rate(preset: str, data: str | None, steps: int, log_every: int, thread
     """Median images/s of one short training run's log windows, the first (warm-up) window dropped."""
     env = dict(os.environ)
     env.pop("OMP_WAIT_POLICY", None)
-    if policy != "default":
+    env.pop("GOMP_SPINCOUNT", None)
+    if policy.isdigit():  # libgomp's spin count before a waiting thread sleeps (its default: 300000)
+        env["GOMP_SPINCOUNT"] = policy
+    elif policy != "default":
         env["OMP_WAIT_POLICY"] = policy
     with tempfile.TemporaryDirectory() as out:
         command = [sys.executable, "-m", "rediffuse", "train", "--preset", preset, "--steps", str(steps),
@@ -68,7 +74,7 @@ def table(args: argparse.Namespace, cells: dict[tuple[str, str], list[float]]) -
     best_idle = max(statistics.median(cells[(spec, "idle")]) for spec in args.policies)
     lines = [f"`{args.preset}` on {platform.processor() or platform.machine()} ({os.cpu_count()} CPUs), "
              f"{args.steps} steps per cell, {args.rounds} rounds, medians of the log windows:", "",
-             "| threads | OMP_WAIT_POLICY | idle images/s | loaded images/s | loaded / idle | idle / best idle |",
+             "| threads | OMP_WAIT_POLICY or GOMP_SPINCOUNT | idle images/s | loaded images/s | loaded / idle | idle / best idle |",
              "|---|---|---|---|---|---|"]
     for spec in args.policies:
         threads, policy = spec.split(":")
@@ -86,7 +92,8 @@ def main() -> None:
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--policies", nargs="+", default=["2:ACTIVE", "2:PASSIVE", "2:default", "1:default"],
-                   metavar="THREADS:POLICY", help="OMP_WAIT_POLICY ACTIVE, PASSIVE or default (unset)")
+                   metavar="THREADS:POLICY",
+                   help="POLICY: OMP_WAIT_POLICY ACTIVE or PASSIVE, default (unset), or a number: GOMP_SPINCOUNT")
     p.add_argument("--out", type=Path, default=None, help="also write the table here")
     args = p.parse_args()
     text = table(args, measure(args))

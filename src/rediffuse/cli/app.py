@@ -14,7 +14,7 @@ from rediffuse import __version__
 from rediffuse.cli import distill, evaluate, sample, train, tune
 from rediffuse.cli.common import INTERRUPTED, PROG, thread_count
 from rediffuse.errors import ConfigError, ParseError, UsageError
-from rediffuse.threads import cpu_threads
+from rediffuse.threads import auto_threads, cpu_threads
 
 VERBS = ("train", "sample", "demo", "distill", "eval", "bench-samplers", "tune-grid")
 
@@ -32,8 +32,8 @@ def build_parser() -> _Parser:
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show tracebacks instead of one-line errors")
     common.add_argument("--threads", type=thread_count, default=None, metavar="N",
-                        help="CPU threads for torch (default: auto, one per core); see docs/results.md for "
-                             "running beside other work")
+                        help="CPU threads for torch (default: auto: one per core, less the cores other "
+                             "processes keep busy when the command starts)")
     parser = _Parser(prog=PROG, parents=[common], description="Diffusion models as one denoiser D(x, sigma).")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="{" + ",".join(VERBS) + "}", parser_class=_Parser)
@@ -57,7 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv
     try:
         args = build_parser().parse_args(argv)
-        with cpu_threads(getattr(args, "threads", None)):
+        threads = getattr(args, "threads", None)
+        with cpu_threads(auto_threads() if threads is None else threads):
             return args.func(args)
     except SystemExit as exit_:  # --help
         return exit_.code if isinstance(exit_.code, int) else 0

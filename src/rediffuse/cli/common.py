@@ -29,7 +29,7 @@ def finite_float(text: str) -> float:
 
 
 def thread_count(text: str) -> int | None:
-    """An argparse type: a CPU thread count >= 1, or 'auto' (None: torch's default, one per core)."""
+    """An argparse type: a CPU thread count >= 1, or 'auto' (None: `rediffuse.threads.auto_threads` chooses)."""
     if text == "auto":
         return None
     try:
