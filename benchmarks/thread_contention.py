@@ -28,7 +28,7 @@ from pathlib import Path
 BUSY = "while True: pass"
 
 
-def train_rate(preset: str, data: str | None, steps: int, log_every: int, threads: int, policy: str) -> float:
+def train_rate(preset: str, data: str | None, steps: int, log_every: int, threads: str, policy: str) -> float:
     """Median images/s of one short training run's log windows, the first (warm-up) window dropped."""
     env = dict(os.environ)
     env.pop("OMP_WAIT_POLICY", None)
@@ -39,7 +39,7 @@ def train_rate(preset: str, data: str | None, steps: int, log_every: int, thread
         env["OMP_WAIT_POLICY"] = policy
     with tempfile.TemporaryDirectory() as out:
         command = [sys.executable, "-m", "rediffuse", "train", "--preset", preset, "--steps", str(steps),
-                   "--log-every", str(log_every), "--threads", str(threads), "--no-progress", "--device", "cpu",
+                   "--log-every", str(log_every), "--threads", threads, "--no-progress", "--device", "cpu",
                    "--checkpoint-every", str(10 * steps), "--out", out, *(["--data", data] if data else [])]
         subprocess.run(command, env=env, check=True, capture_output=True, text=True)
         records = [json.loads(line) for line in (Path(out) / "log.jsonl").read_text().splitlines()]
@@ -58,7 +58,7 @@ def measure(args: argparse.Namespace) -> dict[tuple[str, str], list[float]]:
             try:
                 for spec in order:
                     threads, policy = spec.split(":")
-                    rate = train_rate(args.preset, args.data, args.steps, args.log_every, int(threads), policy)
+                    rate = train_rate(args.preset, args.data, args.steps, args.log_every, threads, policy)
                     cells.setdefault((spec, load), []).append(rate)
                     print(f"round {round_ + 1} {load:6s} threads {threads} OMP_WAIT_POLICY={policy:7s} "
                           f"{rate:7.1f} images/s", flush=True)
