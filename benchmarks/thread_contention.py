@@ -60,7 +60,7 @@ def measure(args: argparse.Namespace) -> dict[tuple[str, str], list[float]]:
                     threads, policy = spec.split(":")
                     rate = train_rate(args.preset, args.data, args.steps, args.log_every, threads, policy)
                     cells.setdefault((spec, load), []).append(rate)
-                    print(f"round {round_ + 1} {load:6s} threads {threads} OMP_WAIT_POLICY={policy:7s} "
+                    print(f"round {round_ + 1} {load:6s} threads {threads} policy {policy:7s} "
                           f"{rate:7.1f} images/s", flush=True)
             finally:
                 if busy is not None:

@@ -76,10 +76,10 @@ def auto_threads(say: Callable[[str], None] = lambda m: print(m, file=sys.stderr
     current = torch.get_num_threads()
     if current == 1:
         return None  # nothing to leave; and no 0.25 s look at the machine
-    busy = busy_elsewhere()
-    n = auto_count(current, available_cores(), busy)
+    busy, cores = busy_elsewhere(), available_cores()
+    n = auto_count(current, cores, busy)
     if n < current:
-        say(f"rediffuse: other processes keep {busy:.1f} of {available_cores()} cores busy; running on {n} "
+        say(f"rediffuse: other processes keep {busy:.1f} of {cores} cores busy; running on {n} "
             f"thread{'s' if n > 1 else ''} instead of {current} (--threads N to choose)")
         return n
     return None

@@ -57,8 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv
     try:
         args = build_parser().parse_args(argv)
-        threads = getattr(args, "threads", None)
-        with cpu_threads(auto_threads() if threads is None else threads):
+        with cpu_threads(auto_threads() if args.threads is None else args.threads):
             return args.func(args)
     except SystemExit as exit_:  # --help
         return exit_.code if isinstance(exit_.code, int) else 0

@@ -32,7 +32,7 @@ class Stream:
     length: int
     shape: tuple[int, ...]
     std: float
-    digest: str = ""  # sha256 of every example's float32 values and label, in order (its identity for resume)
+    digest: str  # sha256 of every example's float32 values and label, in order (its identity for resume)
 
     def batch(self, indices: list[int]) -> Tensor:
         """The examples at indices, stacked as float32."""
