@@ -10,6 +10,8 @@ In one process, alone on the machine: the teacher is `mnist-fast` trained on `mn
   also DPM-Solver++ 2M on a grid tuned by `tune-grid`), the best by FD per NFE (the floor a student must beat);
 - the student: `rediffuse distill` (ECT) of the teacher for `--distill-minutes`, scored at each checkpoint
   minute in `--at` with the consistency sampler at 1, 2 and 4 NFE (the last one also guided, `--guidance`);
+- with `--cd W,...`: students by consistency distillation (`distill --method cd --teacher-guidance W`, the
+  pair's second point from the guided teacher's ODE step) for `--distill-minutes`, unguided at 1, 2 and 4 NFE;
 - the teacher trained for the same extra minutes instead (its run resumed with a budget of teacher + distill
   minutes, so its cosine learning rate restarts from where the longer budget puts it), at 35 NFE.
 
@@ -124,12 +126,13 @@ def teacher_floor(scorer: Scorer, ck: Path, n: int, tune: bool) -> list[dict[str
     return rows
 
 
-def distill(teacher: Path, out: Path, minutes: float, at: list[float]) -> list[Path]:
-    """The ECT student, with a checkpoint at each minute in `at`; those checkpoints."""
+def distill(teacher: Path, out: Path, minutes: float, at: list[float], flags: tuple[str, ...] = ()) -> list[Path]:
+    """The student (ECT unless `flags` say otherwise), with a checkpoint at each minute in `at`; those
+    checkpoints."""
     shutil.rmtree(out, ignore_errors=True)
     every = min(at) if len(at) == 1 else min(b - a for a, b in zip([0.0, *at], at))
     assert cli(["distill", str(teacher), "--out", str(out), "--minutes", str(minutes), "--checkpoint-minutes",
-                str(every), "--keep-last", "1000", "--no-progress"]) == 0
+                str(every), "--keep-last", "1000", "--no-progress", *flags]) == 0
     return checkpoint.written(out)
 
 
@@ -161,12 +164,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tune", action="store_true", help="also score the teacher on tuned grids (tune-grid)")
     p.add_argument("--guidance", default="", help="also score the student with these guidance scales (comma list; "
                                                   "each guided evaluation costs 2 NFE)")
+    p.add_argument("--cd", default="", help="also distill by consistency distillation (--method cd) with these "
+                                            "teacher guidance scales, guidance baked in (comma list)")
     p.add_argument("--skip-extra", action="store_true", help="do not train the teacher for the extra minutes")
     p.add_argument("--out", type=Path, default=Path(".bench/few_step"))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     at = [float(m) for m in args.at.split(",")]
     guidance = [float(w) for w in args.guidance.split(",") if w.strip()]
+    baked = [float(w) for w in args.cd.split(",") if w.strip()]
     args.out.mkdir(parents=True, exist_ok=True)
     scorer = Scorer(args.data, args.n)
     teacher = train_teacher(args.data, args.out / "teacher", args.teacher_minutes)
@@ -183,6 +189,12 @@ def main(argv: list[str] | None = None) -> None:
         for w in guidance if ck == student_ckpts[-1] else ():
             rows += [measure(scorer, "student (ECT)", ck, args.n, "consistency", steps, guidance=w,
                              minutes=round(minutes, 2)) for steps in (1, 2)]
+    for w in baked:
+        ck = distill(teacher.parent, args.out / f"student_cd_w{w:g}", args.distill_minutes, [args.distill_minutes],
+                     ("--method", "cd", "--teacher-guidance", str(w)))[-1]
+        minutes = checkpoint.read_manifest(ck)["meta"]["elapsed"] / 60
+        rows += [measure(scorer, f"student (CD, teacher guidance {w:g} baked in)", ck, args.n, "consistency", nfe,
+                         minutes=round(minutes, 2), step=checkpoint.read_manifest(ck)["step"]) for nfe in NFES]
     if not args.skip_extra:
         extra = args.out / "teacher_more"
         shutil.rmtree(extra, ignore_errors=True)

@@ -16,9 +16,10 @@ f64 = torch.float64
 SIGMA_MAX, SIGMA_END = 80.0, 0.002
 
 
-def reference_ode(mixture, x, sigma_max, sigma_end):
-    """The probability-flow ODE solved by scipy's DOP853 at rtol 1e-10, in log-sigma time."""
-    d = mixture.denoiser()
+def reference_ode(mixture, x, sigma_max, sigma_end, denoiser=None):
+    """The probability-flow ODE (of the mixture's exact denoiser, or of `denoiser`) solved by scipy's DOP853 at
+    rtol 1e-10, in log-sigma time."""
+    d = denoiser or mixture.denoiser()
 
     def rhs(u, y):
         xx = torch.from_numpy(y).reshape(x.shape)

@@ -58,6 +58,10 @@ class TrainConfig:
     mask_schedule: str = _opt("log-linear", "masked objective: the masking schedule, log-linear or cosine")
     teacher: str | None = _opt(None, "consistency objective: the teacher checkpoint whose EMA weights start the "
                                      "student (`rediffuse distill` sets it)")
+    ct_method: str = _opt("ect", "consistency tuning: ect (the student's own pairs, Geng et al. 2024) or cd (the "
+                                 "pair's second point from one Euler step of the teacher's ODE, Song et al. 2023)")
+    teacher_guidance: float = _opt(1.0, "consistency tuning, method cd: the teacher's classifier-free guidance "
+                                        "scale, baked into the student (sample it unguided)")
     ct_stage_steps: int = _opt(100, "consistency tuning: steps per stage of ECT's shrinking gap (it halves each "
                                     "stage)")
     ct_stages: int = _opt(8, "consistency tuning: the number of gap stages (the last one lasts to the end)")

@@ -48,14 +48,14 @@ class ConsistencyFunction(Denoiser):
     """f(x, sigma, cond) = (sigma_min/sigma) x + (1 - sigma_min/sigma) D(x, sigma, cond): f(x, sigma_min) = x."""
 
     def __init__(self, net: nn.Module, parameterization: str, schedule: Schedule, sigma_data: float,
-                 sigma_min: float, mid_sigma: float) -> None:
+                 sigma_min: float, mid_sigma: float, method: str = "ect") -> None:
         super().__init__(net, parameterization, schedule, sigma_data)
-        self.sigma_min, self.mid_sigma = float(sigma_min), float(mid_sigma)
+        self.sigma_min, self.mid_sigma, self.method = float(sigma_min), float(mid_sigma), method
 
     def pretrained_spec(self, data: dict[str, Any] | None = None) -> dict[str, Any]:
         """The denoiser's pretrained spec plus the consistency levels (sampled with the consistency sampler)."""
         return {**super().pretrained_spec(data),
-                "consistency": {"method": "ect", "sigma_min": self.sigma_min, "mid_sigma": self.mid_sigma}}
+                "consistency": {"method": self.method, "sigma_min": self.sigma_min, "mid_sigma": self.mid_sigma}}
 
     def forward(self, x: Tensor, sigma: float | Tensor, cond: Tensor | None = None) -> Tensor:
         denoised = super().forward(x, sigma, cond)
@@ -102,16 +102,28 @@ def _restore(states: tuple[Tensor, Tensor | None], device: torch.device) -> None
         torch.cuda.set_rng_state(states[1], device)
 
 
-def consistency_loss(f: nn.Module, x0: Tensor, t: Tensor, r: Tensor, noise: Tensor, huber_c: float,
-                     cond: Tensor | None = None) -> Tensor:
-    """ECT's per-sample loss d(f(x0 + t eps, t), stopgrad f(x0 + r eps, r)) / (t - r), with shared noise and
-    shared dropout masks (both calls start from the same RNG state)."""
-    states = _forked(x0.device)
-    args = () if cond is None else (cond,)
+def euler_step(teacher: nn.Module, x: Tensor, t: Tensor, r: Tensor, cond: Tensor | None = None) -> Tensor:
+    """x moved from level t to r by one Euler step of the teacher's probability-flow ODE,
+    dx/dsigma = (x - D(x, sigma)) / sigma (Karras et al. 2022, eq. 1 with sigma(t) = t)."""
     with torch.no_grad():
-        target = f(x0 + expand_as(r, x0) * noise, r, *args)
+        denoised = teacher(x, t) if cond is None else teacher(x, t, cond)
+    return x + expand_as((r - t) / t, x) * (x - denoised)
+
+
+def consistency_loss(f: nn.Module, x0: Tensor, t: Tensor, r: Tensor, noise: Tensor, huber_c: float,
+                     cond: Tensor | None = None, teacher: nn.Module | None = None) -> Tensor:
+    """ECT's per-sample loss d(f(x_t, t), stopgrad f(x_r, r)) / (t - r) at x_t = x0 + t eps, with shared
+    dropout masks (both calls of f start from the same RNG state). x_r is x0 + r eps (ECT: shared noise), or
+    with a teacher denoiser (consistency distillation, Song et al. 2023, Algorithm 2) the Euler step of the
+    teacher's ODE from x_t to r."""
+    args = () if cond is None else (cond,)
+    x_t = x0 + expand_as(t, x0) * noise
+    x_r = x0 + expand_as(r, x0) * noise if teacher is None else euler_step(teacher, x_t, t, r, cond)
+    states = _forked(x0.device)
+    with torch.no_grad():
+        target = f(x_r, r, *args)
     _restore(states, x0.device)
-    online = f(x0 + expand_as(t, x0) * noise, t, *args)
+    online = f(x_t, t, *args)
     squared = (online.float() - target.float()).pow(2).flatten(1).sum(1)
     distance = (squared + huber_c**2).sqrt() - huber_c
     return distance / (t - r).to(distance.dtype)

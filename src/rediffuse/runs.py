@@ -191,7 +191,7 @@ def pretrained_model(spec: dict[str, Any], path: Path) -> Denoiser:
         levels = spec.get("consistency")
         model = wrap(net, spec["parameterization"], schedule, spec["sigma_data"]) if levels is None else \
             ConsistencyFunction(net, spec["parameterization"], schedule, spec["sigma_data"], levels["sigma_min"],
-                                levels["mid_sigma"])
+                                levels["mid_sigma"], levels.get("method", "ect"))
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"{str(path)!r}: config.json does not describe a model ({type(err).__name__}: "
                               f"{err}); it is damaged or from another program") from None

@@ -1,4 +1,5 @@
-"""The `distill` verb: consistency tuning (ECT) of a trained Gaussian run into a 1-2 step student run.
+"""The `distill` verb: consistency tuning (ECT, or distillation: cd) of a trained Gaussian run into a 1-2 step
+student run.
 
 The student's config is the teacher's (data, network, schedule, seed, batch size, label dropout) with the
 objective `consistency`, the teacher's checkpoint, and tuning defaults (below); flags override any key, and
@@ -34,7 +35,9 @@ def add_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
                          description="Consistency tuning (ECT, Geng et al. 2024) of a trained Gaussian run, "
                                      "started from its EMA weights; sample the result with --steps 1 or 2.")
     p.add_argument("run", type=Path, metavar="RUN", help="the teacher: a trained Gaussian run (or ckpt-<step>)")
-    p.add_argument("--method", default="ect", choices=METHODS, help="the tuning method (default: ect)")
+    p.add_argument("--method", default=None, choices=METHODS,
+                   help="the tuning method: ect (default), or cd (pairs from the teacher's ODE; with "
+                        "--teacher-guidance W the guided teacher's, guidance baked in)")
     p.add_argument("--resume", action="store_true", help="continue the student run in --out")
     add_config_flags(p)
     p.set_defaults(func=cmd_distill)
@@ -43,6 +46,8 @@ def add_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
 def student_config(args: argparse.Namespace) -> TrainConfig:
     """The teacher's config, the tuning defaults, then the flags (with --resume: the student's saved config)."""
     flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    if args.method is not None:
+        flags["ct_method"] = args.method
     if "out" not in flags:
         raise UsageError("--out is required: the folder of the student run")
     saved = saved_config(flags["out"]) if args.resume else None

@@ -6,6 +6,11 @@ their partners r = r(t) from ECT's shrinking gap (its stage advances every `ct_s
 is a function of the step and resume is exact), shared noise, and the label-dropout mask; the loss is ECT's
 pseudo-Huber distance to the stop-gradient f(x_r, r), over t - r. No Jacobian-vector products: two forward
 calls and one backward per step.
+
+Method `cd` (consistency distillation, Song et al. 2023) keeps all of that but takes x_r from one Euler step of
+the frozen teacher's ODE from x_t (one more forward call; two with guidance), so the student follows the
+teacher's trajectories; with `teacher_guidance` w != 1 the teacher is classifier-free guided, and the student
+learns the guided trajectories (guidance baked in: sample it at guidance 1).
 """
 
 from __future__ import annotations
@@ -20,11 +25,12 @@ from torch import Tensor, nn
 from rediffuse import checkpoint, consistency, schedules
 from rediffuse.config import need
 from rediffuse.data.dataset import Data
+from rediffuse.guidance import cfg_denoiser
 from rediffuse.errors import CheckpointError, ConfigError
 from rediffuse.objectives.base import Batch, Draws, StepGenerators
 from rediffuse.objectives.gaussian import Gaussian, null_label
 
-METHODS = ("ect",)
+METHODS = ("ect", "cd")
 
 
 def teacher_checkpoint(path: str | Path) -> Path:
@@ -69,6 +75,10 @@ class Consistency(Gaussian):
         need(c.ct_p_std > 0, f"ct_p_std must be positive, got {c.ct_p_std}")
         need(c.ct_huber_c is None or c.ct_huber_c >= 0, f"ct_huber_c must be >= 0, got {c.ct_huber_c}")
         need(c.mid_sigma is None or c.mid_sigma > 0, f"mid_sigma must be positive, got {c.mid_sigma}")
+        need(c.ct_method in METHODS, f"unknown ct_method {c.ct_method!r}; choose one of {', '.join(METHODS)}")
+        need(c.teacher_guidance == 1.0 or c.ct_method == "cd",
+             f"teacher_guidance {c.teacher_guidance} needs --method cd (ECT never calls the teacher)")
+        need(c.teacher_guidance == 1.0 or c.conditional, "teacher_guidance needs a class-conditional teacher")
 
     def spec(self, data: Data) -> dict[str, Any]:
         """The teacher's spec (network, schedule, parameterisation, sigma_data) plus the consistency levels."""
@@ -81,9 +91,10 @@ class Consistency(Gaussian):
         unit = consistency.unit(spec["sigma_data"])
         mid = self.config.mid_sigma if self.config.mid_sigma is not None else consistency.MID_SIGMA * unit
         spec["data"] = {**spec["data"], "spec": self.config.data}
-        spec["consistency"] = {"method": "ect", "sigma_min": schedule.sigma_min,
+        spec["consistency"] = {"method": self.config.ct_method, "sigma_min": schedule.sigma_min,
                                "mid_sigma": min(mid, schedule.sigma_max), "teacher": str(path),
-                               "teacher_step": checkpoint.read_manifest(path).get("step")}
+                               "teacher_step": checkpoint.read_manifest(path).get("step"),
+                               "teacher_guidance": self.config.teacher_guidance}
         return spec
 
     def initialise(self, net: nn.Module, spec: dict[str, Any]) -> None:
@@ -100,7 +111,8 @@ class Consistency(Gaussian):
         """The consistency function f(x, sigma, cond) around net."""
         levels = spec["consistency"]
         return consistency.ConsistencyFunction(net, spec["parameterization"], schedules.from_config(spec["schedule"]),
-                                               spec["sigma_data"], levels["sigma_min"], levels["mid_sigma"])
+                                               spec["sigma_data"], levels["sigma_min"], levels["mid_sigma"],
+                                               levels.get("method", "ect"))
 
     def stage(self, step: int) -> int:
         """ECT's gap stage at a (0-based) step: one more every ct_stage_steps, capped at ct_stages - 1."""
@@ -128,7 +140,25 @@ class Consistency(Gaussian):
         c = self.config.ct_huber_c
         if c is None:
             c = consistency.huber_constant(math.prod(batch.x.shape[1:]), model.sigma_data)
-        return consistency.consistency_loss(model, batch.x, draws["t"], draws["r"], draws["noise"], c, cond)
+        return consistency.consistency_loss(model, batch.x, draws["t"], draws["r"], draws["noise"], c, cond,
+                                            self.teacher(model, batch.x.device))
+
+    def teacher(self, model: consistency.ConsistencyFunction, device: torch.device) -> nn.Module | None:
+        """The frozen teacher denoiser for method cd (built once from its EMA weights; guided when
+        teacher_guidance != 1); None for ECT."""
+        if self.config.ct_method != "cd":
+            return None
+        if getattr(self, "_teacher", None) is None:
+            path = teacher_checkpoint(self.config.teacher)
+            spec = teacher_spec(path)
+            with torch.random.fork_rng(devices=[]):  # building draws initial weights: leave the run's RNG alone
+                net = self.build(spec)
+            self.initialise(net, {"consistency": {"teacher": str(path)}})
+            den: nn.Module = super().model(spec, net)
+            if self.config.teacher_guidance != 1.0:
+                den = cfg_denoiser(den, self.config.teacher_guidance)
+            self._teacher = den.to(device).eval().requires_grad_(False)
+        return self._teacher
 
     def preview_sampling(self, model: consistency.ConsistencyFunction, steps: int) -> dict[str, Any]:
         """Two-step consistency sampling."""

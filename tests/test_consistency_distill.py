@@ -1,0 +1,162 @@
+"""Consistency distillation (`distill --method cd`): the teacher's Euler step, guidance baked into a student on an
+exact class-conditional ring against DOP853, resume and refusals."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from rediffuse import analytic, consistency, samplers, schedules
+from rediffuse.cli.app import main
+from rediffuse.denoisers import Denoiser
+from rediffuse.guidance import cfg_denoiser
+from rediffuse.nets.mlp import MLP
+from rediffuse.runs import load_run, run_info
+import test_consistency
+from test_resume import assert_same_state
+from test_samplers import reference_ode
+
+STUDENT = test_consistency.STUDENT
+teacher = test_consistency.teacher  # the digits teacher run (a module fixture)
+
+f64 = torch.float64
+
+
+class ExactRingByClass(nn.Module):
+    """The exact denoiser of a ring with one class per component: D(x, sigma, c) of component c's Gaussian, and
+    the whole mixture's for the null class (K, or -1 as classifier-free guidance passes it)."""
+
+    def __init__(self, mixture: analytic.GaussianMixture) -> None:
+        super().__init__()
+        self.mixture = mixture
+        self.parts = [analytic.GaussianMixture(torch.ones(1), m[None], c[None])
+                      for m, c in zip(mixture.means, mixture.covs)]
+
+    def forward(self, x, sigma, cond=None):
+        out = self.mixture.denoise(x, sigma)
+        if cond is None:
+            return out
+        for k, part in enumerate(self.parts):
+            rows = cond == k
+            if rows.any():
+                level = sigma[rows] if isinstance(sigma, torch.Tensor) and sigma.ndim > 0 else sigma
+                out[rows] = part.denoise(x[rows], level)
+        return out
+
+
+def test_teacher_euler_step_has_second_order_local_error():
+    """One Euler step of the exact ring's ODE from t to r: its error against DOP853 falls 4x per halved gap."""
+    mixture = analytic.ring()
+    t = torch.full((64,), 2.0, dtype=f64)
+    x = mixture.sample(64, torch.Generator().manual_seed(0)) + 2.0 * torch.randn(64, 2, dtype=f64)
+    errors = []
+    for gap in (0.2, 0.1, 0.05):
+        stepped = consistency.euler_step(mixture.denoiser(), x, t, t - gap)
+        errors.append(float((stepped - reference_ode(mixture, x, 2.0, 2.0 - gap)).norm(dim=1).max()))
+    ratios = [errors[0] / errors[1], errors[1] / errors[2]]
+    assert all(3.5 < q < 4.5 for q in ratios), (errors, ratios)
+
+
+def _distilled_ring_student(guide, mixture, sd, schedule, gen, fit_steps=600, tune_steps=2000, lr=2e-3, batch=256):
+    """A conditional MLP regressed on the exact class denoisers (10% null labels), then tuned by consistency
+    distillation from `guide` (the gap stage advancing every tune_steps / 6 steps, the rate a cosine)."""
+    torch.manual_seed(0)
+    k = len(mixture.means)
+    net = MLP(2, hidden=128, depth=3, emb_dim=64, num_classes=k)
+    denoiser = Denoiser(net, "edm", schedule, sd)
+    f = consistency.ConsistencyFunction(net, "edm", schedule, sd, schedule.sigma_min,
+                                        consistency.MID_SIGMA * consistency.unit(sd), "cd")
+    exact = ExactRingByClass(mixture)
+
+    def labelled(n):
+        labels = torch.randint(0, k, (n,), generator=gen)
+        x0 = mixture.means[labels] + math.sqrt(float(mixture.evals[0, 0])) * torch.randn(n, 2, generator=gen,
+                                                                                          dtype=f64)
+        return x0, torch.where(torch.rand(n, generator=gen) < 0.1, torch.full_like(labels, k), labels)
+
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    for _ in range(fit_steps):
+        x0, labels = labelled(256)
+        t = consistency.sample_levels(256, sd, schedule.sigma_min, schedule.sigma_max, generator=gen)
+        x = x0 + t[:, None] * torch.randn(x0.shape, generator=gen, dtype=f64)
+        weight = (t**2 + sd**2) / (t * sd) ** 2  # EDM's weighting
+        loss = (weight[:, None] * (denoiser(x.float(), t, labels) - exact(x, t, labels).float()) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    c = consistency.huber_constant(2, sd)
+    for step in range(tune_steps):
+        x0, labels = labelled(batch)
+        t = consistency.sample_levels(batch, sd, schedule.sigma_min, schedule.sigma_max, generator=gen)
+        r = consistency.gap_level(t, min(step * 6 // tune_steps, 5), sd, schedule.sigma_min)
+        noise = torch.randn(x0.shape, generator=gen)
+        for group in opt.param_groups:
+            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / tune_steps))
+        loss = consistency.consistency_loss(f, x0.float(), t, r, noise, c, labels, guide).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return f.eval().requires_grad_(False)
+
+
+def test_guidance_baked_in_maps_noise_to_the_guided_ode_endpoint():
+    """Distilled from the exact ring's guided denoiser (w = 2), the student sampled unguided in 1 and 2 steps
+    lands close to the guided ODE's endpoints (DOP853), far closer than the guided teacher's own DDIM, and
+    far from the unguided ODE's endpoints."""
+    mixture, schedule, gen = analytic.ring(), schedules.get("edm"), torch.Generator().manual_seed(0)
+    sd = float(mixture.sample(20_000, gen).std())
+    guided = cfg_denoiser(ExactRingByClass(mixture), 2.0)
+    f = _distilled_ring_student(guided, mixture, sd, schedule, gen)
+    s_max, mid, s_min = schedule.sigma_max, f.mid_sigma, schedule.sigma_min
+    n = 256
+    labels = torch.arange(n) % 8
+    z = s_max * torch.randn(n, 2, generator=torch.Generator().manual_seed(1), dtype=f64)
+
+    def guided_ode(x, start):
+        return reference_ode(mixture, x, start, s_min, lambda xx, s: guided(xx, s, labels))
+
+    def rms(a, b):
+        return float((a.double() - b).pow(2).sum(1).mean().sqrt())
+
+    end = guided_ode(z, s_max)
+    one = f(z.float(), s_max, labels).double()
+    x_mid = one + math.sqrt(mid**2 - s_min**2) * torch.randn(z.shape, generator=gen, dtype=f64)
+    two = f(x_mid.float(), mid, labels).double()
+
+    def ddim(grid):
+        return samplers.sample(lambda x, s: guided(x, s, labels), z, torch.tensor(grid), "ddim")
+
+    errors = {"student 1": rms(one, end), "student 2": rms(two, guided_ode(x_mid, mid)),
+              "guided ddim 1": rms(ddim([s_max, 0.0]), end), "guided ddim 2": rms(ddim([s_max, mid, 0.0]), end),
+              "unguided endpoint": rms(one, reference_ode(mixture, z, s_max, s_min,
+                                                          lambda xx, s: ExactRingByClass(mixture)(xx, s, labels)))}
+    print("\nRMS distance to the guided ODE endpoint:", {k: round(v, 3) for k, v in errors.items()})
+    assert errors["student 1"] < 0.25 * errors["guided ddim 1"]
+    assert errors["student 2"] < 0.25 * errors["guided ddim 2"]
+    assert errors["student 1"] < 0.5 * errors["unguided endpoint"]
+
+
+def test_cd_distill_resumes_bit_exactly_and_records_its_method(teacher, tmp_path):
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    flags = [*STUDENT, "--lr-schedule", "constant", "--method", "cd", "--teacher-guidance", "2"]
+    assert main(["distill", str(teacher), "--out", str(whole), "--steps", "16", *flags]) == 0
+    assert main(["distill", str(teacher), "--out", str(split), "--steps", "8", *flags]) == 0
+    assert main(["distill", str(teacher), "--out", str(split), "--steps", "16", "--resume", *flags]) == 0
+    assert_same_state(whole, split)
+    levels = run_info(whole)["consistency"]
+    assert levels["method"] == "cd" and levels["teacher_guidance"] == 2.0
+    f, _, config = load_run(whole)
+    assert f.method == "cd" and config.ct_method == "cd"
+    assert main(["sample", str(whole), "--steps", "1", "-n", "10", "--out", str(tmp_path / "s.png")]) == 0
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--teacher-guidance", "2"], "needs --method cd"),
+    (["--method", "cd", "--teacher-guidance", "2", "--no-conditional"], "needs a class-conditional teacher"),
+])
+def test_distill_refuses_guidance_it_cannot_bake(teacher, tmp_path, capsys, flags, message):
+    assert main(["distill", str(teacher), "--out", str(tmp_path / "s"), "--steps", "2", *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
