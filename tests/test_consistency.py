@@ -82,35 +82,40 @@ def test_sampler_one_step_is_f_and_two_steps_renoise():
     assert abs(float(renoised[1].std()) - math.sqrt(0.821**2 - 0.002**2)) < 0.03
 
 
-def _tuned_ring_student(mixture, sd, schedule, gen, fit_steps=600, tune_steps=2500, lr=2e-3, batch=256):
-    """An MLP first regressed on the exact denoiser (the teacher's weights), then tuned by ECT on fresh
-    samples of the mixture (its gap stage advancing every tune_steps / 6 steps, the rate decaying as a cosine)."""
+def _tuned_ring_student(mixture, sd, schedule, gen, fit_steps=600, tune_steps=2500, lr=2e-3, batch=256,
+                        draw=None, exact=None, num_classes=None, guide=None):
+    """An MLP first regressed on the exact denoiser (the teacher's weights), then tuned on fresh samples of the
+    mixture by ECT, or with `guide` by consistency distillation from it (its gap stage advancing every
+    tune_steps / 6 steps, the rate decaying as a cosine). `draw(n)` gives (x0, labels or None), `exact` the
+    denoiser taking those labels."""
     torch.manual_seed(0)
-    net = MLP(2, hidden=128, depth=3, emb_dim=64)
+    net = MLP(2, hidden=128, depth=3, emb_dim=64, num_classes=num_classes)
     denoiser = Denoiser(net, "edm", schedule, sd)
     f = consistency.ConsistencyFunction(net, "edm", schedule, sd, schedule.sigma_min,
-                                        consistency.MID_SIGMA * consistency.unit(sd))
-    exact = mixture.denoiser()
+                                        consistency.MID_SIGMA * consistency.unit(sd), "ect" if guide is None else "cd")
+    draw = draw or (lambda n: (mixture.sample(n, gen), None))
+    exact = exact or mixture.denoiser()
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     for _ in range(fit_steps):
-        x0 = mixture.sample(256, gen)
+        x0, labels = draw(256)
+        args = () if labels is None else (labels,)
         t = consistency.sample_levels(256, sd, schedule.sigma_min, schedule.sigma_max, generator=gen)
         x = x0 + t[:, None] * torch.randn(x0.shape, generator=gen, dtype=f64)
         weight = (t**2 + sd**2) / (t * sd) ** 2  # EDM's weighting
-        loss = (weight[:, None] * (denoiser(x.float(), t) - exact(x, t).float()) ** 2).mean()
+        loss = (weight[:, None] * (denoiser(x.float(), t, *args) - exact(x, t, *args).float()) ** 2).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     c = consistency.huber_constant(2, sd)
     for step in range(tune_steps):
-        x0 = mixture.sample(batch, gen).float()
+        x0, labels = draw(batch)
         t = consistency.sample_levels(batch, sd, schedule.sigma_min, schedule.sigma_max, generator=gen)
         r = consistency.gap_level(t, min(step * 6 // tune_steps, 5), sd, schedule.sigma_min)
         noise = torch.randn(x0.shape, generator=gen)
         for group in opt.param_groups:  # cosine decay
             group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / tune_steps))
-        loss = consistency.consistency_loss(f, x0, t, r, noise, c).mean()
+        loss = consistency.consistency_loss(f, x0.float(), t, r, noise, c, labels, guide).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -9,9 +9,7 @@ from torch import nn
 
 from rediffuse import analytic, consistency, samplers, schedules
 from rediffuse.cli.app import main
-from rediffuse.denoisers import Denoiser
 from rediffuse.guidance import cfg_denoiser
-from rediffuse.nets.mlp import MLP
 from rediffuse.runs import load_run, run_info
 import test_consistency
 from test_resume import assert_same_state
@@ -58,16 +56,10 @@ def test_teacher_euler_step_has_second_order_local_error():
     assert all(3.5 < q < 4.5 for q in ratios), (errors, ratios)
 
 
-def _distilled_ring_student(guide, mixture, sd, schedule, gen, fit_steps=600, tune_steps=2000, lr=2e-3, batch=256):
+def _distilled_ring_student(guide, mixture, sd, schedule, gen):
     """A conditional MLP regressed on the exact class denoisers (10% null labels), then tuned by consistency
-    distillation from `guide` (the gap stage advancing every tune_steps / 6 steps, the rate a cosine)."""
-    torch.manual_seed(0)
+    distillation from `guide`."""
     k = len(mixture.means)
-    net = MLP(2, hidden=128, depth=3, emb_dim=64, num_classes=k)
-    denoiser = Denoiser(net, "edm", schedule, sd)
-    f = consistency.ConsistencyFunction(net, "edm", schedule, sd, schedule.sigma_min,
-                                        consistency.MID_SIGMA * consistency.unit(sd), "cd")
-    exact = ExactRingByClass(mixture)
 
     def labelled(n):
         labels = torch.randint(0, k, (n,), generator=gen)
@@ -75,30 +67,8 @@ def _distilled_ring_student(guide, mixture, sd, schedule, gen, fit_steps=600, tu
                                                                                           dtype=f64)
         return x0, torch.where(torch.rand(n, generator=gen) < 0.1, torch.full_like(labels, k), labels)
 
-    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
-    for _ in range(fit_steps):
-        x0, labels = labelled(256)
-        t = consistency.sample_levels(256, sd, schedule.sigma_min, schedule.sigma_max, generator=gen)
-        x = x0 + t[:, None] * torch.randn(x0.shape, generator=gen, dtype=f64)
-        weight = (t**2 + sd**2) / (t * sd) ** 2  # EDM's weighting
-        loss = (weight[:, None] * (denoiser(x.float(), t, labels) - exact(x, t, labels).float()) ** 2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    c = consistency.huber_constant(2, sd)
-    for step in range(tune_steps):
-        x0, labels = labelled(batch)
-        t = consistency.sample_levels(batch, sd, schedule.sigma_min, schedule.sigma_max, generator=gen)
-        r = consistency.gap_level(t, min(step * 6 // tune_steps, 5), sd, schedule.sigma_min)
-        noise = torch.randn(x0.shape, generator=gen)
-        for group in opt.param_groups:
-            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / tune_steps))
-        loss = consistency.consistency_loss(f, x0.float(), t, r, noise, c, labels, guide).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return f.eval().requires_grad_(False)
+    return test_consistency._tuned_ring_student(mixture, sd, schedule, gen, tune_steps=2000, draw=labelled,
+                                                exact=ExactRingByClass(mixture), num_classes=k, guide=guide)
 
 
 def test_guidance_baked_in_maps_noise_to_the_guided_ode_endpoint():

@@ -25,8 +25,8 @@ from torch import Tensor, nn
 from rediffuse import checkpoint, consistency, schedules
 from rediffuse.config import need
 from rediffuse.data.dataset import Data
-from rediffuse.guidance import cfg_denoiser
 from rediffuse.errors import CheckpointError, ConfigError
+from rediffuse.guidance import cfg_denoiser
 from rediffuse.objectives.base import Batch, Draws, StepGenerators
 from rediffuse.objectives.gaussian import Gaussian, null_label
 
@@ -58,10 +58,21 @@ def teacher_spec(path: Path) -> dict[str, Any]:
     return spec
 
 
+def load_teacher_weights(net: nn.Module, path: Path) -> None:
+    """Load a teacher checkpoint's EMA weights (hashes verified) into net (ConfigError if they do not fit)."""
+    weights = checkpoint.load(path, parts=["ema"]).tensors["ema"]
+    try:
+        net.load_state_dict(weights)
+    except RuntimeError as err:
+        raise ConfigError(f"teacher {str(path)!r}: its EMA weights do not fit the network "
+                          f"({str(err).splitlines()[0]})") from None
+
+
 class Consistency(Gaussian):
     """Few-step generation by consistency tuning of a Gaussian teacher (`rediffuse distill`)."""
 
     name = "consistency"
+    _teacher: nn.Module | None = None  # method cd: the frozen teacher, built on first use
 
     def check(self) -> None:
         """Raise ConfigError naming the first invalid value of the keys this objective reads."""
@@ -99,13 +110,7 @@ class Consistency(Gaussian):
 
     def initialise(self, net: nn.Module, spec: dict[str, Any]) -> None:
         """The teacher's EMA weights (hashes verified)."""
-        path = Path(spec["consistency"]["teacher"])
-        weights = checkpoint.load(path, parts=["ema"]).tensors["ema"]
-        try:
-            net.load_state_dict(weights)
-        except RuntimeError as err:
-            raise ConfigError(f"teacher {str(path)!r}: its EMA weights do not fit the network "
-                              f"({str(err).splitlines()[0]})") from None
+        load_teacher_weights(net, Path(spec["consistency"]["teacher"]))
 
     def model(self, spec: dict[str, Any], net: nn.Module) -> consistency.ConsistencyFunction:
         """The consistency function f(x, sigma, cond) around net."""
@@ -148,12 +153,12 @@ class Consistency(Gaussian):
         teacher_guidance != 1); None for ECT."""
         if self.config.ct_method != "cd":
             return None
-        if getattr(self, "_teacher", None) is None:
+        if self._teacher is None:
             path = teacher_checkpoint(self.config.teacher)
             spec = teacher_spec(path)
             with torch.random.fork_rng(devices=[]):  # building draws initial weights: leave the run's RNG alone
                 net = self.build(spec)
-            self.initialise(net, {"consistency": {"teacher": str(path)}})
+            load_teacher_weights(net, path)
             den: nn.Module = super().model(spec, net)
             if self.config.teacher_guidance != 1.0:
                 den = cfg_denoiser(den, self.config.teacher_guidance)
