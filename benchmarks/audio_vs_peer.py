@@ -186,10 +186,10 @@ def measure(args: argparse.Namespace, model: str, scorer: dict[str, Any]) -> dic
         row: dict[str, Any] = {"steps": result.step, "train_s": wall, "clips_per_s": result.step * BATCH / wall,
                                "params": sum(p.numel() for p in load_run(out)[0].parameters())}
         denoiser, schedule, _ = load_run(out)
-        model = (denoiser, schedule, run_info(out)["data"])
-        x, cond = sample_ours(model, args.samples, args.seed)
+        loaded = (denoiser, schedule, run_info(out)["data"])
+        x, cond = sample_ours(loaded, args.samples, args.seed)
         nfe = preset_nfe()
-        rtf = real_time_factor(lambda k: sample_ours(model, k, args.seed + 1), args.rtf_clips, 8192, 8000)
+        rtf = real_time_factor(lambda k: sample_ours(loaded, k, args.seed + 1), args.rtf_clips, 8192, 8000)
     else:
         net, row = train_peer(args, load_audio(spec).x)
         x, cond = sample_peer(net, args.samples, 8192, args.peer_steps, args.seed), None

@@ -21,6 +21,7 @@ checkpoints every `--curve-every` minutes (the same run and learning-rate schedu
 
     python benchmarks/time_to_quality.py [--minutes 15] [--curve-every 5] [--data /work/shared/data/mnist]
         [--out .bench/time_to_quality] [--threads 2] [--n 1000] [--skip-peer]
+    python benchmarks/time_to_quality.py --score RUN --guidance 1 1.25     # score a trained run, no training
     python benchmarks/time_to_quality.py --minutes 0.5 --curve-every 0 --n 100   # a smoke run
 """
 
@@ -43,6 +44,7 @@ from rediffuse.data.images import load_images
 from rediffuse.evaluation.features import extract_features, load_or_train_classifier
 from rediffuse.evaluation.features.classifier import classify
 from rediffuse.evaluation.metrics import frechet_distance
+from rediffuse.guidance import cfg_denoiser
 from rediffuse.presets import SAMPLING, preset
 from rediffuse.config import TrainConfig
 from rediffuse.runs import load_run
@@ -100,14 +102,16 @@ def train_ours(data: str, out: Path, minutes: float, every: float | None) -> tup
     return info, checkpoint.list_checkpoints(out)
 
 
-def sample_ours(ck: Path, n: int, batch_size: int = 500) -> tuple[Tensor, dict[str, Any]]:
-    """n class-balanced samples of a checkpoint, drawn as the preset's sampling settings say."""
+def sample_ours(ck: Path, n: int, batch_size: int = 500, guidance: float = 1.0) -> tuple[Tensor, dict[str, Any]]:
+    """n class-balanced samples of a checkpoint, drawn as the preset's sampling settings say (at a guidance)."""
     denoiser, schedule, _ = load_run(ck)
+    if guidance != 1.0:
+        denoiser = cfg_denoiser(denoiser, guidance)
     options = dict(SAMPLING["mnist-fast"])
     started = time.perf_counter()
     x = sampling.generate(denoiser, schedule, (1, 28, 28), n=n, cond=class_labels(n), batch_size=batch_size,
                           **options)
-    return x.clamp(-1, 1), {"sampler": options["sampler"], "sample_steps": options["steps"],
+    return x.clamp(-1, 1), {"sampler": options["sampler"], "sample_steps": options["steps"], "guidance": guidance,
                             "sample_wall_s": time.perf_counter() - started}
 
 
@@ -192,6 +196,19 @@ def table(results: list[tuple[str, dict[str, Any]]], floor: float) -> str:
     return "\n".join(lines + [_row(name, r) for name, r in results]) + "\n"
 
 
+def score_run(args: argparse.Namespace) -> None:
+    """Print one table row per guidance scale for an existing run, scored as the benchmark scores."""
+    scorer = Scorer(args.data, args.n)
+    print(f"FD floor {scorer.floor:.4f}", flush=True)
+    ck = checkpoint.latest(args.score) or args.score
+    manifest = checkpoint.read_manifest(ck)
+    for scale in args.guidance:
+        x, sample_info = sample_ours(ck, args.n, guidance=scale)
+        row = {"minutes": round(manifest["meta"]["elapsed"] / 60, 2), "steps": manifest["step"],
+               **scorer.score(x, class_labels(args.n)), **sample_info}
+        print(_row(f"{args.score}, guidance {scale:g}", row), flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=15.0, help="training wall budget per recipe")
@@ -203,8 +220,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--peer-steps", type=int, default=25, help="DPM-Solver++ steps for the peer's samples")
     parser.add_argument("--skip-peer", action="store_true", help="train and score ours only")
+    parser.add_argument("--score", type=Path, default=None, metavar="RUN",
+                        help="train nothing: score this run (or checkpoint) of ours at each --guidance")
+    parser.add_argument("--guidance", type=float, nargs="+", default=[1.0], help="guidance scales for --score")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.score is not None:
+        return score_run(args)
     args.out.mkdir(parents=True, exist_ok=True)
     run = args.out / "ours"
     if run.exists() and checkpoint.latest(run) is not None:
