@@ -1,0 +1,34 @@
+"""A smoke run of benchmarks/audio_vs_peer.py: both models train a few steps, sample, get scored and saved
+(slow: it reads the shared FSDD recordings, and the FSDD classifier may need training first)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+FSDD = Path("/work/shared/data/fsdd/recordings")
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "audio_vs_peer.py"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FSDD.is_dir(), reason="FSDD recordings not present")
+def test_audio_benchmark_smoke(tmp_path):
+    pytest.importorskip("diffusers")
+    spec = importlib.util.spec_from_file_location("audio_vs_peer", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    argv = ["--data", f"fsdd:{FSDD}", "--steps", "2", "--samples", "10", "--rtf-clips", "2", "--peer-steps", "2",
+            "--out", str(tmp_path), "--threads", "1"]
+    results = module.main(argv)
+    assert [row["model"] for row in results["rows"]] == ["ours", "peer"]
+    for row in results["rows"]:
+        assert row["steps"] == 2 and row["rtf"] > 0 and row["scores"]["fd"] > 0
+        saved = json.loads((tmp_path / f"{row['model']}.json").read_text())
+        assert saved["settings"] == results["settings"] and saved["model"] == row["model"]
+        assert len(list((tmp_path / row["model"]).glob("sample-*.wav"))) == 10
+    assert 0 <= results["rows"][0]["scores"]["class_accuracy"] <= 1
+    assert module.main(argv)["rows"] == results["rows"]  # the second call reuses the saved results
+    assert (tmp_path / "table.md").read_text().count("\n| ") >= 3
