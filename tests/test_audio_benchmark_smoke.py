@@ -3,23 +3,21 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from scripts import load_script
 
 FSDD = Path("/work/shared/data/fsdd/recordings")
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "audio_vs_peer.py"
+SCRIPT = "benchmarks/audio_vs_peer.py"
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not FSDD.is_dir(), reason="FSDD recordings not present")
 def test_audio_benchmark_smoke(tmp_path):
     pytest.importorskip("diffusers")
-    spec = importlib.util.spec_from_file_location("audio_vs_peer", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(SCRIPT)
     argv = ["--data", f"fsdd:{FSDD}", "--steps", "2", "--samples", "10", "--rtf-clips", "2", "--peer-steps", "2",
             "--out", str(tmp_path), "--threads", "1"]
     results = module.main(argv)

@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from rediffuse.viz import save_image
-
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+from scripts import load_script
 
 
 def example(name: str):
     """The example script `name` as a module."""
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(f"examples/{name}.py", f"example_{name}")
 
 
 def test_train_on_a_tensor(tmp_path):

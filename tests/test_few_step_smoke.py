@@ -3,22 +3,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from scripts import load_script
 
 MNIST = Path("/work/shared/data/mnist")
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "few_step.py"
+SCRIPT = "benchmarks/few_step.py"
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not MNIST.is_dir(), reason="MNIST files not present")
 def test_few_step_smoke(tmp_path):
-    spec = importlib.util.spec_from_file_location("few_step", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(SCRIPT)
     module.main(["--teacher-minutes", "0.1", "--distill-minutes", "0.1", "--at", "0.05,0.1", "--n", "20",
                  "--guidance", "2", "--out", str(tmp_path), "--threads", "1"])
     result = json.loads((tmp_path / "results.json").read_text())

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 from test_masked_objective import markov_text
+from scripts import load_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "text_vs_autoregressive.py"
+SCRIPT = "benchmarks/text_vs_autoregressive.py"
 
 
 def load_benchmark():
-    spec = importlib.util.spec_from_file_location("text_vs_autoregressive", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 def test_text_benchmark_smoke(tmp_path, capsys):

@@ -3,23 +3,21 @@ classifier may need training first)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from scripts import load_script
 
 MNIST = Path("/work/shared/data/mnist")
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "time_to_quality.py"
+SCRIPT = "benchmarks/time_to_quality.py"
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not MNIST.is_dir(), reason="MNIST files not present")
 def test_time_to_quality_smoke(tmp_path):
     pytest.importorskip("diffusers")
-    spec = importlib.util.spec_from_file_location("time_to_quality", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(SCRIPT)
     module.main(["--minutes", "0.1", "--curve-every", "0.05", "--n", "20", "--peer-steps", "2", "--out",
                  str(tmp_path), "--threads", "1"])
     result = json.loads((tmp_path / "results.json").read_text())
