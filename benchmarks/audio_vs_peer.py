@@ -228,7 +228,8 @@ def table(rows: list[dict[str, Any]], floor: dict[str, float], args: argparse.Na
     acc, ratio = ours["scores"]["class_accuracy"], ours["scores"]["fd"] / floor["fd"]
     budget = f"{args.steps} steps" if args.steps else f"{args.minutes:g} minutes"
     return "\n".join([
-        f"Same data ({args.data}@train), budget {budget} per model, batch {BATCH}, lr {preset('fsdd-fast')['lr']:g} (ours) / {LR:g} (peer), seed {args.seed}; "
+        f"Same data ({args.data}@train), budget {budget} per model, batch {BATCH}, "
+        f"lr {preset('fsdd-fast')['lr']:g} (ours) / {LR:g} (peer), seed {args.seed}; "
         f"{args.samples} samples each, scored by the project's FSDD classifier; real-time factor over "
         f"{args.rtf_clips} clips in one batch.", "", *lines, "",
         f"- ours: class accuracy {acc:.3f} (target >= 0.85: {'met' if acc >= 0.85 else 'not met'}), FD / floor "
