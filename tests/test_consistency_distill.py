@@ -74,7 +74,7 @@ def _distilled_ring_student(guide, mixture, sd, schedule, gen):
 def test_guidance_baked_in_maps_noise_to_the_guided_ode_endpoint():
     """Distilled from the exact ring's guided denoiser (w = 2), the student sampled unguided in 1 and 2 steps
     lands close to the guided ODE's endpoints (DOP853), far closer than the guided teacher's own DDIM, and
-    far from the unguided ODE's endpoints."""
+    reproduces guidance's shift of the endpoint away from the unguided ODE's."""
     mixture, schedule, gen = analytic.ring(), schedules.get("edm"), torch.Generator().manual_seed(0)
     sd = float(mixture.sample(20_000, gen).std())
     guided = cfg_denoiser(ExactRingByClass(mixture), 2.0)
@@ -98,14 +98,21 @@ def test_guidance_baked_in_maps_noise_to_the_guided_ode_endpoint():
     def ddim(grid):
         return samplers.sample(lambda x, s: guided(x, s, labels), z, torch.tensor(grid), "ddim")
 
+    unguided = reference_ode(mixture, z, s_max, s_min, lambda xx, s: ExactRingByClass(mixture)(xx, s, labels))
     errors = {"student 1": rms(one, end), "student 2": rms(two, guided_ode(x_mid, mid)),
-              "guided ddim 1": rms(ddim([s_max, 0.0]), end), "guided ddim 2": rms(ddim([s_max, mid, 0.0]), end),
-              "unguided endpoint": rms(one, reference_ode(mixture, z, s_max, s_min,
-                                                          lambda xx, s: ExactRingByClass(mixture)(xx, s, labels)))}
-    print("\nRMS distance to the guided ODE endpoint:", {k: round(v, 3) for k, v in errors.items()})
+              "guided ddim 1": rms(ddim([s_max, 0.0]), end), "guided ddim 2": rms(ddim([s_max, mid, 0.0]), end)}
+    # Guidance's effect on the endpoint (guided minus unguided ODE) and the share of it the student reproduces:
+    # the least-squares coefficient of its displacement from the unguided endpoint on that shift (1: baked in,
+    # 0: the student ignored the guided teacher). It averages the network's error over every sample and
+    # direction, so it moves little with the CPU's float kernels (0.89-0.91 measured), unlike a raw distance.
+    shift = end - unguided
+    baked = float(((one.double() - unguided) * shift).sum() / shift.pow(2).sum())
+    print("\nRMS distance to the guided ODE endpoint:", {k: round(v, 3) for k, v in errors.items()},
+          f"guidance shift {rms(end, unguided):.3f}, share reproduced {baked:.3f}")
     assert errors["student 1"] < 0.25 * errors["guided ddim 1"]
     assert errors["student 2"] < 0.25 * errors["guided ddim 2"]
-    assert errors["student 1"] < 0.5 * errors["unguided endpoint"]
+    assert 0.7 < baked < 1.3
+    assert errors["student 1"] < rms(one, unguided)  # and nearer the guided endpoint than the unguided one
 
 
 def test_cd_distill_resumes_bit_exactly_and_records_its_method(teacher, tmp_path):
