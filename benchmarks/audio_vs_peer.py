@@ -43,16 +43,13 @@ from typing import Any
 
 import torch
 
-from rediffuse import distributed
-from rediffuse.audio_codec import to_waveforms
+import rediffuse
 from rediffuse.config import TrainConfig
 from rediffuse.data.audio import load_audio, write_wav
 from rediffuse.evaluation.evaluate import classifier_inputs, sample_metrics
-from rediffuse.guidance import cfg_denoiser
 from rediffuse.evaluation.features import extract_features, load_or_train_classifier, load_split
 from rediffuse.io import atomic_write_json, atomic_write_text
 from rediffuse.presets import SAMPLING, preset
-from rediffuse.runs import load_run, run_info
 from rediffuse.train import train
 
 MODELS = ("ours", "peer")
@@ -138,17 +135,14 @@ def sample_peer(net: torch.nn.Module, n: int, length: int, steps: int, seed: int
     return torch.cat(out)
 
 
-def sample_ours(model: tuple[Any, Any, dict[str, Any]], n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """n class-balanced clips from our (denoiser, schedule, data info) with the preset's sampler and guidance,
-    decoded to clips (Griffin-Lim for the log-mel route); (clips, labels)."""
-    denoiser, schedule, info = model
+def sample_ours(run: Any, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """n class-balanced clips from our run with the preset's sampler and guidance, decoded to clips (Griffin-Lim
+    for the log-mel route) as `rediffuse sample` writes them; (clips, labels)."""
     plan = SAMPLING["fsdd-fast"]
-    if plan.get("guidance", 1.0) != 1.0:
-        denoiser = cfg_denoiser(denoiser, plan["guidance"])
     cond = torch.arange(n) % 10
-    x = distributed.generate(denoiser, schedule, info["shape"], n=n, sampler=plan["sampler"], steps=plan["steps"],
-                             seed=seed, batch_size=100, cond=cond)
-    return to_waveforms(info, x).clamp(-1, 1), cond
+    x = run.sample(n, cond, sampler=plan["sampler"], steps=plan["steps"], guidance=plan.get("guidance", 1.0),
+                   seed=seed, batch_size=100, device="cpu")
+    return x, cond
 
 
 def preset_nfe() -> int:
@@ -183,10 +177,9 @@ def measure(args: argparse.Namespace, model: str, scorer: dict[str, Any]) -> dic
         started = time.perf_counter()
         result = train(TrainConfig.from_dict(values))
         wall = time.perf_counter() - started
+        loaded = rediffuse.load(out, device="cpu")
         row: dict[str, Any] = {"steps": result.step, "train_s": wall, "clips_per_s": result.step * BATCH / wall,
-                               "params": sum(p.numel() for p in load_run(out)[0].parameters())}
-        denoiser, schedule, _ = load_run(out)
-        loaded = (denoiser, schedule, run_info(out)["data"])
+                               "params": sum(p.numel() for p in loaded.model.parameters())}
         x, cond = sample_ours(loaded, args.samples, args.seed)
         nfe = preset_nfe()
         rtf = real_time_factor(lambda k: sample_ours(loaded, k, args.seed + 1), args.rtf_clips, 8192, 8000)

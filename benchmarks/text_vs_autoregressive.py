@@ -48,7 +48,7 @@ from typing import Any
 
 import torch
 
-from rediffuse.cli.sample_text import generate_causal, generate_texts
+import rediffuse
 from rediffuse.config import TrainConfig
 from rediffuse.data.text import load_text
 from rediffuse.errors import ConfigError, UsageError
@@ -92,17 +92,11 @@ def train_one(args: argparse.Namespace, objective: str, name: str | None = None,
 
 def sample_one(run: Path, objective: str, args: argparse.Namespace) -> tuple[list[str], float]:
     """args.samples texts of one block length from a run (ours: ancestral, one step per token); (texts, seconds)."""
-    model, spec, _ = load_model(run)
-    vocab, length, cpu = model.vocab, args.block_length, torch.device("cpu")
-    z = torch.full((length,), vocab.mask_id, dtype=torch.long)
+    opened = rediffuse.load(run, device="cpu")
     started = time.perf_counter()
-    with torch.no_grad():
-        if objective == "masked":
-            x = generate_texts(model, z, args.samples, steps=length, seed=args.seed, batch_size=args.samples,
-                               order="random", device=cpu)
-        else:
-            x = generate_causal(model, z, args.samples, 0, seed=args.seed, batch_size=args.samples, device=cpu)
-    return [vocab.decode(row) for row in x], time.perf_counter() - started
+    x = opened.sample(args.samples, seed=args.seed, batch_size=args.samples, length=args.block_length,
+                      steps=args.block_length if objective == "masked" else None)
+    return opened.texts(x), time.perf_counter() - started
 
 
 def measure(args: argparse.Namespace, objective: str) -> dict[str, Any]:

@@ -38,16 +38,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+import rediffuse
 from rediffuse import checkpoint, viz
-from rediffuse.samplers import generation as sampling
 from rediffuse.data.images import load_images
 from rediffuse.evaluation.features import extract_features, load_or_train_classifier
 from rediffuse.evaluation.features.classifier import classify
 from rediffuse.evaluation.metrics import frechet_distance
-from rediffuse.guidance import cfg_denoiser
 from rediffuse.presets import SAMPLING, preset
 from rediffuse.config import TrainConfig
-from rediffuse.runs import load_run
 from rediffuse.train import train
 
 PEER_UNET = dict(sample_size=28, in_channels=1, out_channels=1, layers_per_block=2, block_out_channels=(32, 64, 96),
@@ -98,20 +96,17 @@ def train_ours(data: str, out: Path, minutes: float, every: float | None) -> tup
     result = train(config)
     wall = time.perf_counter() - started
     info = {"steps": result.step, "train_wall_s": wall, "images_per_s": result.step * config.batch_size / wall,
-            "params": sum(p.numel() for p in load_run(out)[0].parameters())}
+            "params": sum(p.numel() for p in rediffuse.load(out, device="cpu").model.parameters())}
     return info, checkpoint.list_checkpoints(out)
 
 
 def sample_ours(ck: Path, n: int, batch_size: int = 500, guidance: float = 1.0) -> tuple[Tensor, dict[str, Any]]:
     """n class-balanced samples of a checkpoint, drawn as the preset's sampling settings say (at a guidance)."""
-    denoiser, schedule, _ = load_run(ck)
-    if guidance != 1.0:
-        denoiser = cfg_denoiser(denoiser, guidance)
+    run = rediffuse.load(ck, device="cpu")
     options = dict(SAMPLING["mnist-fast"])
     started = time.perf_counter()
-    x = sampling.generate(denoiser, schedule, (1, 28, 28), n=n, cond=class_labels(n), batch_size=batch_size,
-                          **options)
-    return x.clamp(-1, 1), {"sampler": options["sampler"], "sample_steps": options["steps"], "guidance": guidance,
+    x = run.sample(n, class_labels(n), batch_size=batch_size, guidance=guidance, device="cpu", **options)
+    return x, {"sampler": options["sampler"], "sample_steps": options["steps"], "guidance": guidance,
                             "sample_wall_s": time.perf_counter() - started}
 
 

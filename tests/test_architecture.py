@@ -104,17 +104,32 @@ def test_no_import_cycles():
     assert find_cycle(import_graph()) is None
 
 
-@pytest.mark.parametrize("layer, forbidden", [
-    ("samplers", ("tuning", "nets", "data", "train", "objectives", "runs", "cli", "evaluation")),
-    ("nets", ("samplers", "train", "objectives", "runs", "cli", "tuning", "evaluation")),
+UPPER = ("train", "cli", "tuning", "evaluation", "sampling", "api")  # what nothing below layer 6 may import
+RULES = [
+    ("samplers", ("tuning", "nets", "data", "train", "objectives", "runs", "cli", "evaluation", "modalities",
+                  "sampling", "api")),
+    ("nets", ("samplers", "train", "objectives", "runs", "cli", "tuning", "evaluation", "modalities", "sampling",
+              "api")),
+    ("data", ("config", "samplers", "nets", "objectives", "modalities", "runs", *UPPER)),
+    ("modalities", ("config", "objectives", "runs", *UPPER)),
     ("schedules", ("train", "cli", "objectives", "runs", "samplers", "tuning", "evaluation")),
     ("denoisers", ("train", "cli", "objectives", "runs", "samplers", "tuning", "evaluation")),
-    ("objectives", ("train", "cli", "runs", "tuning", "evaluation")),
-    ("runs", ("train", "cli", "tuning", "evaluation")),
-    ("tuning", ("train", "cli")),
-    ("evaluation", ("train", "cli", "tuning")),
-    ("train", ("cli", "tuning", "evaluation")),
-])
+    ("config", ("objectives", "runs", "modalities", *UPPER)),
+    ("objectives", ("runs", *UPPER)),
+    ("runs", UPPER),
+    ("tuning", ("train", "cli", "sampling", "api")),
+    ("evaluation", ("train", "cli", "tuning", "sampling", "api")),
+    ("train", ("cli", "tuning", "evaluation", "sampling", "api")),
+    ("sampling", ("train", "evaluation", "cli", "api")),
+]
+
+
+def test_every_package_has_a_layer_rule():
+    packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()} - {"cli"}  # cli is the top
+    assert packages - {layer for layer, _ in RULES} == set()
+
+
+@pytest.mark.parametrize("layer, forbidden", RULES)
 def test_layers_import_only_downwards(layer, forbidden):
     assert violations(import_graph(), layer, forbidden) == []
 

@@ -284,8 +284,10 @@ def prune(run_dir: str | Path, keep: int, protect: Path | None = None) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def load(path: str | Path, parts: Iterable[str] | None = None, device: torch.device | str = "cpu") -> Checkpoint:
-    """Load a checkpoint folder (all parts, or only `parts`), verifying every file's size and sha256."""
+def load(path: str | Path, parts: Iterable[str] | None = None, device: torch.device | str = "cpu",
+         verified: bool = False) -> Checkpoint:
+    """Load a checkpoint folder (all parts, or only `parts`), verifying every file's size and sha256 (only its
+    size when `verified` says the caller has just hashed the folder, as `latest` does)."""
     path = Path(path)
     manifest = read_manifest(path)
     files = manifest["files"]
@@ -294,16 +296,17 @@ def load(path: str | Path, parts: Iterable[str] | None = None, device: torch.dev
     for name in wanted:
         if name not in files:
             raise CheckpointError(f"checkpoint {str(path)!r} has no {name!r} (it holds {', '.join(files)})")
-        tensors[name.removesuffix(".safetensors")] = _read_verified(path / name, files[name], device)
+        tensors[name.removesuffix(".safetensors")] = _read_verified(path / name, files[name], device, verified)
     return Checkpoint(path, manifest["step"], manifest.get("meta", {}), tensors)
 
 
-def _read_verified(file: Path, info: dict[str, Any], device: torch.device | str) -> dict[str, Tensor]:
-    """The tensors of one file, after checking it against its manifest entry."""
+def _read_verified(file: Path, info: dict[str, Any], device: torch.device | str, hashed: bool = False
+                   ) -> dict[str, Tensor]:
+    """The tensors of one file, after checking it against its manifest entry (its size alone if `hashed`)."""
     if not file.is_file():
         raise CheckpointError(f"checkpoint file {str(file)!r} is missing; the checkpoint is incomplete")
     data = file.read_bytes()
-    if len(data) != info.get("bytes") or hashlib.sha256(data).hexdigest() != info.get("sha256"):
+    if len(data) != info.get("bytes") or (not hashed and hashlib.sha256(data).hexdigest() != info.get("sha256")):
         raise CheckpointError(f"checkpoint file {str(file)!r} is corrupt or truncated (size or sha256 differs "
                               "from the manifest); use an earlier checkpoint")
     try:

@@ -5,8 +5,9 @@ LOCAL_RANK in the environment. `session` joins them into a process group (gloo o
 hands out a `World`: this process's rank, the number of processes, and small collectives that are no-ops
 for a world of one, so the same code runs with and without torchrun.
 
-Sampling splits whole batches of sample indices between the ranks; since sample i depends only on
-(seed, i) and the batches are those of one process, the gathered samples equal one process's bit for bit.
+Sampling (`samplers.generation.generate` given a World) splits whole batches of sample indices between the
+ranks; since sample i depends only on (seed, i) and the batches are those of one process, the gathered samples
+equal one process's bit for bit.
 """
 
 from __future__ import annotations
@@ -14,15 +15,11 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
-
-from rediffuse.samplers import generation as sampling
-from rediffuse.schedules import Schedule
-
 
 DEVICE_HELP = "auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:N or mps"
 
@@ -201,45 +198,3 @@ def wrap_ddp(net: torch.nn.Module, device: torch.device, world: World) -> torch.
     from torch.nn.parallel import DistributedDataParallel
 
     return DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-
-
-# ------------------------------------------------------------------------------------------ sampling
-
-
-def _to_cpu(info: dict[str, Any]) -> dict[str, Any]:
-    """A sampler callback record with its tensors moved to the CPU (to send to rank 0)."""
-    return {k: v.detach().cpu() if isinstance(v, Tensor) else v for k, v in info.items()}
-
-
-def generate(denoiser: Callable[..., Tensor], schedule: Schedule, shape: Sequence[int], *, n: int,
-             sampler: str = "heun", steps: int = 20, spacing: str = "default", seed: int = 0,
-             batch_size: int = 256, cond: Tensor | None = None, device: torch.device | str = "cpu",
-             sigmas: Tensor | None = None, callback: Callable | None = None,
-             progress: Callable[[int], None] | None = None, **options: Any) -> Tensor:
-    """`sampling.generate` with its batches split over the ranks; every rank returns all n samples.
-
-    Rank r draws a contiguous block of the batches one process would draw, so the result equals one
-    process's bit for bit; callback records are replayed on every rank in index order, as one process
-    would see them. Parallelism is over batches: use batch_size <= n / ranks.
-    """
-    kwargs = dict(n=n, sampler=sampler, steps=steps, spacing=spacing, seed=seed, batch_size=batch_size, cond=cond,
-                  device=device, sigmas=sigmas, callback=callback, progress=progress, **options)
-    world = current()
-    if world.size == 1:
-        return sampling.generate(denoiser, schedule, shape, **kwargs)
-    sigmas = schedule.sigmas(steps, spacing) if sigmas is None else sigmas
-    starts = range(0, n, batch_size)
-    records: list[dict[str, Any]] = []
-    record = None if callback is None else (lambda info: records.append(_to_cpu(info)))
-    mine = []
-    with torch.no_grad():
-        for b in world.block(len(starts)):
-            idx = list(range(starts[b], min(n, starts[b] + batch_size)))
-            mine.append(sampling.sample_batch(denoiser, schedule, shape, idx, sigmas, sampler, seed, cond, device,
-                                              record, **options).cpu())
-            if progress is not None:
-                progress(len(idx))
-    parts = world.gather((mine, records))
-    for info in (info for _, rank_records in parts for info in rank_records):
-        callback(info)  # records exist only when there is a callback
-    return torch.cat([x for rank_batches, _ in parts for x in rank_batches]).to(device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,19 +23,25 @@ from rediffuse.nets import NETS
 
 def find_checkpoint(path: str | Path) -> Path:
     """The checkpoint a path names: a `ckpt-<step>` folder itself, or a run folder's newest complete one."""
+    return _locate(path)[0]
+
+
+def _locate(path: str | Path) -> tuple[Path, bool]:
+    """(the checkpoint a path names, whether this call hashed all of it): a pretrained or `ckpt-<step>` folder
+    itself (not yet hashed), or a run folder's newest complete checkpoint (hashed by `checkpoint.latest`)."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"run folder {str(path)!r} does not exist; give the --out folder of a training run")
     if path.is_file():
         raise CheckpointError(checkpoint.not_a_folder(path))
     if is_pretrained(path) or (path / checkpoint.MANIFEST).exists() or path.name.startswith(checkpoint.PREFIX):
-        return path
+        return path, False
     skipped: list[str] = []
     found = checkpoint.latest(path, warn=skipped.append)
     if found is not None:
         for message in skipped:  # named only when an older checkpoint is used in their place
             checkpoint.warn_once(message)
-        return found
+        return found, True
     existing = checkpoint.list_checkpoints(path)
     if not existing:
         raise CheckpointError(f"{str(path)!r} holds no checkpoint; train one with `rediffuse train --out {path}`")
@@ -42,35 +49,71 @@ def find_checkpoint(path: str | Path) -> Path:
         checkpoint.check(existing[-1])
     except CheckpointError as err:
         raise CheckpointError(f"{str(path)!r} holds no complete checkpoint: {err}") from None
-    return existing[-1]
+    return existing[-1], True
+
+
+@dataclass(eq=False)
+class OpenRun:
+    """A run opened once: the folder given, its checkpoint (each file hashed once), the model spec and the
+    training config; the model is built and its weights loaded on first use, once."""
+
+    path: Path
+    checkpoint: Path
+    spec: dict[str, Any]
+    config: TrainConfig
+    ema: bool = True
+    hashed: bool = False  # whether opening already verified every file's sha256
+    _model: nn.Module | None = field(default=None, repr=False)
+
+    @property
+    def pretrained(self) -> bool:
+        """Whether this is a `save_pretrained` folder rather than a training checkpoint."""
+        return is_pretrained(self.checkpoint)
+
+    def model(self, device: torch.device | str = "cpu") -> nn.Module:
+        """The objective's model in eval mode on device (EMA weights unless opened with ema=False)."""
+        if self._model is None:
+            self._model = self._load()
+        return self._model.to(device)
+
+    def _load(self) -> nn.Module:
+        """Build the model and load its weights (the only place a run's network is built)."""
+        if self.pretrained:
+            model = pretrained_model(self.spec, self.checkpoint)
+        else:
+            part = "ema" if self.ema else "model"
+            ck = checkpoint.load(self.checkpoint, parts=[part], verified=self.hashed)
+            net, model = _network(self.checkpoint, self.spec, self.config)
+            load_weights(net, ck.tensors[part], self.checkpoint, part)
+        if "data" in self.spec:
+            model.data_info = self.spec["data"]  # what `save_pretrained` records for the model
+        return model.eval().requires_grad_(False)
+
+
+def open(path: str | Path, ema: bool = True) -> OpenRun:  # noqa: A001 (runs.open, as a file is opened)
+    """A run folder (its newest complete checkpoint), a checkpoint folder or a pretrained folder, opened: its
+    spec and config read and checked, nothing built yet."""
+    found, hashed = _locate(path)
+    if is_pretrained(found):
+        spec = read_pretrained(found)
+        return OpenRun(Path(path), found, spec, pretrained_config(spec, found), ema, hashed)
+    meta = checkpoint.read_manifest(found)["meta"]
+    config = config_of(found, meta)
+    spec = spec_of(found, meta, config)
+    return OpenRun(Path(path), found, spec, config, ema, hashed)
 
 
 def run_info(run_dir: str | Path) -> dict[str, Any]:
     """The model spec of a run's checkpoint (net, schedule, parameterization, sigma_data, data shape/classes)."""
-    path = find_checkpoint(run_dir)
-    if is_pretrained(path):
-        return {**read_pretrained(path), "checkpoint": str(path)}
-    spec, _, _ = model_of(path, checkpoint.read_manifest(path)["meta"])
-    return {**spec, "checkpoint": str(path)}
+    opened = open(run_dir)
+    return {**opened.spec, "checkpoint": str(opened.checkpoint)}
 
 
 def load_model(run_dir: str | Path, ema: bool = True, device: torch.device | str = "cpu"
                ) -> tuple[nn.Module, dict[str, Any], TrainConfig]:
     """(the objective's model in eval mode, its spec, training config) of a run's newest checkpoint."""
-    path = find_checkpoint(run_dir)
-    if is_pretrained(path):
-        spec = read_pretrained(path)
-        model, config = pretrained_model(spec, path), pretrained_config(spec, path)
-    else:
-        part = "ema" if ema else "model"
-        ck = checkpoint.load(path, parts=[part])
-        spec, net, model = model_of(path, ck.meta)
-        load_weights(net, ck.tensors[part], path, part)
-        config = config_of(path, ck.meta)
-    if "data" in spec:
-        model.data_info = spec["data"]  # what `save_pretrained` records for the model
-    model.to(device).eval().requires_grad_(False)
-    return model, spec, config
+    opened = open(run_dir, ema)
+    return opened.model(device), opened.spec, opened.config
 
 
 def load_run(run_dir: str | Path, ema: bool = True, device: torch.device | str = "cpu"
@@ -98,17 +141,32 @@ def config_of(path: Path, meta: dict[str, Any]) -> TrainConfig:
                               "it was not written by `rediffuse train` or is corrupt") from None
 
 
-def model_of(path: Path, meta: dict[str, Any]) -> tuple[dict[str, Any], nn.Module, nn.Module]:
-    """(spec, network, model) built from a checkpoint's metadata (CheckpointError if it is unusable)."""
-    config = config_of(path, meta)
+def spec_of(path: Path, meta: dict[str, Any], config: TrainConfig | None = None) -> dict[str, Any]:
+    """The model spec in a checkpoint's metadata, checked against model.safetensors on the meta device
+    (CheckpointError if it is unusable)."""
+    config = config or config_of(path, meta)
     try:
         objective, spec = objectives.get(config), meta["model"]
         check_shapes_first(objective, spec, path)
-        net = objective.build(spec)
-        return spec, net, objective.model(spec, net)
+        return spec
     except (KeyError, TypeError, ValueError, AttributeError) as err:
-        raise CheckpointError(f"checkpoint {str(path)!r} has an invalid model description "
-                              f"({type(err).__name__}: {err}); it is corrupt or from another program") from None
+        raise CheckpointError(_invalid(path, err)) from None
+
+
+def _network(path: Path, spec: dict[str, Any], config: TrainConfig) -> tuple[nn.Module, nn.Module]:
+    """(network, model) a checked spec describes (CheckpointError if it cannot be built)."""
+    try:
+        objective = objectives.get(config)
+        net = objective.build(spec)
+        return net, objective.model(spec, net)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise CheckpointError(_invalid(path, err)) from None
+
+
+def _invalid(path: Path, err: Exception) -> str:
+    """The one-line message for a checkpoint whose model description cannot be used."""
+    return (f"checkpoint {str(path)!r} has an invalid model description ({type(err).__name__}: {err}); it is "
+            "corrupt or from another program")
 
 
 def check_shapes_first(objective: Any, spec: dict[str, Any], path: Path) -> None:

@@ -31,7 +31,8 @@ TUNING = dict(objective="consistency", lr=2e-4, lr_schedule="cosine", warmup_ste
 
 def add_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
     """Register `distill` on the `rediffuse` sub-command parser."""
-    p = verbs.add_parser("distill", parents=[common], help="tune a trained Gaussian run for 1-2 step sampling",
+    p = verbs.add_parser("distill", parents=[common],
+                         help="tune a trained Gaussian run (points, images or audio) for 1-2 step sampling",
                          description="Consistency tuning (ECT, Geng et al. 2024) of a trained Gaussian run, "
                                      "started from its EMA weights; sample the result with --steps 1 or 2.")
     p.add_argument("run", type=Path, metavar="RUN", help="the teacher: a trained Gaussian run (or ckpt-<step>)")

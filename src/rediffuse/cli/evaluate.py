@@ -6,16 +6,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from rediffuse import distributed, samplers
+from rediffuse import distributed, modalities, runs, samplers
 from rediffuse.objectives import consistency as few_step
 from rediffuse.cli.common import finite_float, device_name
-from rediffuse.evaluation.evaluate import AUDIO_METRICS, METRICS, evaluate
+from rediffuse.evaluation.evaluate import METRICS, evaluate
 from rediffuse.evaluation.text import evaluate_text
 from rediffuse.errors import UsageError
-from rediffuse.runs import run_info
 from rediffuse.distributed import DEVICE_HELP
-
-TEXT_METRICS = ("nelbo", "nll")  # an autoregressive run answers either with its exact NLL
 
 
 def add_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
@@ -53,17 +50,21 @@ def add_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     if not args.run.is_dir():
         raise UsageError(f"run folder {str(args.run)!r} does not exist; give the --out folder of a training run")
-    info = run_info(args.run)
-    text = info["data"]["kind"] == "text"
-    allowed = {"text": TEXT_METRICS, "audio": AUDIO_METRICS}.get(info["data"]["kind"], METRICS)
+    info = runs.open(args.run).spec
+    modality = modalities.of(info)
+    text = modality.name == "text"
+    allowed = modality.eval_metrics
+    if not allowed:
+        raise UsageError(f"rediffuse eval measures image, audio and text runs, not {modality.a_run}; use "
+                         "bench-samplers or rediffuse.evaluation.metrics")
     if info.get("consistency"):
         allowed = tuple(m for m in allowed if m != "nll")  # a consistency function has no ODE to integrate
     given = args.metrics if args.metrics is not None else ",".join(allowed)
     metrics = [m.strip() for m in given.split(",") if m.strip()]
     bad = [m for m in metrics if m not in allowed]
     if bad or not metrics:
-        kind = {"text": "a text run", "audio": "an audio run"}.get(info["data"]["kind"], "an image run")
-        kind += " (a `distill` run has no bits/dim: evaluate its teacher)" if info.get("consistency") else ""
+        kind = modality.a_run + (" (a `distill` run has no bits/dim: evaluate its teacher)"
+                                 if info.get("consistency") else "")
         raise UsageError(f"--metrics for {kind} takes a comma list from {','.join(allowed)}, got {given!r}")
     if text and "nll" in metrics and "bos_id" not in info:
         raise UsageError("--metrics nll needs an autoregressive run; a masked run reports its bound: --metrics nelbo")
@@ -71,7 +72,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     args.sampler = args.sampler or sampler
     args.steps = steps if args.steps is None else args.steps
     if args.n is None:
-        args.n = 1000 if info["data"]["kind"] == "audio" else 10_000
+        args.n = modality.eval_n
     if args.batch_size is None:
         args.batch_size = 64 if text else 500
     if min(args.n, args.steps, args.batch_size, args.nll_n, args.draws) < 1:

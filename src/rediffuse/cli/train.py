@@ -16,14 +16,15 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 import torch
 
-from rediffuse import checkpoint, distributed
+from rediffuse import checkpoint, distributed, runs
 from rediffuse.cli.common import INTERRUPTED, PROG, finite_float, device_name
-from rediffuse.cli.sample import sample_images, sample_points
+from rediffuse.cli.sample import draw_and_write
 from rediffuse.errors import ConfigError, UsageError
 from rediffuse.presets import PRESETS, SAMPLING, preset
 from rediffuse.config import TrainConfig, resolve_device
 from rediffuse.data.dataset import data_kind
-from rediffuse.runs import load_run, run_info, saved_config
+from rediffuse.runs import saved_config
+from rediffuse.sampling.run import Run
 from rediffuse.train import TrainResult, train
 from rediffuse.distributed import DEVICE_HELP
 
@@ -70,7 +71,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 def add_parsers(verbs: Any, common: argparse.ArgumentParser) -> None:
     """Register `train` and `demo` on the `rediffuse` sub-command parser."""
-    train_p = verbs.add_parser("train", parents=[common], help="train a model (points, images or text)",
+    train_p = verbs.add_parser("train", parents=[common], help="train a model (points, images, audio or text)",
                                description="Train a diffusion model; flags override the --config TOML file.")
     train_p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                          help="start from a named recipe (the --config file and flags override it)")
@@ -156,17 +157,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if result.stopped == "interrupted":
         report_training(result, config)
         return INTERRUPTED
-    denoiser, schedule, _ = load_run(args.out, device=resolve_device(args.device))
-    info = run_info(args.out)
-    if info["data"]["kind"] == "points":
-        options = dict(n=4000, batch_size=4000, cond=None, device=args.device, **SAMPLING[args.data])
-        written = sample_points(denoiser, schedule, [2], config, args.out / "samples.npy", None, options)
+    run = Run(runs.open(args.out), resolve_device(args.device))
+    settings = {k: v for k, v in SAMPLING[args.data].items() if k in ("sampler", "steps", "spacing", "seed")}
+    if run.num_classes is None:
+        request = run.request(4000, batch_size=4000, **settings)
+        written = draw_and_write(run, request, args.out / "samples.npy")
     else:
-        classes = info["data"]["num_classes"]
-        cond = torch.arange(10 * classes) // 10  # one row of ten per class
-        options = dict(n=len(cond), batch_size=len(cond), cond=cond, device=args.device, **SAMPLING[args.data])
-        written = sample_images(denoiser, schedule, info["data"]["shape"], config, args.out / "samples.png",
-                                args.out / "trajectory.gif", options)
+        cond = torch.arange(10 * run.num_classes) // 10  # one row of ten per class
+        request = run.request(len(cond), cond, batch_size=len(cond), **settings)
+        written = draw_and_write(run, request, args.out / "samples.png", args.out / "trajectory.gif")
     print(f"done in {time.perf_counter() - started:.0f} s; wrote:")
     for path in [*written, *[p for p in [args.out / "loss.png"] if p.exists()]]:
         print(f"  {path}")

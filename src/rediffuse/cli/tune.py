@@ -26,7 +26,8 @@ from rediffuse.distributed import DEVICE_HELP
 
 def add_parsers(verbs: Any, common: argparse.ArgumentParser) -> None:
     """Register bench-samplers and tune-grid on the `rediffuse` sub-command parser."""
-    bench = verbs.add_parser("bench-samplers", parents=[common], help="compare every sampler x grid x NFE",
+    bench = verbs.add_parser("bench-samplers", parents=[common],
+                             help="compare every sampler x grid x NFE (points, images or audio runs)",
                              description="Every sampler at NFE 5/10/20/50 against a high-accuracy reference "
                                          "from the same noise; writes bench.md, bench.json and bench.png.")
     bench.add_argument("run", type=Path, nargs="?", metavar="RUN", help="run folder (or use --analytic)")
@@ -44,7 +45,8 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser) -> None:
                        help="no progress bar (on a terminal) or per-sampler lines (otherwise)")
     bench.set_defaults(func=cmd_bench)
 
-    tune = verbs.add_parser("tune-grid", parents=[common], help="tune a step grid to a trained run",
+    tune = verbs.add_parser("tune-grid", parents=[common],
+                            help="tune a step grid to a trained run (points, images or audio)",
                             description="Minimise a sampler's error against a high-accuracy solution over the "
                                         "grid's noise levels; saves RUN/grids.json for `sample --spacing tuned`.")
     tune.add_argument("run", type=Path, metavar="RUN", help="run folder")

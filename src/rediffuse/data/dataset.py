@@ -10,13 +10,12 @@ import tokenize
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Protocol
 
 import torch
 from torch import Tensor
 
 from rediffuse.audio_codec import MelCodec
-from rediffuse.config import TrainConfig
 from rediffuse.data import toy2d
 from rediffuse.data.audio import is_audio_spec, load_audio
 from rediffuse.data.images import load_images
@@ -42,6 +41,20 @@ class Stream:
 def example_tensor(item: Any) -> Tensor:
     """The tensor of a Dataset item (a tensor, or the first entry of a (tensor, label) pair)."""
     return torch.as_tensor(item[0] if isinstance(item, (tuple, list)) else item)
+
+
+class DataOptions(Protocol):
+    """The run settings that loading data reads (a `TrainConfig` has them all)."""
+
+    data: str
+    num_points: int
+    image_size: int | None
+    max_image_side: int
+    clip_length: int
+    sample_rate: int
+    audio_representation: str
+    tokens: str
+    seed: int
 
 
 @dataclass
@@ -98,7 +111,7 @@ _DATA_HINT = ("give a .npy/.csv of points [N, d], images (digits, mnist:PATH, fo
               "(audio:PATH, fsdd:PATH)")
 
 
-def build_data(config: TrainConfig) -> Data:
+def build_data(config: DataOptions) -> Data:
     """Load or draw the training set named by config.data; ValueError naming the data if it is unusable."""
     try:
         data = _load_data(config)
@@ -123,28 +136,45 @@ def _data_error(spec: str, err: BaseException) -> str:
     return f"cannot read data {spec!r} ({type(err).__name__}: {detail or 'no details'}); {_DATA_HINT}"
 
 
-def _load_data(config: TrainConfig) -> Data:
-    """The training set named by config.data, as the loaders return it."""
-    kind = data_kind(config.data)
-    if kind == "text":
-        text = load_text(config.data, config.tokens)
-        return Data(text.tokens, None, "text", text)
-    if kind == "audio":
-        audio = load_audio(config.data, length=config.clip_length, rate=config.sample_rate)
-        if config.audio_representation == "waveform":
-            return Data(audio.x, audio.labels, "audio", rate=audio.rate)
-        codec = MelCodec(rate=audio.rate, length=config.clip_length)
-        images = torch.cat([codec.encode(part) for part in audio.x.split(256)])
-        return Data(images, audio.labels, "audio", rate=audio.rate, codec=codec.config())
-    if kind == "points":
-        generator = torch.Generator().manual_seed(config.seed)
-        return Data(toy2d.points_dataset(config.data, config.num_points, generator), None, "points")
+def _load_data(config: DataOptions) -> Data:
+    """The training set named by config.data, as its kind's loader returns it."""
+    return LOADERS[data_kind(config.data)](config)
+
+
+def _load_text(config: DataOptions) -> Data:
+    """text:PATH as one token stream."""
+    text = load_text(config.data, config.tokens)
+    return Data(text.tokens, None, "text", text)
+
+
+def _load_audio(config: DataOptions) -> Data:
+    """Clips as waveforms, or as log-mel images for audio_representation 'mel'."""
+    audio = load_audio(config.data, length=config.clip_length, rate=config.sample_rate)
+    if config.audio_representation == "waveform":
+        return Data(audio.x, audio.labels, "audio", rate=audio.rate)
+    codec = MelCodec(rate=audio.rate, length=config.clip_length)
+    images = torch.cat([codec.encode(part) for part in audio.x.split(256)])
+    return Data(images, audio.labels, "audio", rate=audio.rate, codec=codec.config())
+
+
+def _load_points(config: DataOptions) -> Data:
+    """A 2-D set drawn with the run's seed, or a point file."""
+    generator = torch.Generator().manual_seed(config.seed)
+    return Data(toy2d.points_dataset(config.data, config.num_points, generator), None, "points")
+
+
+def _load_images(config: DataOptions) -> Data:
+    """digits, mnist:PATH, folder:PATH or an array file of images."""
     base = config.data.rpartition("@")[0] if config.data.endswith(("@train", "@heldout")) else config.data
     if ":" not in base and base != "digits" and not Path(base).exists():
         raise ConfigError(f"unknown data {config.data!r}; use a points set ({', '.join(toy2d.TOY2D)}, ...), "
                           "a .npy/.csv of points, or images (digits, mnist:PATH, folder:PATH, a .npz file)")
     images = load_images(config.data, size=config.image_size, max_side=config.max_image_side)
     return Data(images.images.float().contiguous(), images.labels, "images")
+
+
+LOADERS: dict[str, Callable[[DataOptions], Data]] = {"text": _load_text, "audio": _load_audio,
+                                                      "points": _load_points, "images": _load_images}
 
 
 def data_std(x: Tensor) -> float:

@@ -54,6 +54,11 @@ def _kind(shape: tuple[int, ...]) -> str:
     return KINDS[len(shape)]
 
 
+def _rate(kind: str, rate: int) -> int | None:
+    """The sample rate data of a kind carries (clips only)."""
+    return {"audio": rate}.get(kind)
+
+
 def _labels(labels: Any, n: int) -> Tensor | None:
     """Labels as a long tensor [n] of non-negative classes (ConfigError naming the problem)."""
     if labels is None:
@@ -74,7 +79,7 @@ def _from_tensor(x: Tensor, labels: Any, rate: int) -> Data:
     if not torch.isfinite(x).all():
         raise ConfigError("the training tensor holds NaN or infinite values; fix or drop those examples")
     return Data(x.detach().float().contiguous(), _labels(labels, len(x)), kind,
-                rate=rate if kind == "audio" else None)
+                rate=_rate(kind, rate))
 
 
 def _from_dataset(items: Any, rate: int) -> Data:
@@ -105,4 +110,4 @@ def _from_dataset(items: Any, rate: int) -> Data:
     std = max(squares / count - mean * mean, 0.0) ** 0.5 * (count / max(count - 1, 1)) ** 0.5
     kind = _kind(shape)
     return Data(torch.empty(0), _labels(labels, n) if labels else None, kind,
-                rate=rate if kind == "audio" else None, stream=Stream(items, n, shape, std, digest.hexdigest()))
+                rate=_rate(kind, rate), stream=Stream(items, n, shape, std, digest.hexdigest()))

@@ -20,7 +20,6 @@ from torch import Tensor
 from tqdm import tqdm
 
 from rediffuse import distributed
-from rediffuse.audio_codec import to_waveforms
 from rediffuse.data.audio import resample_to
 from rediffuse.data.images import load_images
 from rediffuse.evaluation.features import (InceptionFeatures, classify, extract_features, load_inception,
@@ -28,16 +27,15 @@ from rediffuse.evaluation.features import (InceptionFeatures, classify, extract_
 from rediffuse.evaluation.features.training import FSDD_RATE, DigitSplit
 from rediffuse.guidance import cfg_denoiser
 from rediffuse.objectives.consistency import run_sampling
-from rediffuse.samplers.generation import require_finite
+from rediffuse.samplers.generation import generate, require_finite
 from rediffuse.evaluation.report import write_report
 from rediffuse.io import atomic_write_arrays
 from rediffuse.evaluation.likelihood import bits_per_dim
 from rediffuse.evaluation.metrics import frechet_distance, inception_score, modified_inception_score, prdc
-from rediffuse.runs import load_run, run_info
+from rediffuse import modalities, runs
 from rediffuse.spectral import log_mel_image
 
-METRICS = ("fd", "prdc", "acc", "is", "nll")
-AUDIO_METRICS = ("fd", "prdc", "acc", "is")
+METRICS = ("fd", "prdc", "acc", "is", "nll")  # what `evaluate` measures; each modality says which it takes
 
 
 def classifier_kind(data_spec: str) -> tuple[str, str | None]:
@@ -110,7 +108,8 @@ def cached_samples(run_dir: Path, denoiser: Callable, schedule: Any, shape: Sequ
     den = denoiser if options.get("guidance", 1.0) == 1.0 else cfg_denoiser(denoiser, options["guidance"])
     gen_options = {**{k: v for k, v in options.items() if k != "guidance"}, **(grid or {})}
     with tqdm(total=n, desc="sampling", disable=None if distributed.is_main_process() else True) as bar:
-        x = distributed.generate(den, schedule, shape, n=n, cond=cond, progress=bar.update, **gen_options)
+        x = generate(den, schedule, shape, n=n, cond=cond, progress=bar.update, world=distributed.current(),
+                     **gen_options)
     x = require_finite(x.cpu(), "sampling for the evaluation").clamp(-1, 1)
     if distributed.is_main_process():
         atomic_write_arrays(path, samples=x.numpy())
@@ -152,14 +151,16 @@ def evaluate(run_dir: str | Path, *, metrics: Sequence[str] = METRICS, n: int = 
     unknown = set(metrics) - set(METRICS)
     if unknown:
         raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {', '.join(METRICS)}")
-    denoiser, schedule, config = load_run(run_dir, device=device)
-    spec = run_info(run_dir)
-    info = spec["data"]
-    if info["kind"] not in ("images", "audio"):
+    opened = runs.open(run_dir)
+    spec, config = opened.spec, opened.config
+    denoiser = opened.model(device)
+    schedule, info, modality = denoiser.schedule, spec["data"], modalities.of(spec)
+    if not set(modality.eval_metrics) & set(METRICS):
         raise ValueError("rediffuse eval measures image and audio runs; for points use bench-samplers or the "
                          "metrics module")
-    if info["kind"] == "audio" and "nll" in metrics:
-        raise ValueError(f"bits/dim (nll) is for image runs; give audio runs --metrics from {','.join(AUDIO_METRICS)}")
+    if "nll" in metrics and "nll" not in modality.eval_metrics:
+        raise ValueError(f"bits/dim (nll) is for image runs; give {modality.name} runs --metrics from "
+                         f"{','.join(modality.eval_metrics)}")
     if spec.get("consistency") and "nll" in metrics:
         raise ValueError("bits/dim (nll) integrates a denoiser's ODE, and a `distill` run is a consistency "
                          "function: evaluate its teacher's bits/dim, or drop nll from --metrics")
@@ -179,7 +180,7 @@ def evaluate(run_dir: str | Path, *, metrics: Sequence[str] = METRICS, n: int = 
                        guidance=guidance)
         x, cond = cached_samples(run_dir, denoiser, schedule, info["shape"], n, info["num_classes"], options,
                                  run_sampling(spec, sampler, steps))
-        x = classifier_inputs(to_waveforms(info, x), kind, info.get("rate"))
+        x = classifier_inputs(modality.deliver(info, x), kind, info.get("rate"))
         report["samples"] = sample_metrics(classifier, x, cond, real_feats, sample_side)
         held = len(split.heldout_x)
         report["samples_at_heldout_n"] = sample_metrics(classifier, x[:held], None if cond is None else cond[:held],

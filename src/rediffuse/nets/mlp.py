@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +61,14 @@ class MLP(nn.Module):
     def config(self) -> dict[str, Any]:
         """Constructor keyword arguments as a JSON-serialisable dict."""
         return dict(self._config)
+
+    @classmethod
+    def data_config(cls, shape: Sequence[int], num_classes: int | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The config of an MLP for examples of `shape` with kwargs (ValueError unless points [d])."""
+        if len(shape) != 1:
+            raise ValueError(f"net 'mlp' needs points [N, d], but the examples have shape {list(shape)}; use "
+                             "--net unet for images")
+        return {**kwargs, "dim": shape[0], "num_classes": num_classes}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "MLP":

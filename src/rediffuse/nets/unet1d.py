@@ -129,6 +129,14 @@ class UNet1D(nn.Module):
         return dict(self._config)
 
     @classmethod
+    def data_config(cls, shape: Sequence[int], num_classes: int | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The config of a 1-D UNet for examples of `shape` with kwargs (ValueError unless waveforms [C, L])."""
+        if len(shape) != 2:
+            raise ValueError(f"net 'unet1d' needs waveforms [N, C, L], got examples of shape {list(shape)}; use "
+                             "audio data (audio:PATH, fsdd:PATH)")
+        return {**kwargs, "in_channels": shape[0], "length": shape[1], "num_classes": num_classes}
+
+    @classmethod
     def from_config(cls, config: dict[str, Any]) -> "UNet1D":
         """Build a model from ``config()`` output."""
         return cls(**config)

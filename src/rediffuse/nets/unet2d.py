@@ -221,6 +221,15 @@ class UNet2D(nn.Module):
         return {k: list(v) if isinstance(v, list) else v for k, v in self._config.items()}
 
     @classmethod
+    def data_config(cls, shape: Sequence[int], num_classes: int | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The config of a 2-D UNet for examples of `shape` with kwargs (ValueError unless images [C, H, W])."""
+        if len(shape) != 3:
+            raise ValueError(f"net 'unet' needs images [N, C, H, W], got examples of shape {list(shape)}; use "
+                             "--net mlp for points or --net unet1d for waveforms")
+        return {**kwargs, "in_channels": shape[0], "image_size": shape[1], "num_classes": num_classes,
+                **({"image_width": shape[2]} if shape[2] != shape[1] else {})}
+
+    @classmethod
     def from_config(cls, config: dict[str, Any]) -> "UNet2D":
         """Build a model from ``config()`` output."""
         return cls(**config)

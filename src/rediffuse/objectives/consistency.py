@@ -28,6 +28,7 @@ from rediffuse.data.dataset import Data
 from rediffuse.errors import CheckpointError, ConfigError
 from rediffuse.guidance import cfg_denoiser
 from rediffuse.objectives.base import Batch, Draws, StepGenerators
+from rediffuse.samplers.request import Grid
 from rediffuse.objectives.gaussian import Gaussian, null_label
 
 METHODS = ("ect", "cd")
@@ -165,25 +166,30 @@ class Consistency(Gaussian):
             self._teacher = den.to(device).eval().requires_grad_(False)
         return self._teacher
 
-    def preview_sampling(self, model: consistency.ConsistencyFunction, steps: int) -> dict[str, Any]:
+    def preview_sampling(self, model: consistency.ConsistencyFunction, steps: int) -> tuple[str, int, Grid]:
         """Two-step consistency sampling."""
-        return sampling_options(model.schedule.sigma_max, model.mid_sigma, model.sigma_min, 2)
+        return "consistency", 2, few_step_grid(model.schedule.sigma_max, model.mid_sigma, model.sigma_min, 2)
 
 
-def sampling_options(sigma_max: float, mid_sigma: float, sigma_min: float, steps: int) -> dict[str, Any]:
-    """`generation.generate` options of `steps`-step consistency sampling."""
-    return {"sampler": "consistency", "sigmas": consistency.sampling_sigmas(sigma_max, mid_sigma, steps),
-            "sigma_min": sigma_min}
+def few_step_grid(sigma_max: float, mid_sigma: float, sigma_min: float, steps: int) -> Grid:
+    """The levels of `steps`-step consistency sampling, with the sampler's sigma_min."""
+    return Grid(sigmas=consistency.sampling_sigmas(sigma_max, mid_sigma, steps), options={"sigma_min": sigma_min})
+
+
+def run_grid(spec: dict[str, Any], sampler: str | None, steps: int | None) -> Grid:
+    """The levels a run's sampler needs: the few-step grid for a consistency run sampled with the consistency
+    sampler, else the schedule's (an empty Grid)."""
+    levels = spec.get("consistency")
+    if levels is None or sampler != "consistency":
+        return Grid()
+    sigma_max = schedules.from_config(spec["schedule"]).sigma_max
+    return few_step_grid(sigma_max, levels["mid_sigma"], levels["sigma_min"], int(steps or 2))
 
 
 def run_sampling(spec: dict[str, Any], sampler: str, steps: int) -> dict[str, Any]:
-    """The grid options a run's sampler needs: the few-step grid for a consistency run sampled with the
-    consistency sampler, nothing otherwise (the schedule's grid)."""
-    levels = spec.get("consistency")
-    if levels is None or sampler != "consistency":
-        return {}
-    sigma_max = schedules.from_config(spec["schedule"]).sigma_max
-    return sampling_options(sigma_max, levels["mid_sigma"], levels["sigma_min"], steps)
+    """`run_grid` as `generation.generate` options (nothing for the schedule's grid)."""
+    grid = run_grid(spec, sampler, steps)
+    return {} if grid.sigmas is None else {"sampler": "consistency", "sigmas": grid.sigmas, **grid.options}
 
 
 def default_sampler(spec: dict[str, Any], steps: int) -> tuple[str, int]:

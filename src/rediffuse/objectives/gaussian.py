@@ -14,15 +14,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rediffuse import losses, schedules, viz, viz_audio
-from rediffuse.audio_codec import to_waveforms
+from rediffuse import losses, modalities, schedules
 from rediffuse.config import need
 from rediffuse.data.dataset import Data
 from rediffuse.denoisers import PARAMETERIZATIONS, Denoiser, wrap
 from rediffuse.errors import ConfigError
 from rediffuse.nets import NETS
 from rediffuse.objectives.base import Batch, Configured, Draws, StepGenerators
-from rediffuse.samplers import generation
+from rediffuse.samplers.request import Grid, SamplingRequest
 
 
 class Gaussian(Configured):
@@ -53,31 +52,18 @@ class Gaussian(Configured):
     def spec(self, data: Data) -> dict[str, Any]:
         """The JSON description of the denoiser to train on data: net, schedule, parameterization, sigma_data."""
         c = self.config
-        kind = c.net if c.net != "auto" else {"points": "mlp", "audio": "unet1d"}.get(data.kind, "unet")
-        if c.net == "auto" and data.codec:
-            kind = "unet"  # audio as log-mel images
+        net = c.net if c.net != "auto" else modalities.get(data.kind).default_net(data.shape, data.codec)
         num_classes = data.num_classes if c.conditional else None
         if c.conditional and num_classes is None:
             raise ConfigError(f"data {c.data!r} has no labels, so it cannot train a conditional model; "
                               "drop --conditional")
-        if kind == "mlp":
-            if len(data.shape) != 1:
-                raise ConfigError(f"net 'mlp' needs points [N, d], but the examples have shape "
-                                  f"{list(data.shape)}; use --net unet for images")
-            net_config = {**c.net_kwargs, "dim": data.shape[0], "num_classes": num_classes}
-        elif kind == "unet1d":
-            if len(data.shape) != 2:
-                raise ConfigError(f"net 'unet1d' needs waveforms [N, C, L], got examples of shape "
-                                  f"{list(data.shape)}; use audio data (audio:PATH, fsdd:PATH)")
-            net_config = {**c.net_kwargs, "in_channels": data.shape[0], "length": data.shape[1],
-                          "num_classes": num_classes}
-        else:
-            if len(data.shape) != 3:
-                raise ConfigError(f"net 'unet' needs images [N, C, H, W], got examples of shape {list(data.shape)}; "
-                                  "use --net mlp for points or --net unet1d for waveforms")
-            net_config = {**c.net_kwargs, "in_channels": data.shape[0], "image_size": data.shape[1],
-                          "num_classes": num_classes,
-                          **({"image_width": data.shape[2]} if data.shape[2] != data.shape[1] else {})}
+        if not hasattr(NETS[net], "data_config"):
+            raise ConfigError(f"net {net!r} is not a denoiser network; choose one of "
+                              f"{', '.join(n for n in NETS if hasattr(NETS[n], 'data_config'))}")
+        try:
+            net_config = NETS[net].data_config(data.shape, num_classes, c.net_kwargs)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         sigma_data = data.std() if c.sigma_data == "auto" else float(c.sigma_data)
         if not (math.isfinite(sigma_data) and sigma_data > 0):
             raise ConfigError(f"the training data {c.data!r} is constant or not finite (standard deviation "
@@ -88,7 +74,7 @@ class Gaussian(Configured):
             raise ConfigError(f"bad schedule_kwargs for {c.schedule!r}: {err}") from None
         info = {"kind": data.kind, "shape": list(data.shape), "num_classes": num_classes, "spec": c.data,
                 **({"rate": data.rate} if data.rate else {}), **({"codec": data.codec} if data.codec else {})}
-        return {"net": kind, "net_config": net_config, "schedule": schedule_config,
+        return {"net": net, "net_config": net_config, "schedule": schedule_config,
                 "parameterization": c.parameterization, "sigma_data": sigma_data, "data": info}
 
     def build(self, spec: dict[str, Any]) -> nn.Module:
@@ -124,27 +110,22 @@ class Gaussian(Configured):
 
     @torch.no_grad()
     def preview(self, model: Denoiser, spec: dict[str, Any], path: Path, device: torch.device,
-                per_class: int = 8, steps: int = 18) -> Path | None:
-        """A grid of samples, or for audio of their spectrograms (one row per class for conditional models);
-        None for points."""
-        kind = spec["data"]["kind"]
-        if kind not in ("images", "audio"):
+                steps: int = 18) -> Path | None:
+        """The modality's picture of samples (one row per class for conditional models); None where it has
+        none (points)."""
+        modality = modalities.of(spec)
+        if not modality.preview_per_class:
             return None
         num_classes = spec["data"]["num_classes"]
-        per_class = per_class if kind == "images" else per_class // 2
-        n = per_class * num_classes if num_classes else 8 * per_class
+        n = modality.preview_per_class * (num_classes or 8)
         cond = None if not num_classes else torch.arange(n) % num_classes
-        x = generation.generate(model, model.schedule, spec["data"]["shape"], n=n, seed=0, cond=cond,
-                                device=device, **self.preview_sampling(model, steps))
-        if kind == "audio":
-            clips = to_waveforms(spec["data"], x.cpu()).clamp(-1, 1)
-            return viz_audio.spectrogram_grid_png(path, clips, labels=cond, nrow=per_class)
-        return viz.image_grid_png(path, x.cpu(), labels=cond, nrow=8)
+        sampler, steps, grid = self.preview_sampling(model, steps)
+        request = SamplingRequest(n=n, sampler=sampler, steps=steps, labels=cond, device=device, batch_size=n)
+        return modality.preview(path, modality.draw(model, spec, request, grid).samples, cond)
 
-
-    def preview_sampling(self, model: Denoiser, steps: int) -> dict[str, Any]:
-        """The sampler options of the preview: Heun on the schedule's grid."""
-        return {"sampler": "heun", "steps": steps}
+    def preview_sampling(self, model: Denoiser, steps: int) -> tuple[str, int, Grid]:
+        """The preview's sampler, steps and levels: Heun on the schedule's grid."""
+        return "heun", steps, Grid()
 
 
 def null_label(model: Denoiser) -> int | None:

@@ -67,7 +67,7 @@ class Masked(Configured):
     def spec(self, data: Data) -> dict[str, Any]:
         """The JSON description of the model: transformer config, vocabulary, mask id, schedule and data."""
         c = self.config
-        if data.kind != "text" or data.vocab is None:
+        if data.vocab is None:
             raise ConfigError(f"the {self.name} objective trains on text, got {data.kind} data {c.data!r}; "
                               "use --data text:PATH")
         if len(data.x) < c.block_length:

@@ -9,7 +9,7 @@ the prefix (no key-value cache): L - start network calls on prefixes of growing 
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -19,8 +19,10 @@ from .masked import Generator, categorical, uniforms
 CausalModel = Callable[[Tensor], Tensor]
 
 
-def sample_autoregressive(model: CausalModel, z: Tensor, start: int, *, generator: Generator = None) -> Tensor:
-    """z [B, L] with tokens start..L-1 drawn left to right from model(x) -> log-probs [B, k, V]."""
+def sample_autoregressive(model: CausalModel, z: Tensor, start: int, *, generator: Generator = None,
+                          callback: Callable[[dict[str, Any]], None] | None = None) -> Tensor:
+    """z [B, L] with tokens start..L-1 drawn left to right from model(x) -> log-probs [B, k, V]; the callback
+    gets {"i", "k", "z", "log_probs"} after each token (i counts from 0, k is the position drawn)."""
     if z.ndim != 2 or z.dtype not in (torch.int32, torch.int64):
         raise ValueError(f"z must be integer tokens [B, L], got {z.dtype} {tuple(z.shape)}")
     if not 0 <= start <= z.shape[1]:
@@ -29,5 +31,8 @@ def sample_autoregressive(model: CausalModel, z: Tensor, start: int, *, generato
     for k in range(start, z.shape[1]):
         log_probs = model(z[:, :k + 1])[:, k]
         u = uniforms((len(z), 1), generator, z.device)[:, 0]
+        z = z.clone() if callback is not None else z  # what the callback was given stays a snapshot
         z[:, k] = categorical(torch.softmax(log_probs.to(torch.float64), -1), uniform=u).to(z.dtype)
+        if callback is not None:
+            callback({"i": k - start, "k": k, "z": z, "log_probs": log_probs})
     return z

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import torch
 from torch import Tensor
@@ -51,23 +51,52 @@ def require_finite(x: Tensor, what: str = "sampling") -> Tensor:
     return x
 
 
+class Ranks(Protocol):
+    """The processes sharing a draw (`rediffuse.distributed.World`): this one's block of items, and a gather."""
+
+    size: int
+
+    def block(self, n: int) -> range: ...
+
+    def gather(self, obj: Any) -> list[Any]: ...
+
+
+def _to_cpu(info: dict[str, Any]) -> dict[str, Any]:
+    """A sampler callback record with its tensors on the CPU (to send to the other ranks)."""
+    return {k: v.detach().cpu() if isinstance(v, Tensor) else v for k, v in info.items()}
+
+
 @torch.no_grad()
 def generate(denoiser: Callable[..., Tensor], schedule: Schedule, shape: Sequence[int], *, n: int,
              sampler: str = "heun", steps: int = 20, spacing: str = "default", seed: int = 0,
              batch_size: int = 256, cond: Tensor | None = None, device: torch.device | str = "cpu",
              sigmas: Tensor | None = None, callback: Callable | None = None,
-             progress: Callable[[int], None] | None = None, plan: Plan | None = None, **options) -> Tensor:
+             progress: Callable[[int], None] | None = None, plan: Plan | None = None, world: Ranks | None = None,
+             **options: Any) -> Tensor:
     """n samples of per-sample shape `shape`; sample i depends only on (seed, i), not on batch_size.
 
     With `plan` (a `samplers.common.Plan`: `rediffuse.tuning.plan.SamplingPlan`, for one) it samples, and
-    its grid replaces sampler, steps, spacing, sigmas and options.
+    its grid replaces sampler, steps, spacing, sigmas and options. With a `world` of several ranks, rank r
+    draws a contiguous block of the batches and every rank returns all n samples, equal to one process's bit
+    for bit; callback records are replayed on every rank in index order (parallel over batches: use
+    batch_size <= n / ranks).
     """
-    sigmas = schedule.sigmas(steps, spacing) if sigmas is None else sigmas
+    if sigmas is None and plan is None:
+        sigmas = schedule.sigmas(steps, spacing)
+    starts = range(0, n, batch_size)
+    split = world is not None and world.size > 1
+    records: list[dict[str, Any]] = []
+    record = (lambda info: records.append(_to_cpu(info))) if split and callback is not None else callback
     out = []
-    for start in range(0, n, batch_size):
-        idx = list(range(start, min(n, start + batch_size)))
-        out.append(sample_batch(denoiser, schedule, shape, idx, sigmas, sampler, seed, cond, device, callback, plan,
-                                **options))
+    for b in (world.block(len(starts)) if split else range(len(starts))):
+        idx = list(range(starts[b], min(n, starts[b] + batch_size)))
+        x = sample_batch(denoiser, schedule, shape, idx, sigmas, sampler, seed, cond, device, record, plan, **options)
+        out.append(x.cpu() if split else x)
         if progress is not None:
             progress(len(idx))
-    return torch.cat(out)
+    if not split:
+        return torch.cat(out)
+    parts = world.gather((out, records))
+    for info in (info for _, rank_records in parts for info in rank_records):
+        callback(info)  # records exist only when there is a callback
+    return torch.cat([x for rank_batches, _ in parts for x in rank_batches]).to(device)

@@ -13,6 +13,7 @@ import hashlib
 import torch
 from torch import Tensor, nn
 
+from rediffuse import modalities
 from rediffuse.config import TrainConfig
 from rediffuse.data.dataset import Data
 from rediffuse.data.text import random_windows
@@ -96,8 +97,9 @@ class StepBatches:
         self.x = data.x.to(device)
         self.labels = None if data.labels is None else data.labels.to(where)
         self.batch_size, self.block_length = config.batch_size, config.block_length
-        self.hflip = config.hflip and data.kind == "images"
-        self.order = None if data.kind == "text" else DataOrder(len(data), config.batch_size, config.seed, where)
+        modality = modalities.get(data.kind)
+        self.hflip = config.hflip and modality.mirrors
+        self.order = None if modality.windows else DataOrder(len(data), config.batch_size, config.seed, where)
         self.streams = StepStreams(config.seed, device)
         self.objective, self.part = objective, world.split(config.batch_size)
 

@@ -131,7 +131,7 @@ def _train(config: TrainConfig, resume: bool, world: World, clock: Now | None, g
     data = build_data(config) if given is None else given
     if ck is not None:
         check_resumable(config, runs.config_of(ck.path, ck.meta))
-        spec = runs.model_of(ck.path, ck.meta)[0]
+        spec = runs.spec_of(ck.path, ck.meta)
         state = new_state(config, objective, spec, device, world, initialise=False)
         restore_state(ck, state)
     else:

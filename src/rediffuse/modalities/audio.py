@@ -1,0 +1,96 @@
+"""Audio clips [N, 1, L] (waveforms, or log-mel images decoded by the codec): one 16-bit PCM WAV per sample,
+an .npz of the waveforms, and pictures.
+
+`--out DIR` (no suffix; default RUN/samples) writes DIR/sample-0000[-class3].wav, ..., DIR/samples.npz
+(float waveforms [N, 1, L], the rate and labels), DIR/samples.png (waveform and spectrogram of the first four)
+and DIR/spectrograms.png (all of them, one row per class). `--out x.wav` writes x.wav for one sample, or
+x-0000.wav, ... beside it for several, with x.npz, x.png and x_spectrograms.png.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from torch import Tensor
+
+from rediffuse import viz_audio
+from rediffuse.audio_codec import to_waveforms
+from rediffuse.data.audio import write_wav
+from rediffuse.errors import UsageError
+from rediffuse.io import atomic_write_arrays
+from rediffuse.modalities.base import Drawn, Extras, labels_in_files, refuse_suffix
+from rediffuse.modalities.gaussian import GaussianModality
+
+
+class Audio(GaussianModality):
+    """Sound clips at one sample rate (audio:PATH, fsdd:PATH)."""
+
+    name = "audio"
+    a_run = "an audio run"
+    default_n = 30
+    eval_metrics = ("fd", "prdc", "acc", "is")
+    eval_n = 1000
+    preview_per_class = 4
+
+    def default_net(self, shape: Sequence[int], codec: dict | None) -> str:
+        """A 1-D UNet over waveforms; a 2-D UNet over log-mel images."""
+        return "unet" if codec else "unet1d"
+
+    def default_out(self, run_dir: Path) -> Path:
+        """RUN/samples/."""
+        return run_dir / "samples"
+
+    def check_out(self, out: Path) -> None:
+        """A folder or a .wav path."""
+        refuse_suffix(out, ("", ".wav"), "an audio run")
+        if out.suffix == "" and out.is_file():
+            raise UsageError(f"--out {str(out)!r} is a file; give a folder (or a path ending in .wav)")
+
+    def check_request(self, spec: dict[str, Any], request: Any, trajectory: Path | None) -> None:
+        """No text options and no trajectory."""
+        super().check_request(spec, request, trajectory)
+        if trajectory is not None:
+            raise UsageError("--trajectory is for points, image and text runs; drop it for an audio run")
+
+    def outputs(self, out: Path, n: int, labels: Tensor | None) -> list[Path]:
+        """The WAVs, the .npz and the two pictures."""
+        return [*wav_paths(out, n, labels), *audio_extras(out)]
+
+    def deliver(self, data_info: dict[str, Any], x: Tensor) -> Tensor:
+        """Waveforms (log-mel images decoded) clamped to [-1, 1]."""
+        return to_waveforms(data_info, x).clamp(-1, 1)
+
+    def write(self, out: Path, drawn: Drawn, spec: dict[str, Any], extras: Extras) -> list[Path]:
+        """The WAVs, the .npz and the two pictures."""
+        x, labels, rate = drawn.samples, drawn.labels, int(spec["data"]["rate"])
+        if out.suffix.lower() != ".wav":
+            out.mkdir(parents=True, exist_ok=True)
+        npz, picture, grid = audio_extras(out)
+        wavs = [write_wav(path, clip[0], rate) for path, clip in zip(wav_paths(out, len(x), labels), x)]
+        atomic_write_arrays(npz, samples=x.numpy(), rate=rate, **labels_in_files(labels))
+        viz_audio.waveforms_png(picture, x, rate, labels)
+        viz_audio.spectrogram_grid_png(grid, x, labels, nrow=None if labels is not None else 8)
+        return [*wavs, npz, picture, grid]
+
+    def preview(self, path: Path, samples: Tensor, labels: Tensor | None) -> Path | None:
+        """The spectrograms, a row per class."""
+        return viz_audio.spectrogram_grid_png(path, samples, labels=labels, nrow=self.preview_per_class)
+
+
+def wav_paths(out: Path, n: int, labels: Tensor | None) -> list[Path]:
+    """Where each of n samples goes: numbered (and class-tagged) files in a folder, or beside x.wav."""
+    tags = [""] * n if labels is None else [f"-class{int(c)}" for c in labels]
+    if out.suffix.lower() == ".wav":
+        if n == 1:
+            return [out]
+        return [out.with_name(f"{out.stem}-{i:04d}{tags[i]}.wav") for i in range(n)]
+    return [out / f"sample-{i:04d}{tags[i]}.wav" for i in range(n)]
+
+
+def audio_extras(out: Path) -> tuple[Path, Path, Path]:
+    """The .npz, the waveform picture and the spectrogram grid written beside an audio run's WAVs."""
+    if out.suffix.lower() == ".wav":
+        stem = out.with_suffix("")
+        return stem.with_suffix(".npz"), stem.with_suffix(".png"), stem.with_name(f"{stem.name}_spectrograms.png")
+    return out / "samples.npz", out / "samples.png", out / "spectrograms.png"

@@ -1,0 +1,64 @@
+"""The values of one draw from a model: what is asked (`SamplingRequest`), how a Gaussian draw's noise levels
+are laid out (`Grid`), and one step of the reverse process as it streams (`Step`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import Tensor
+
+from .common import Plan
+
+
+@dataclass(frozen=True, eq=False)
+class SamplingRequest:
+    """One draw: n samples, sample i from its own (seed, i) generator, in batches of batch_size on device.
+
+    Gaussian runs read sampler, steps (None: the run's defaults), spacing ('tuned': the run's saved plan),
+    labels (one class per sample, or None) and guidance; text runs read steps, order and the template
+    (prompt, or infill with its blank character, and length).
+    """
+
+    n: int
+    sampler: str | None = None
+    steps: int | None = None
+    spacing: str = "default"
+    seed: int = 0
+    batch_size: int = 1000
+    labels: Tensor | None = None
+    guidance: float = 1.0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    order: str = "random"
+    prompt: str | None = None
+    infill: str | None = None
+    blank: str = "_"
+    length: int | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Grid:
+    """A Gaussian draw's levels: a tuned plan, an explicit sigma grid (with the sampler's own options, such as
+    consistency sampling's sigma_min), or (when both are None) the schedule's grid of `steps` at `spacing`."""
+
+    plan: Plan | None = None
+    sigmas: Tensor | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)
+class Step:
+    """One step of the reverse process for the batch starting at sample `first`: the step's index, the level
+    the state `x` is at afterwards (sigma for Gaussian runs, the masking level for text) and the model's
+    estimate of the clean data (D(x, sigma); for text the tokens with every mask filled by its likeliest
+    token). Gaussian steps give the state before the step and its level, as the samplers' callbacks do."""
+
+    index: int
+    level: float
+    x: Tensor
+    estimate: Tensor
+    first: int = 0
+
+
+OnStep = Callable[[Step], None]

@@ -1,0 +1,178 @@
+"""A trained model opened once, and the one way to draw from it for every kind of data.
+
+    run = rediffuse.load("runs/digits")
+    x = run.sample(16, cond=3, steps=18, seed=0)          # what `rediffuse sample` writes, as numbers
+    for step in run.sample_steps(4, cond=3, steps=18):    # the reverse process as it runs
+        print(step.index, step.level, step.x.shape)
+
+`Run.sample` gives the numbers `rediffuse sample RUN` writes with the same settings and seed: images and clips
+clamped to [-1, 1] (a log-mel audio run's clips decoded by Griffin-Lim), points as drawn, texts as token ids
+(`Run.texts` decodes them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable, Generator, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from rediffuse import modalities, schedules
+from rediffuse.data.text import Vocabulary
+from rediffuse.denoisers import Denoiser
+from rediffuse.distributed import pick_device
+from rediffuse.errors import UsageError
+from rediffuse.modalities import Drawn, Modality
+from rediffuse.objectives.consistency import default_sampler, run_grid
+from rediffuse.runs import OpenRun, open as open_run
+from rediffuse.samplers import generation
+from rediffuse.samplers.request import Grid, OnStep, SamplingRequest, Step
+from rediffuse.sampling.stream import stream
+from rediffuse.tuning.grids import load_plan
+
+DEFAULT_STEPS = 20  # a Gaussian run's steps when neither the caller nor the run says
+API_FLAGS = ("cond", "guidance", "fit with conditional=True")  # how labels errors name the API's arguments
+
+
+class Run:
+    """A trained model (a run, checkpoint or pretrained folder): its spec, config and modality, the model built
+    on first use, and draws from it."""
+
+    def __init__(self, opened: OpenRun, device: torch.device | str = "cpu") -> None:
+        self.opened = opened
+        self.device = torch.device(device)
+
+    @property
+    def path(self) -> Path:
+        """The folder this run was opened from."""
+        return self.opened.path
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """The model spec (network, schedule, data shape, classes, ...)."""
+        return self.opened.spec
+
+    @property
+    def config(self) -> Any:
+        """The training config."""
+        return self.opened.config
+
+    @property
+    def modality(self) -> Modality:
+        """The kind of data this model draws."""
+        return modalities.of(self.spec)
+
+    @property
+    def num_classes(self) -> int | None:
+        """The number of classes of a conditional model (None for an unconditional one)."""
+        return self.spec["data"].get("num_classes")
+
+    @property
+    def model(self) -> nn.Module:
+        """The objective's model on this run's device (built and loaded once)."""
+        return self.opened.model(self.device)
+
+    @property
+    def denoiser(self) -> Denoiser | None:
+        """The denoiser D(x, sigma[, class]) of a Gaussian run (None for a text run)."""
+        model = self.model
+        return model if isinstance(model, Denoiser) else None
+
+    @property
+    def schedule(self) -> schedules.Schedule | None:
+        """The noise schedule of a Gaussian run (None for a text run)."""
+        return getattr(self.denoiser, "schedule", None)
+
+    def request(self, n: int | None = None, cond: int | Sequence[int] | Tensor | None = None,
+                sampler: str | None = None, steps: int | None = None, guidance: float = 1.0, seed: int = 0,
+                spacing: str = "default", batch_size: int = 1000, device: str | torch.device | None = None,
+                flags: tuple[str, str, str] = API_FLAGS, **text: Any) -> SamplingRequest:
+        """A checked request with the run's defaults filled in: n (the modality's count), the labels (every
+        class in turn for a conditional model when cond is None), sampler and steps; `text` holds order,
+        prompt, infill, blank and length."""
+        n = self.modality.default_n if n is None else n
+        if n < 1 or batch_size < 1 or (steps is not None and steps < 1):
+            raise UsageError(f"the number of samples, --steps and --batch-size must be >= 1, got {n}, {steps} "
+                             f"and {batch_size}")
+        is_text = self.modality.name == "text"
+        labels = None if is_text else labels_for(n, cond, self.num_classes, guidance, flags)
+        if not is_text:
+            default, default_steps = default_sampler(self.spec, DEFAULT_STEPS)
+            sampler, steps = sampler or default, default_steps if steps is None else steps
+        where = self.device if device is None else pick_device(str(device))
+        return SamplingRequest(n=n, sampler=sampler, steps=steps, spacing=spacing, seed=seed, batch_size=batch_size,
+                               labels=labels if not is_text or cond is None else torch.as_tensor(cond),
+                               guidance=guidance, device=where, **text)
+
+    def grid(self, request: SamplingRequest) -> Grid:
+        """The levels of a Gaussian draw: the tuned plan of `spacing='tuned'`, a student's few-step grid, or
+        the schedule's (empty Grid)."""
+        if request.spacing == "tuned":
+            return Grid(plan=load_plan(self.path, request.sampler, request.steps))
+        return run_grid(self.spec, request.sampler, request.steps)
+
+    def draw(self, request: SamplingRequest, on_step: OnStep | None = None,
+             progress: Callable[[int], None] | None = None, world: generation.Ranks | None = None) -> Drawn:
+        """The request's samples as delivered, with their labels and how they were drawn."""
+        model = self.opened.model(request.device)
+        drawn = self.modality.draw(model, self.spec, request, self.grid(request), on_step, progress, world)
+        if drawn.settings or request.sampler is None:
+            return drawn
+        return dataclasses.replace(drawn, settings={"sampler": request.sampler, "steps": request.steps})
+
+    def sample(self, n: int | None = None, cond: int | Sequence[int] | Tensor | None = None,
+               sampler: str | None = None, steps: int | None = None, guidance: float = 1.0, seed: int = 0,
+               spacing: str = "default", batch_size: int = 1000, device: str | torch.device = "auto",
+               **text: Any) -> Tensor:
+        """n samples [n, ...] on the CPU: labels `cond` (one class for all, one per sample, or every class in
+        turn when None for a conditional model), `guidance` > 1 for classifier-free guidance; a text run's
+        token ids [n, L] (text options: order, prompt, infill, blank, length)."""
+        request = self.request(n, cond, sampler, steps, guidance, seed, spacing, batch_size, device, **text)
+        self.modality.check_request(self.spec, request, None)
+        return self.draw(request).samples
+
+    def sample_steps(self, n: int | None = None, cond: int | Sequence[int] | Tensor | None = None,
+                     sampler: str | None = None, steps: int | None = None, guidance: float = 1.0, seed: int = 0,
+                     spacing: str = "default", batch_size: int = 1000, device: str | torch.device = "auto",
+                     **text: Any) -> Generator[Step, None, Drawn]:
+        """`sample`'s reverse process as it runs: a Step per sampler step and batch (its level, the current
+        samples and the model's estimate of the clean data); the generator returns the Drawn samples, and
+        closing it stops the draw."""
+        request = self.request(n, cond, sampler, steps, guidance, seed, spacing, batch_size, device, **text)
+        self.modality.check_request(self.spec, request, None)
+        return stream(lambda on_step: self.draw(request, on_step))
+
+    def texts(self, ids: Tensor) -> list[str]:
+        """Token ids [n, L] of a text run decoded to strings."""
+        return [Vocabulary.from_dict(self.spec["vocab"]).decode(row) for row in ids]
+
+
+def labels_for(n: int, cond: Any, num_classes: int | None, guidance: float,
+               flags: tuple[str, str, str] = API_FLAGS) -> Tensor | None:
+    """Labels [n]: one class for all, one per sample, or every class in turn when cond is None; UsageError (naming
+    `flags`: the class and guidance names and how to get a conditional model) for labels a model cannot take."""
+    name, scale, fix = flags
+    if num_classes is None:
+        if cond is not None or guidance != 1.0:
+            raise UsageError(f"{name} and {scale} need a class-conditional model ({fix})")
+        return None
+    if cond is None:
+        return torch.arange(n) % num_classes
+    if isinstance(cond, int):
+        if not 0 <= cond < num_classes:
+            raise UsageError(f"{name} must be in 0..{num_classes - 1}, got {cond}")
+        return torch.full((n,), cond, dtype=torch.long)
+    labels = torch.as_tensor(cond).long().reshape(-1)
+    if labels.shape != (n,) or int(labels.min()) < 0 or int(labels.max()) >= num_classes:
+        raise UsageError(f"{name} must be one class or {n} classes in 0..{num_classes - 1}, got {cond!r}")
+    return labels
+
+
+def load(path: str | Path, ema: bool = True, device: str | torch.device = "auto") -> Run:
+    """A run folder (its newest complete checkpoint), a checkpoint folder or a pretrained folder as a Run, its
+    model built and its weights loaded (so a damaged file is named now, not at the first draw)."""
+    run = Run(open_run(path, ema), pick_device(str(device)))
+    run.opened.model(run.device)
+    return run
