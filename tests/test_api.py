@@ -13,16 +13,7 @@ import rediffuse
 from rediffuse.cli import main
 from rediffuse.data.dataset import data_std
 from rediffuse.errors import CheckpointError, ConfigError, UsageError
-from test_resume import _final, assert_same_state
-
-NET = {"channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1, "mid_attention": False}
-SMALL = dict(net="unet", steps=4, batch_size=8, log_every=2, warmup_steps=1, progress=False, net_kwargs=NET)
-
-
-def images(n: int = 40, h: int = 8, w: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
-    """n random images [n, 1, h, w] in [-1, 1] with 3 classes."""
-    g = torch.Generator().manual_seed(0)
-    return torch.rand(n, 1, h, w, generator=g) * 2 - 1, torch.arange(n) % 3
+from helpers import SMALL, assert_same_state, final_checkpoint, images
 
 
 class Pairs(torch.utils.data.Dataset):
@@ -87,7 +78,8 @@ def test_a_streamed_dataset_trains_exactly_as_the_same_tensor(tmp_path):
     pairs = Pairs(x, y)
     streamed = rediffuse.fit(pairs, tmp_path / "stream", conditional=True, sigma_data=0.5, **SMALL)
     whole = rediffuse.fit((x, y), tmp_path / "whole", conditional=True, sigma_data=0.5, **SMALL)
-    a, b = _final(tmp_path / "stream"), _final(tmp_path / "whole")  # the same state (their data names differ)
+    # the same state (their data names differ)
+    a, b = final_checkpoint(tmp_path / "stream"), final_checkpoint(tmp_path / "whole")
     assert a.step == b.step == 4
     for part in ("model", "ema", "optimizer", "rng"):
         assert all(torch.equal(v, b.tensors[part][k]) for k, v in a.tensors[part].items()), part

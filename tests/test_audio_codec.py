@@ -13,8 +13,7 @@ import torch
 from rediffuse.audio_codec import MelCodec, codec_from_config, to_waveforms
 from rediffuse.cli import main
 from rediffuse.spectral import griffin_lim, mel_filterbank, mel_to_power, stft_power
-from test_audio_data import write_fsdd
-from test_cli_text import assert_one_line_error
+from helpers import assert_one_line_error, write_fsdd
 
 RATE = 8000
 

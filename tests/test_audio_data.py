@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
 from rediffuse.data.audio import fit_length, fsdd_fields, load_audio, read_wav, resample_to, write_wav
-
-FSDD = Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd" / "recordings"
-
-
-def tone(freq: float, rate: int, n: int, amplitude: float = 0.5) -> np.ndarray:
-    """A sine of `freq` Hz, n samples at `rate` Hz."""
-    return (amplitude * np.sin(2 * np.pi * freq * np.arange(n) / rate)).astype(np.float32)
+from helpers import FSDD, tone, write_fsdd
 
 
 def test_16_bit_round_trip_is_bit_exact(tmp_path):
@@ -71,15 +63,6 @@ def test_fit_length_centre_crops_and_pads():
     assert fit_length(x, 4).tolist() == [4, 5, 6, 7]
     assert fit_length(x, 14).tolist() == [0, 0, *range(1, 11), 0, 0]
     assert fit_length(x, 10).tolist() == x.tolist()
-
-
-def write_fsdd(folder: Path, digits=range(3), speakers=("ann", "bob"), indices=range(7), n: int = 600) -> None:
-    """A synthetic FSDD folder: one tone per digit."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for d in digits:
-        for s in speakers:
-            for i in indices:
-                write_wav(folder / f"{d}_{s}_{i}.wav", tone(200 + 150 * d, 8000, n), 8000)
 
 
 def test_fsdd_split_labels_and_lengths(tmp_path):

@@ -12,8 +12,7 @@ from rediffuse.cli import main
 from rediffuse.evaluation.features import extract_features, load_or_train_classifier, load_split
 from rediffuse.evaluation.metrics import frechet_distance
 from rediffuse.spectral import log_mel_image
-from test_audio_data import FSDD, write_fsdd
-from test_audio_run import NET
+from helpers import AUDIO_NET, FSDD, write_fsdd
 
 needs_fsdd = pytest.mark.skipif(not FSDD.is_dir(), reason="the shared FSDD recordings are not here")
 
@@ -56,7 +55,7 @@ def test_eval_of_an_audio_run_reports_accuracy_fd_is_and_the_floor(tmp_path, mon
     run = tmp_path / "run"
     assert main(["train", "--data", f"fsdd:{recordings}@train", "--conditional", "--clip-length", "512",
                  "--steps", "2", "--batch-size", "8", "--out", str(run), "--no-progress",
-                 "--net-kwargs", json.dumps(NET)]) == 0
+                 "--net-kwargs", json.dumps(AUDIO_NET)]) == 0
     assert main(["eval", str(run), "-n", "12", "--steps", "2", "--batch-size", "6"]) == 0
     report = json.loads((run / "eval" / "eval.json").read_text())
     assert report["classifier"]["kind"] == "fsdd"

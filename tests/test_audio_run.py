@@ -11,18 +11,13 @@ import soundfile as sf
 from rediffuse.cli import main
 from rediffuse.config import TrainConfig
 from rediffuse.train import train
-from test_audio_data import write_fsdd
-from test_cli_text import assert_one_line_error
-from test_resume import assert_same_state
-
-NET = {"channels": 8, "channel_mults": [1, 2], "factors": [4], "num_res_blocks": 1, "patch_size": 8,
-       "kernel_size": 3, "mid_attention": False}
+from helpers import AUDIO_NET, assert_one_line_error, assert_same_state, write_fsdd
 
 
 def config(data: str, out, steps: int) -> TrainConfig:
     return TrainConfig(data=data, out=str(out), steps=steps, conditional=True, clip_length=512, batch_size=8,
                        warmup_steps=2, log_every=2, checkpoint_every=100, ema_decay=0.9, progress=False,
-                       net_kwargs=NET)
+                       net_kwargs=AUDIO_NET)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +43,7 @@ def test_train_then_sample_wavs_npz_and_pictures(tmp_path, recordings, capsys):
     run = tmp_path / "run"
     assert main(["train", "--data", f"fsdd:{recordings}@train", "--conditional", "--clip-length", "512",
                  "--steps", "3", "--batch-size", "8", "--out", str(run), "--no-progress",
-                 "--net-kwargs", json.dumps(NET)]) == 0
+                 "--net-kwargs", json.dumps(AUDIO_NET)]) == 0
     assert (run / "loss.png").is_file()
     out = tmp_path / "clips"
     assert main(["sample", str(run), "--class", "2", "-n", "4", "--steps", "3", "--seed", "1",

@@ -13,7 +13,7 @@ from rediffuse.data.dataset import build_data
 from rediffuse.evaluation.text import evaluate_text
 from rediffuse.objectives import CausalLM
 from rediffuse.train import train
-from test_masked_objective import markov_text, tiny
+from helpers import markov_text, tiny
 
 
 def ar(tmp_path: Path, **overrides):

@@ -10,19 +10,10 @@ from PIL import Image
 from rediffuse.cli import main
 from rediffuse.data.toy2d import load_points, points_dataset
 from rediffuse.guidance import cfg_denoiser
+from helpers import assert_one_line_error
 
 SMALL = ["--net-kwargs", '{"hidden": 32, "depth": 2, "emb_dim": 16}', "--batch-size", "128", "--no-progress",
          "--log-every", "50", "--checkpoint-every", "100"]
-
-
-def assert_one_line_error(capsys, code, expected_code, *fragments):
-    err = capsys.readouterr().err
-    assert code == expected_code, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("rediffuse: error: "), err
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in lines[0], err
 
 
 def test_train_resume_sample_end_to_end(tmp_path, capsys):

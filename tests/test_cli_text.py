@@ -8,17 +8,9 @@ import json
 import pytest
 
 from rediffuse.cli import main
+from helpers import assert_one_line_error
 
 TEXT = "abcd" * 300 + "dcba" * 200  # 2000 characters: train 1800, held out 200
-
-
-def assert_one_line_error(capsys, code, expected_code, *fragments):
-    err = capsys.readouterr().err
-    assert code == expected_code, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("rediffuse: error: ") and "Traceback" not in err, err
-    for fragment in fragments:
-        assert fragment in lines[0], err
 
 
 @pytest.fixture(scope="module")

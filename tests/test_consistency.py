@@ -14,8 +14,7 @@ from rediffuse.denoisers import PARAMETERIZATIONS, Denoiser
 from rediffuse.nets.mlp import MLP
 from rediffuse.runs import load_run
 from rediffuse.train import train
-from test_resume import assert_same_state
-from test_samplers import reference_ode
+from helpers import STUDENT, assert_same_state, reference_ode, tuned_ring_student
 
 f64 = torch.float64
 
@@ -82,52 +81,12 @@ def test_sampler_one_step_is_f_and_two_steps_renoise():
     assert abs(float(renoised[1].std()) - math.sqrt(0.821**2 - 0.002**2)) < 0.03
 
 
-def _tuned_ring_student(mixture, sd, schedule, gen, fit_steps=600, tune_steps=2500, lr=2e-3, batch=256,
-                        draw=None, exact=None, num_classes=None, guide=None):
-    """An MLP first regressed on the exact denoiser (the teacher's weights), then tuned on fresh samples of the
-    mixture by ECT, or with `guide` by consistency distillation from it (its gap stage advancing every
-    tune_steps / 6 steps, the rate decaying as a cosine). `draw(n)` gives (x0, labels or None), `exact` the
-    denoiser taking those labels."""
-    torch.manual_seed(0)
-    net = MLP(2, hidden=128, depth=3, emb_dim=64, num_classes=num_classes)
-    denoiser = Denoiser(net, "edm", schedule, sd)
-    f = consistency.ConsistencyFunction(net, "edm", schedule, sd, schedule.sigma_min,
-                                        consistency.MID_SIGMA * consistency.unit(sd), "ect" if guide is None else "cd")
-    draw = draw or (lambda n: (mixture.sample(n, gen), None))
-    exact = exact or mixture.denoiser()
-    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
-    for _ in range(fit_steps):
-        x0, labels = draw(256)
-        args = () if labels is None else (labels,)
-        t = consistency.sample_levels(256, sd, schedule.sigma_min, schedule.sigma_max, generator=gen)
-        x = x0 + t[:, None] * torch.randn(x0.shape, generator=gen, dtype=f64)
-        weight = (t**2 + sd**2) / (t * sd) ** 2  # EDM's weighting
-        loss = (weight[:, None] * (denoiser(x.float(), t, *args) - exact(x, t, *args).float()) ** 2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    c = consistency.huber_constant(2, sd)
-    for step in range(tune_steps):
-        x0, labels = draw(batch)
-        t = consistency.sample_levels(batch, sd, schedule.sigma_min, schedule.sigma_max, generator=gen)
-        r = consistency.gap_level(t, min(step * 6 // tune_steps, 5), sd, schedule.sigma_min)
-        noise = torch.randn(x0.shape, generator=gen)
-        for group in opt.param_groups:  # cosine decay
-            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / tune_steps))
-        loss = consistency.consistency_loss(f, x0.float(), t, r, noise, c, labels, guide).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return f.eval().requires_grad_(False)
-
-
 def test_tuned_student_maps_noise_to_the_ode_endpoint():
     """On an 8-mode ring with its exact denoiser as the teacher, the tuned student's 1- and 2-step outputs are
     close to the exact ODE endpoints (DOP853), far closer than the exact teacher's own 1- and 2-step DDIM."""
     mixture, schedule, gen = analytic.ring(), schedules.get("edm"), torch.Generator().manual_seed(0)
     sd = float(mixture.sample(20_000, gen).std())
-    f = _tuned_ring_student(mixture, sd, schedule, gen)
+    f = tuned_ring_student(mixture, sd, schedule, gen)
     s_max, mid = schedule.sigma_max, f.mid_sigma
     z = s_max * torch.randn(256, 2, generator=torch.Generator().manual_seed(1), dtype=f64)
     end = reference_ode(mixture, z, s_max, schedule.sigma_min)
@@ -145,21 +104,6 @@ def test_tuned_student_maps_noise_to_the_ode_endpoint():
     print("\nRMS distance to the exact ODE endpoint:", {k: round(v, 3) for k, v in errors.items()})
     assert errors["student 1"] < 0.25 * errors["ddim 1"]
     assert errors["student 2"] < 0.25 * errors["ddim 2"]
-
-
-TEACHER = dict(data="digits", net="unet", conditional=True, batch_size=32, warmup_steps=5, log_every=4,
-               checkpoint_every=1000, ema_decay=0.9, progress=False,
-               net_kwargs={"channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1, "attn_resolutions": [],
-                           "dropout": 0.1})
-STUDENT = ["--log-every", "4", "--checkpoint-every", "5", "--keep-last", "2", "--ct-stage-steps", "5",
-           "--no-progress"]
-
-
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory):
-    run = tmp_path_factory.mktemp("teacher") / "run"
-    train(TrainConfig(out=str(run), steps=30, **TEACHER))
-    return run
 
 
 def test_distill_resume_is_bit_exact(teacher, tmp_path):

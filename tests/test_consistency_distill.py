@@ -11,12 +11,7 @@ from rediffuse import analytic, consistency, samplers, schedules
 from rediffuse.cli.app import main
 from rediffuse.guidance import cfg_denoiser
 from rediffuse.runs import load_run, run_info
-import test_consistency
-from test_resume import assert_same_state
-from test_samplers import reference_ode
-
-STUDENT = test_consistency.STUDENT
-teacher = test_consistency.teacher  # the digits teacher run (a module fixture)
+from helpers import STUDENT, assert_same_state, reference_ode, tuned_ring_student
 
 f64 = torch.float64
 
@@ -67,8 +62,8 @@ def _distilled_ring_student(guide, mixture, sd, schedule, gen):
                                                                                           dtype=f64)
         return x0, torch.where(torch.rand(n, generator=gen) < 0.1, torch.full_like(labels, k), labels)
 
-    return test_consistency._tuned_ring_student(mixture, sd, schedule, gen, tune_steps=2000, draw=labelled,
-                                                exact=ExactRingByClass(mixture), num_classes=k, guide=guide)
+    return tuned_ring_student(mixture, sd, schedule, gen, tune_steps=2000, draw=labelled,
+                              exact=ExactRingByClass(mixture), num_classes=k, guide=guide)
 
 
 def test_guidance_baked_in_maps_noise_to_the_guided_ode_endpoint():

@@ -1,23 +1,21 @@
 """Fast samplers on the exact mixture denoiser: DPM-Solver++, UniPC, iPNDM, LMS and the reverse-time SDE.
 
-Orders are slopes of error against a DOP853 reference (helpers and the `problem` fixture come from
-test_samplers); distributions are compared with chunked sliced Wasserstein against the exact-vs-exact floor.
+Orders are slopes of error against a DOP853 reference (helpers from helpers.py; the `problem` fixture, 24 samples
+of ring8 and mix16d and their reference, from conftest.py); distributions are compared with chunked sliced
+Wasserstein against the exact-vs-exact floor.
 """
 
 import math
 
 import numpy as np
 import pytest
-import test_samplers
 import torch
-from test_samplers import SIGMA_END, SIGMA_MAX, chunked_sw, measured_order, reference_ode
+from helpers import SIGMA_END, SIGMA_MAX, chunked_sw, measured_order, reference_ode
 
 from rediffuse import analytic, samplers, schedules
 from rediffuse.samplers import generation as sampling
 from rediffuse.samplers.dpm_solver import exp_adams_weights, exp_multistep, psi
 from rediffuse.schedules import append_zero, karras_sigmas, logsnr_sigmas
-
-problem = test_samplers.problem  # the module-scoped (ring8, mix16d) fixture: 24 samples and their reference
 
 f64 = torch.float64
 NEW = ["dpmpp-2m", "dpmpp-3m", "dpmpp-2s", "dpmpp-2m-sde", "unipc-bh1", "unipc-bh2", "ipndm", "lms",

@@ -32,6 +32,7 @@ from rediffuse.evaluation.features import cache as cache_module
 from rediffuse.evaluation.features.inception import WEIGHTS_ENV, WEIGHTS_FILE
 from rediffuse.evaluation.features.training import data_fingerprint, quick_settings, random_affine
 from rediffuse.evaluation.metrics import frechet_distance
+from helpers import random_inception_state
 
 MNIST = Path("/work/shared/data/mnist")
 
@@ -260,29 +261,10 @@ def test_mnist_classifier_accuracy_and_frechet(tmp_path):
 # ---------------------------------------------------------------- Inception
 
 
-def _random_inception_state(seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random weights of the FID Inception-v3's shapes, scaled so activations stay O(1); no BN counters."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.device("meta"):
-        shapes = {k: v.shape for k, v in InceptionV3().state_dict().items() if "num_batches_tracked" not in k}
-    state = {}
-    for k, shape in shapes.items():
-        if k.endswith("conv.weight"):
-            fan_in = shape[1] * shape[2] * shape[3]
-            state[k] = torch.randn(shape, generator=g) * (2.0 / fan_in) ** 0.5
-        elif k.endswith("running_var"):
-            state[k] = torch.rand(shape, generator=g) + 0.5
-        elif k.endswith("bn.weight"):
-            state[k] = 1 + 0.1 * torch.randn(shape, generator=g)
-        else:  # bn.bias, running_mean
-            state[k] = 0.1 * torch.randn(shape, generator=g)
-    return state
-
-
 @pytest.fixture(scope="module")
 def inception_file(tmp_path_factory):
     """(path of a random-weights .safetensors file, its state dict)."""
-    state = _random_inception_state()
+    state = random_inception_state()
     path = tmp_path_factory.mktemp("inception") / "random_inception.safetensors"
     save_file(state, str(path))
     return path, state

@@ -6,7 +6,6 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -20,28 +19,9 @@ from rediffuse.objectives import MaskedLM
 from rediffuse.train import train
 from rediffuse.distributed import SINGLE
 from rediffuse.train.batches import StepBatches
+from helpers import markov_text, tiny
 
 CPU = torch.device("cpu")
-
-
-def markov_text(path: Path, n: int = 6000, stay: float = 0.85, seed: int = 0) -> tuple[Path, float]:
-    """A text over 'abcd' whose next symbol is the previous + 1 with chance `stay`; (path, unigram entropy bits)."""
-    rng = np.random.default_rng(seed)
-    symbols = [0]
-    for _ in range(n - 1):
-        symbols.append((symbols[-1] + 1) % 4 if rng.random() < stay else int(rng.integers(4)))
-    text = "".join("abcd"[s] for s in symbols)
-    path.write_text(text)
-    counts = np.bincount(symbols[: n * 9 // 10], minlength=4) / (n * 9 // 10)
-    return path, float(-(counts * np.log2(counts)).sum())
-
-
-def tiny(tmp_path: Path, **overrides) -> TrainConfig:
-    path, _ = markov_text(tmp_path / "m.txt")
-    values = dict(data=f"text:{path}@train", objective="masked", out=str(tmp_path / "run"), block_length=32,
-                  batch_size=32, steps=300, lr=3e-3, warmup_steps=20, log_every=50, checkpoint_every=1000,
-                  ema_decay=0.99, progress=False, net_kwargs={"dim": 32, "depth": 2, "heads": 2})
-    return TrainConfig(**{**values, **overrides})
 
 
 def test_text_data_windows_and_draws_are_functions_of_seed_and_step(tmp_path):

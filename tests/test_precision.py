@@ -14,8 +14,7 @@ from rediffuse.train import train
 from rediffuse.train.batches import StepBatches
 from rediffuse.train.loop import train_step
 from rediffuse.train.state import new_state
-from test_cli_text import assert_one_line_error
-from test_resume import POINTS, _final, assert_same_state
+from helpers import POINTS, assert_one_line_error, assert_same_state, final_checkpoint
 
 
 def test_auto_is_fp32_on_the_cpu_and_bf16_autocast_trains(tmp_path):
@@ -23,9 +22,9 @@ def test_auto_is_fp32_on_the_cpu_and_bf16_autocast_trains(tmp_path):
     train(TrainConfig(out=str(tmp_path / "fp32"), steps=6, precision="fp32", **POINTS))
     assert_same_state(tmp_path / "auto", tmp_path / "fp32")
     result = train(TrainConfig(out=str(tmp_path / "bf16"), steps=6, precision="bf16", **POINTS))
-    weights = _final(result.out).tensors["model"]
+    weights = final_checkpoint(result.out).tensors["model"]
     assert all(torch.isfinite(w).all() for w in weights.values())
-    assert any(not torch.equal(w, _final(tmp_path / "fp32").tensors["model"][k]) for k, w in weights.items())
+    assert any(not torch.equal(w, final_checkpoint(tmp_path / "fp32").tensors["model"][k]) for k, w in weights.items())
 
 
 def test_fp16_on_the_cpu_and_unknown_precisions_are_one_line_errors(tmp_path, capsys):

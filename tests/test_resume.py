@@ -4,7 +4,6 @@ import json
 import signal
 
 import pytest
-import torch
 
 from rediffuse import checkpoint
 from rediffuse.train import loop as train_loop
@@ -12,29 +11,9 @@ from rediffuse.config import TrainConfig
 from rediffuse.errors import ConfigError
 from rediffuse.train import train
 from rediffuse.train.clock import TickClock
+from helpers import POINTS, assert_same_state
 
 N = 12
-
-
-POINTS = dict(data="8gaussians", num_points=500, batch_size=64, warmup_steps=5, log_every=4, checkpoint_every=5,
-              keep_last=2, ema_decay=0.9, progress=False, net_kwargs={"hidden": 32, "depth": 2, "emb_dim": 16,
-                                                                       "dropout": 0.1})
-
-
-def _final(run):
-    return checkpoint.load(checkpoint.latest(run))
-
-
-def assert_same_state(run_a, run_b):
-    a, b = _final(run_a), _final(run_b)
-    assert a.step == b.step
-    assert a.tensors.keys() == b.tensors.keys() == {"model", "ema", "optimizer", "rng"}
-    for part in a.tensors:
-        assert a.tensors[part].keys() == b.tensors[part].keys(), part
-        for key, value in a.tensors[part].items():
-            assert torch.equal(value, b.tensors[part][key]), f"{part}.{key} differs"
-    assert a.meta["optimizer"] == b.meta["optimizer"]
-    assert a.meta["model"] == b.meta["model"]
 
 
 def _log_steps(run):

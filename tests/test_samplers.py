@@ -2,51 +2,14 @@
 
 import math
 
-import numpy as np
 import pytest
 import torch
-from scipy.integrate import solve_ivp
 
 from rediffuse import analytic, samplers, schedules
 from rediffuse.samplers import generation as sampling
-from rediffuse.evaluation.metrics import sliced_wasserstein
-from rediffuse.schedules import karras_sigmas
+from helpers import chunked_sw, measured_order
 
 f64 = torch.float64
-SIGMA_MAX, SIGMA_END = 80.0, 0.002
-
-
-def reference_ode(mixture, x, sigma_max, sigma_end, denoiser=None):
-    """The probability-flow ODE (of the mixture's exact denoiser, or of `denoiser`) solved by scipy's DOP853 at
-    rtol 1e-10, in log-sigma time."""
-    d = denoiser or mixture.denoiser()
-
-    def rhs(u, y):
-        xx = torch.from_numpy(y).reshape(x.shape)
-        return (xx - d(xx, math.exp(u))).reshape(-1).numpy()
-
-    sol = solve_ivp(rhs, (math.log(sigma_max), math.log(sigma_end)), x.reshape(-1).numpy(), method="DOP853",
-                    rtol=1e-10, atol=1e-10)
-    assert sol.success
-    return torch.from_numpy(sol.y[:, -1]).reshape(x.shape)
-
-
-@pytest.fixture(scope="module", params=["ring8", "mix16d"])
-def problem(request):
-    m = analytic.preset(request.param)
-    x = SIGMA_MAX * torch.randn(24, m.dim, generator=torch.Generator().manual_seed(0), dtype=f64)
-    return m, x, reference_ode(m, x, SIGMA_MAX, SIGMA_END)
-
-
-def measured_order(problem, name, steps, nfe_per_step, **options):
-    m, x, ref = problem
-    errs, nfes = [], []
-    for n in steps:
-        grid = karras_sigmas(n + 1, SIGMA_END, SIGMA_MAX)  # ends at sigma_end: compare with the reference
-        out = samplers.sample(m.denoiser(), x, grid, name, **options)
-        errs.append(float((out - ref).pow(2).mean().sqrt()))
-        nfes.append(n * nfe_per_step)
-    return -np.polyfit(np.log(nfes), np.log(errs), 1)[0], errs
 
 
 @pytest.mark.parametrize("name,nfe_per_step,order,tol", [("euler", 1, 1.0, 0.2), ("ddim", 1, 1.0, 0.2),
@@ -94,12 +57,6 @@ def test_ddpm_is_hos_markov_chain():
     x_ve = x_T / float(sch.scale(sch.sigma_max))
     got = samplers.sample(m.denoiser(), x_ve, sch.sigmas(1000), "ddpm", generator=torch.Generator().manual_seed(4))
     assert (got - want).abs().max() < 1e-9
-
-
-def chunked_sw(a, b, chunks):
-    """Mean sliced Wasserstein distance over paired chunks (averaging tames the sampling noise)."""
-    return float(np.mean([sliced_wasserstein(p, q, seed=i) for i, (p, q) in
-                          enumerate(zip(a.chunk(chunks), b.chunk(chunks)))]))
 
 
 @pytest.mark.parametrize("name,schedule,steps,spacing", [("ddpm", "vp-linear", 1000, "default"),

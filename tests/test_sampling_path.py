@@ -17,7 +17,7 @@ from rediffuse.cli import main
 from rediffuse.config import TrainConfig
 from rediffuse.objectives import gaussian
 from rediffuse.train import train
-from test_audio_data import write_fsdd
+from helpers import write_fsdd
 
 IMAGES = dict(data="digits", net="unet", conditional=True, batch_size=16, steps=3, warmup_steps=1, log_every=2,
               checkpoint_every=100, ema_decay=0.9, progress=False,

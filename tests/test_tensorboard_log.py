@@ -9,8 +9,7 @@ import pytest
 
 import rediffuse
 from rediffuse.cli import main
-from test_api import SMALL, images
-from test_cli_text import assert_one_line_error
+from helpers import SMALL, assert_one_line_error, images
 
 
 def test_tensorboard_scalars_equal_the_jsonl_records(tmp_path):

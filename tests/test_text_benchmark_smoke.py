@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 
-from test_masked_objective import markov_text
+from helpers import markov_text
 from scripts import load_script
 
 SCRIPT = "benchmarks/text_vs_autoregressive.py"

@@ -23,6 +23,7 @@ class Images(GaussianModality):
 
     name = "images"
     a_run = "an image run"
+    mirrors = True
     eval_metrics = ("fd", "prdc", "acc", "is", "nll")
     preview_per_class = 8
 
