@@ -12,6 +12,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 from rediffuse import checkpoint, objectives, schedules
 from rediffuse.config import TrainConfig
@@ -176,7 +177,7 @@ def check_shapes_first(objective: Any, spec: dict[str, Any], path: Path) -> None
     if not file.is_file():
         return
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), _ShapesOnly():
             probe = objective.build(spec)
     except (NotImplementedError, RuntimeError):  # a network that cannot be built without data: checked on load
         return
@@ -185,6 +186,18 @@ def check_shapes_first(objective: Any, spec: dict[str, Any], path: Path) -> None
     if problem:
         raise CheckpointError(f"checkpoint {str(path)!r}: model.safetensors does not fit the model its manifest "
                               f"describes ({problem}); the checkpoint is corrupt or was edited")
+
+
+class _ShapesOnly(TorchFunctionMode):
+    """Skips normal_ on meta tensors while a probe is built: meta has no kernel for it, and its Python fallback
+    imports the whole compiler stack (about a second of every command's start-up) to draw values nobody reads."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001 (torch's protocol)
+        kwargs = kwargs or {}
+        target = args[0] if args else kwargs.get("tensor")
+        if func in (torch.Tensor.normal_, torch.nn.init.normal_) and isinstance(target, Tensor) and target.is_meta:
+            return target
+        return func(*args, **kwargs)
 
 
 def load_weights(module: nn.Module, tensors: dict[str, Tensor], path: Path, part: str) -> None:
