@@ -38,9 +38,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rediffuse import checkpoint, consistency, viz
+from rediffuse import checkpoint, viz
+from rediffuse.core import consistency_models as consistency
 from rediffuse.cli.app import main as cli
-from rediffuse.guidance import cfg_denoiser
+from rediffuse.core.guidance import cfg_denoiser
 from rediffuse.objectives.consistency import run_sampling
 from rediffuse.presets import SAMPLING, preset
 from rediffuse.config import TrainConfig

@@ -36,7 +36,8 @@ import torch
 from scipy.integrate import solve_ivp
 from torch import nn
 
-from rediffuse import analytic, samplers
+from rediffuse import samplers
+from rediffuse.truth import analytic
 from rediffuse.foreign import from_diffusers
 from rediffuse.tuning import grids as tg
 from rediffuse.tuning import pipeline

@@ -16,7 +16,7 @@ torch.set_num_threads(1)
 def problem(request):
     """(mixture, 24 samples at SIGMA_MAX, their DOP853 endpoints at SIGMA_END) on the ring8 and mix16d presets."""
     from helpers import SIGMA_END, SIGMA_MAX, f64, reference_ode
-    from rediffuse import analytic
+    from rediffuse.truth import analytic
 
     m = analytic.preset(request.param)
     x = SIGMA_MAX * torch.randn(24, m.dim, generator=torch.Generator().manual_seed(0), dtype=f64)

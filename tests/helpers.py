@@ -13,14 +13,15 @@ import numpy as np
 import torch
 from scipy.integrate import solve_ivp
 
-from rediffuse import checkpoint, consistency, samplers
+from rediffuse import checkpoint, samplers
+from rediffuse.core import consistency_models as consistency
 from rediffuse.config import TrainConfig
 from rediffuse.data.audio import write_wav
-from rediffuse.denoisers import Denoiser
+from rediffuse.core.denoisers import Denoiser
 from rediffuse.evaluation.features import InceptionV3
 from rediffuse.evaluation.metrics import sliced_wasserstein
 from rediffuse.nets.mlp import MLP
-from rediffuse.schedules import karras_sigmas
+from rediffuse.core.schedules import karras_sigmas
 
 f64 = torch.float64
 

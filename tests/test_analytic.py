@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from rediffuse import analytic
+from rediffuse.truth import analytic
 
 f64 = torch.float64
 

@@ -62,8 +62,8 @@ def test_pretrained_folder_is_self_contained_and_samples_the_same(fitted, tmp_pa
 
 
 def test_a_network_from_ones_own_loop_saves_with_its_shape_read_off_the_network(tmp_path):
-    from rediffuse import schedules
-    from rediffuse.denoisers import wrap
+    from rediffuse.core import schedules
+    from rediffuse.core.denoisers import wrap
     from rediffuse.nets import UNet2D
 
     net = UNet2D(image_size=8, image_width=16, channels=8, channel_mults=[1, 2], num_res_blocks=1)

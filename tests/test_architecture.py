@@ -4,6 +4,7 @@ module sizes, and `import rediffuse` giving its version and lazy subpackages."""
 from __future__ import annotations
 
 import ast
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -105,6 +106,7 @@ def test_no_import_cycles():
 
 
 UPPER = ("train", "cli", "tuning", "evaluation", "sampling", "api")  # what nothing below layer 6 may import
+LOWER_3 = ("modalities", "objectives", "config", "runs", *UPPER)  # what layer 2 (core, truth, audio, viz) may not
 RULES = [
     ("samplers", ("tuning", "nets", "data", "train", "objectives", "runs", "cli", "evaluation", "modalities",
                   "sampling", "api")),
@@ -112,8 +114,10 @@ RULES = [
               "api")),
     ("data", ("config", "samplers", "nets", "objectives", "modalities", "runs", *UPPER)),
     ("modalities", ("config", "objectives", "runs", *UPPER)),
-    ("schedules", ("train", "cli", "objectives", "runs", "samplers", "tuning", "evaluation")),
-    ("denoisers", ("train", "cli", "objectives", "runs", "samplers", "tuning", "evaluation")),
+    ("core", ("truth", "audio", "viz", "checkpoint", "data", "nets", "samplers", *LOWER_3)),
+    ("truth", ("audio", "viz", "data", "nets", "samplers", *LOWER_3)),
+    ("audio", ("core", "truth", "viz", "data", "nets", "samplers", *LOWER_3)),
+    ("viz", ("core", "truth", "data", "nets", "samplers", *LOWER_3)),
     ("config", ("objectives", "runs", "modalities", *UPPER)),
     ("objectives", ("runs", *UPPER)),
     ("runs", UPPER),
@@ -142,10 +146,19 @@ def test_no_module_over_the_line_limit():
 def test_version_and_lazy_subpackages():
     assert isinstance(rediffuse.__version__, str) and rediffuse.__version__[0].isdigit()
     code = ("import sys, rediffuse; assert 'torch' not in sys.modules, 'import rediffuse loaded torch'; "
-            "import rediffuse.schedules as s; "
-            "assert all(hasattr(rediffuse, m) for m in rediffuse.SUBMODULES); assert rediffuse.schedules is s; "
+            "import rediffuse.core.schedules as s; "
+            "assert all(hasattr(rediffuse, m) for m in rediffuse.SUBMODULES); assert rediffuse.core.schedules is s; "
             "print(rediffuse.__version__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == rediffuse.__version__
     with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
         rediffuse.nonexistent  # noqa: B018
+
+
+def test_the_old_paths_of_moved_modules_still_resolve():
+    from rediffuse import analytic, schedules  # the README's paths of version 0.2
+
+    assert schedules is rediffuse.core.schedules and analytic is rediffuse.truth.analytic
+    assert rediffuse.audio_codec.MelCodec is rediffuse.audio.codec.MelCodec
+    assert all(getattr(rediffuse, old) is importlib.import_module(f"rediffuse.{new}")
+               for old, new in rediffuse.MOVED.items())

@@ -10,9 +10,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from rediffuse.audio_codec import MelCodec, codec_from_config, to_waveforms
+from rediffuse.audio.codec import MelCodec, codec_from_config, to_waveforms
 from rediffuse.cli import main
-from rediffuse.spectral import griffin_lim, mel_filterbank, mel_to_power, stft_power
+from rediffuse.audio.spectral import griffin_lim, mel_filterbank, mel_to_power, stft_power
 from helpers import assert_one_line_error, write_fsdd
 
 RATE = 8000

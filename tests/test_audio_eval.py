@@ -11,7 +11,7 @@ import torch
 from rediffuse.cli import main
 from rediffuse.evaluation.features import extract_features, load_or_train_classifier, load_split
 from rediffuse.evaluation.metrics import frechet_distance
-from rediffuse.spectral import log_mel_image
+from rediffuse.audio.spectral import log_mel_image
 from helpers import AUDIO_NET, FSDD, write_fsdd
 
 needs_fsdd = pytest.mark.skipif(not FSDD.is_dir(), reason="the shared FSDD recordings are not here")

@@ -9,7 +9,7 @@ from PIL import Image
 
 from rediffuse.cli import main
 from rediffuse.data.toy2d import load_points, points_dataset
-from rediffuse.guidance import cfg_denoiser
+from rediffuse.core.guidance import cfg_denoiser
 from helpers import assert_one_line_error
 
 SMALL = ["--net-kwargs", '{"hidden": 32, "depth": 2, "emb_dim": 16}', "--batch-size", "128", "--no-progress",
@@ -246,3 +246,25 @@ def test_train_accepts_holdout_parts(tmp_path):
     assert list(run_info(run)["data"]["shape"]) == [1, 8, 8]
     assert len(build_data(TrainConfig(data="digits@train")).x) == 1437
     assert len(build_data(TrainConfig(data="digits@heldout")).x) == 360
+
+
+def test_a_loader_warning_prints_as_one_line_and_the_api_keeps_real_warnings(tmp_path, capsys):
+    import warnings
+
+    from PIL import Image
+
+    from rediffuse.data.images import load_images
+
+    (tmp_path / "imgs" / "a").mkdir(parents=True)
+    for i, where in enumerate(["imgs", "imgs", "imgs/a", "imgs/a"]):
+        Image.fromarray(np.full((8, 8), 40 * i, dtype=np.uint8)).save(tmp_path / where / f"x{i}.png")
+    net = '{"channels": 8, "channel_mults": [1], "num_res_blocks": 1, "attn_resolutions": []}'
+    assert main(["train", "--data", f"folder:{tmp_path / 'imgs'}", "--steps", "1", "--batch-size", "2",
+                 "--out", str(tmp_path / "run"), "--no-progress", "--threads", "1", "--net-kwargs", net]) == 0
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"rediffuse: warning: {tmp_path / 'imgs'} holds files both at its top level and in "
+                                "sub-folders: all 4 load unlabelled; put every file in a class sub-folder for labels"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_images(f"folder:{tmp_path / 'imgs'}")
+    assert [w.category for w in caught] == [UserWarning] and "sub-folders" in str(caught[0].message)

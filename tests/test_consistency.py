@@ -7,10 +7,13 @@ import pytest
 import torch
 
 import rediffuse
-from rediffuse import analytic, consistency, samplers, schedules
+from rediffuse import samplers
+from rediffuse.truth import analytic
+from rediffuse.core import consistency_models as consistency
+from rediffuse.core import schedules
 from rediffuse.cli.app import main
 from rediffuse.config import TrainConfig
-from rediffuse.denoisers import PARAMETERIZATIONS, Denoiser
+from rediffuse.core.denoisers import PARAMETERIZATIONS, Denoiser
 from rediffuse.nets.mlp import MLP
 from rediffuse.runs import load_run
 from rediffuse.train import train

@@ -7,9 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-from rediffuse import analytic, consistency, samplers, schedules
+from rediffuse import samplers
+from rediffuse.truth import analytic
+from rediffuse.core import consistency_models as consistency
+from rediffuse.core import schedules
 from rediffuse.cli.app import main
-from rediffuse.guidance import cfg_denoiser
+from rediffuse.core.guidance import cfg_denoiser
 from rediffuse.runs import load_run, run_info
 from helpers import STUDENT, assert_same_state, reference_ode, tuned_ring_student
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from rediffuse import schedules
-from rediffuse.denoisers import PARAMETERIZATIONS, coefficients, wrap
+from rediffuse.core import schedules
+from rediffuse.core.denoisers import PARAMETERIZATIONS, coefficients, wrap
 
 f64 = torch.float64
 

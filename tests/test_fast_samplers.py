@@ -12,10 +12,12 @@ import pytest
 import torch
 from helpers import SIGMA_END, SIGMA_MAX, chunked_sw, measured_order, reference_ode
 
-from rediffuse import analytic, samplers, schedules
+from rediffuse import samplers
+from rediffuse.truth import analytic
+from rediffuse.core import schedules
 from rediffuse.samplers import generation as sampling
 from rediffuse.samplers.dpm_solver import exp_adams_weights, exp_multistep, psi
-from rediffuse.schedules import append_zero, karras_sigmas, logsnr_sigmas
+from rediffuse.core.schedules import append_zero, karras_sigmas, logsnr_sigmas
 
 f64 = torch.float64
 NEW = ["dpmpp-2m", "dpmpp-3m", "dpmpp-2s", "dpmpp-2m-sde", "unipc-bh1", "unipc-bh2", "ipndm", "lms",

@@ -4,7 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from rediffuse import analytic, samplers, schedules
+from rediffuse import samplers
+from rediffuse.truth import analytic
+from rediffuse.core import schedules
 from rediffuse.tuning import coefficients as lc
 from rediffuse.tuning import grids as tg
 from rediffuse.tuning.plan import SamplingPlan

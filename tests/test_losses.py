@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from rediffuse import schedules
-from rediffuse.denoisers import wrap
-from rediffuse.losses import WEIGHTINGS, denoising_loss, loss_weight
+from rediffuse.core import schedules
+from rediffuse.core.denoisers import wrap
+from rediffuse.core.losses import WEIGHTINGS, denoising_loss, loss_weight
 
 f64 = torch.float64
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from rediffuse import masked
-from rediffuse.markov import MarkovChain
+from rediffuse.core import masking as masked
+from rediffuse.truth.markov import MarkovChain
 
 f64 = torch.float64
 SCHEDULES = [masked.LOG_LINEAR, masked.COSINE]

@@ -7,8 +7,8 @@ import pytest
 import torch
 from scipy.stats import chi2
 
-from rediffuse.markov import MarkovChain
-from rediffuse.masked import COSINE, LOG_LINEAR
+from rediffuse.truth.markov import MarkovChain
+from rediffuse.core.masking import COSINE, LOG_LINEAR
 from rediffuse.samplers.masked import categorical, masked_template, sample_masked
 
 f64 = torch.float64

@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from rediffuse import losses, objectives, runs
+from rediffuse import objectives, runs
+from rediffuse.core import losses
 from rediffuse.config import TrainConfig
 from rediffuse.data.dataset import build_data
 from rediffuse.errors import CheckpointError, ConfigError

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from rediffuse import analytic, schedules
+from rediffuse.truth import analytic
+from rediffuse.core import schedules
 from rediffuse.samplers import generation
 from rediffuse.tuning import grids as tg
 from rediffuse.tuning import pipeline

@@ -5,7 +5,9 @@ import math
 import pytest
 import torch
 
-from rediffuse import analytic, samplers, schedules
+from rediffuse import samplers
+from rediffuse.truth import analytic
+from rediffuse.core import schedules
 from rediffuse.samplers import generation as sampling
 from helpers import chunked_sw, measured_order
 

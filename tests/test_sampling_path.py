@@ -175,7 +175,7 @@ def test_closing_the_stream_stops_the_draw():
 
     from rediffuse.sampling.stream import stream
     from rediffuse.samplers import generation
-    from rediffuse.schedules import get
+    from rediffuse.core.schedules import get
     from rediffuse.samplers.request import Step
 
     def draw(on_step):

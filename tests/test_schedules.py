@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from rediffuse import schedules
+from rediffuse.core import schedules
 
 NAMES = list(schedules.SCHEDULES)
 

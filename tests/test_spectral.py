@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from rediffuse.spectral import hz_to_mel, log_mel, log_mel_image, mel_filterbank, mel_to_hz, spectrogram_db, stft_power
+from rediffuse.audio.spectral import hz_to_mel, log_mel, log_mel_image, mel_filterbank, mel_to_hz, spectrogram_db, stft_power
 
 
 def test_htk_mel_scale_and_its_inverse():

@@ -6,7 +6,9 @@ import pytest
 import torch
 from scipy.integrate import solve_ivp
 
-from rediffuse import analytic, samplers, schedules
+from rediffuse import samplers
+from rediffuse.truth import analytic
+from rediffuse.core import schedules
 from rediffuse.tuning import grids as tg
 from rediffuse.tuning.plan import SamplingPlan
 from rediffuse.tuning.teleport import GaussianFlow, fit_jump, teleported

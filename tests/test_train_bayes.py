@@ -5,8 +5,10 @@ import time
 import pytest
 import torch
 
-from rediffuse import analytic, losses, schedules
-from rediffuse.ema import EMA
+from rediffuse.truth import analytic
+from rediffuse.core import losses
+from rediffuse.core import schedules
+from rediffuse.core.ema import EMA
 from rediffuse.nets.mlp import MLP
 from rediffuse.config import TrainConfig
 from rediffuse.runs import load_run

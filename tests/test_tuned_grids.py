@@ -7,7 +7,8 @@ import pytest
 import torch
 from scipy.integrate import solve_ivp
 
-from rediffuse import analytic, schedules
+from rediffuse.truth import analytic
+from rediffuse.core import schedules
 from rediffuse.samplers import generation as sampling
 from rediffuse.tuning import grids as tg
 from rediffuse.tuning.plan import SamplingPlan

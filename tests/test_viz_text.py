@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rediffuse.viz_text import CELL, MARGIN, MASKED, NEW, OLD, layout, text_frames, text_trajectory_png
+from rediffuse.viz.text import CELL, MARGIN, MASKED, NEW, OLD, layout, text_frames, text_trajectory_png
 
 
 def test_layout_wraps_at_the_columns_and_after_newlines():

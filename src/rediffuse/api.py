@@ -54,7 +54,7 @@ def fit(data: Any, out: str | Path | None = None, *, callbacks: Sequence[Callabl
             values["batch_size"] = int(data.batch_size)
         if values.get("audio_representation", "waveform") != "waveform":
             raise ConfigError("audio_representation 'mel' reads audio files (fsdd:PATH, audio:PATH); for clips in "
-                              "memory encode them with rediffuse.audio_codec.MelCodec and fit the images")
+                              "memory encode them with rediffuse.audio.codec.MelCodec and fit the images")
         given = from_python(data, rate=int(values.get("sample_rate", 8000)))
         values["data"] = describe(given)
         if "conditional" not in values and given.labels is not None:

@@ -14,11 +14,12 @@ from typing import Any
 
 import torch
 
-from rediffuse import losses, schedules
-from rediffuse.audio_codec import REPRESENTATIONS
+from rediffuse.core import losses
+from rediffuse.core import schedules
+from rediffuse.audio.codec import REPRESENTATIONS
 from rediffuse.data.text import TOKEN_KINDS
 from rediffuse.distributed import DEVICE_HELP, pick_device
-from rediffuse.denoisers import PARAMETERIZATIONS
+from rediffuse.core.denoisers import PARAMETERIZATIONS
 from rediffuse.errors import ConfigError
 from rediffuse.tensorboard_log import LOGS, require_tensorboard
 

@@ -11,8 +11,8 @@ from typing import Any, Mapping
 
 from torch import Tensor, nn
 
-from .denoisers import Denoiser, wrap
-from .schedules import VPLinear
+from rediffuse.core.denoisers import Denoiser, wrap
+from rediffuse.core.schedules import VPLinear
 
 PREDICTION_TYPES = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}
 

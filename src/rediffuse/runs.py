@@ -14,10 +14,11 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from rediffuse import checkpoint, objectives, schedules
+from rediffuse import checkpoint, objectives
+from rediffuse.core import schedules
 from rediffuse.config import TrainConfig
-from rediffuse.consistency import ConsistencyFunction
-from rediffuse.denoisers import PRETRAINED_FORMAT, Denoiser, wrap
+from rediffuse.core.consistency_models import ConsistencyFunction
+from rediffuse.core.denoisers import PRETRAINED_FORMAT, Denoiser, wrap
 from rediffuse.errors import CheckpointError, ConfigError
 from rediffuse.nets import NETS
 

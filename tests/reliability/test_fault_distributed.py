@@ -90,7 +90,7 @@ def test_nan_on_one_rank_skips_the_step_on_all(tmp_path):
     script = tmp_path / "poison.py"
     script.write_text(textwrap.dedent(f"""
         import math, os, sys
-        from rediffuse import losses
+        from rediffuse.core import losses
         from rediffuse.config import TrainConfig
         from rediffuse.train import train
         real, calls = losses.denoising_loss, [0]

@@ -170,7 +170,7 @@ def test_non_finite_samples_are_never_written(tmp_path):
     def bad_denoiser(x, sigma, cond=None):
         return torch.full_like(x, float("nan"))
 
-    from rediffuse.schedules import get
+    from rediffuse.core.schedules import get
     from rediffuse.samplers.generation import generate, require_finite
     x = generate(bad_denoiser, get("edm"), (2,), n=3, steps=2)
     with pytest.raises(NonFiniteError, match="nothing was written"):

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from rediffuse import checkpoint, losses
+from rediffuse import checkpoint
+from rediffuse.core import losses
 from rediffuse.train import loop as train_loop
 from rediffuse.checkpoint import CheckpointError
 from rediffuse.cli import main

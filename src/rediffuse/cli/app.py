@@ -1,14 +1,16 @@
 """`rediffuse <verb>`: the parser of every verb, and errors as one line with an exit code.
 
-Errors are one line, `rediffuse: error: ...`, on stderr: exit code 2 for usage errors (flags, config files,
+Errors are one line, `rediffuse: error: ...`, and so is each warning (`rediffuse: warning: ...`), on stderr: exit code 2 for usage errors (flags, config files,
 paths), 1 for runtime errors (bad data, corrupt checkpoints); `--debug` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from typing import Sequence
+import warnings
+from typing import Iterator, Sequence
 
 from rediffuse import __version__
 from rediffuse.cli import distill, evaluate, sample, train, tune
@@ -51,13 +53,25 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
+@contextlib.contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """Print each warning as one line, `rediffuse: warning: ...`, while the command runs (the Python API keeps
+    the `warnings` module's own format and filters)."""
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001 (warnings' hook)
+        print(f"{PROG}: warning: {_one_line(message)}", file=sys.stderr if file is None else file)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `rediffuse` command line; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
         args = build_parser().parse_args(argv)
-        with cpu_threads(auto_threads() if args.threads is None else args.threads):
+        with one_line_warnings(), cpu_threads(auto_threads() if args.threads is None else args.threads):
             return args.func(args)
     except SystemExit as exit_:  # --help
         return exit_.code if isinstance(exit_.code, int) else 0

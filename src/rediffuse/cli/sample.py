@@ -13,7 +13,8 @@ from typing import Any, Callable
 from torch import Tensor
 from tqdm import tqdm
 
-from rediffuse import checkpoint, distributed, runs, samplers, schedules
+from rediffuse import checkpoint, distributed, runs, samplers
+from rediffuse.core import schedules
 from rediffuse.distributed import DEVICE_HELP, World
 from rediffuse.cli.common import PROG, finite_float, device_name
 from rediffuse.cli.outputs import refuse_overwrite

@@ -12,7 +12,9 @@ import torch
 from tqdm import tqdm
 
 from rediffuse.cli.common import device_name
-from rediffuse import analytic, samplers, schedules
+from rediffuse import samplers
+from rediffuse.truth import analytic
+from rediffuse.core import schedules
 from rediffuse.errors import UsageError
 from rediffuse.tuning import bench as sb
 from rediffuse.tuning import grids as tg

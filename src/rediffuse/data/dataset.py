@@ -15,7 +15,7 @@ from typing import Any, Callable, Protocol
 import torch
 from torch import Tensor
 
-from rediffuse.audio_codec import MelCodec
+from rediffuse.audio.codec import MelCodec
 from rediffuse.data import toy2d
 from rediffuse.data.audio import is_audio_spec, load_audio
 from rediffuse.data.images import load_images

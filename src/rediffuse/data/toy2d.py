@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rediffuse import analytic
+from rediffuse.truth import analytic
 
 TOY2D = ("moons", "swissroll", "8gaussians", "checkerboard", "spirals")
 POINT_SUFFIXES = (".npy", ".csv")

@@ -25,7 +25,7 @@ from rediffuse.data.images import load_images
 from rediffuse.evaluation.features import (InceptionFeatures, classify, extract_features, load_inception,
                                            load_or_train_classifier, load_split, probabilities)
 from rediffuse.evaluation.features.training import FSDD_RATE, DigitSplit
-from rediffuse.guidance import cfg_denoiser
+from rediffuse.core.guidance import cfg_denoiser
 from rediffuse.objectives.consistency import run_sampling
 from rediffuse.samplers.generation import generate, require_finite
 from rediffuse.evaluation.report import write_report
@@ -33,7 +33,7 @@ from rediffuse.io import atomic_write_arrays
 from rediffuse.evaluation.likelihood import bits_per_dim
 from rediffuse.evaluation.metrics import frechet_distance, inception_score, modified_inception_score, prdc
 from rediffuse import modalities, runs
-from rediffuse.spectral import log_mel_image
+from rediffuse.audio.spectral import log_mel_image
 
 METRICS = ("fd", "prdc", "acc", "is", "nll")  # what `evaluate` measures; each modality says which it takes
 

@@ -2,7 +2,7 @@
 bits per character, with its standard error.
 
 The held-out part is cut into consecutive windows of the run's block length (a shorter tail is left out);
-each window gets `draws` Monte Carlo estimates of its NELBO (`rediffuse.masked.masked_nelbo`, times
+each window gets `draws` Monte Carlo estimates of its NELBO (`rediffuse.core.masking.masked_nelbo`, times
 stratified over each batch of windows), so the mean is an unbiased estimate of the bound in nats per token and
 its standard error is the spread of the window-draw estimates over the square root of their number. Bits per
 character are nats per token / ln 2 times tokens per character of the part (1 for character tokens; for
@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rediffuse import masked
+from rediffuse.core import masking as masked
 from rediffuse.data.text import TextSet, Vocabulary, load_text
 from rediffuse.evaluation.report import write_report
 from rediffuse.runs import load_model

@@ -14,8 +14,8 @@ from typing import Any, Sequence
 
 from torch import Tensor
 
-from rediffuse import viz_audio
-from rediffuse.audio_codec import to_waveforms
+from rediffuse.viz import audio as viz_audio
+from rediffuse.audio.codec import to_waveforms
 from rediffuse.data.audio import write_wav
 from rediffuse.errors import UsageError
 from rediffuse.io import atomic_write_arrays

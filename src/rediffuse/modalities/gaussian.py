@@ -9,7 +9,7 @@ from typing import Any, Callable
 from torch import nn
 
 from rediffuse.errors import UsageError
-from rediffuse.guidance import cfg_denoiser
+from rediffuse.core.guidance import cfg_denoiser
 from rediffuse.modalities.base import Drawn, Modality
 from rediffuse.samplers import generation
 from rediffuse.samplers.request import Grid, OnStep, SamplingRequest, Step

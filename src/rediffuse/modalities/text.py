@@ -24,7 +24,7 @@ from rediffuse.samplers.autoregressive import sample_autoregressive
 from rediffuse.samplers.generation import sample_generators
 from rediffuse.samplers.masked import ORDERS, sample_masked
 from rediffuse.samplers.request import Grid, OnStep, SamplingRequest, Step
-from rediffuse.viz_text import text_trajectory_gif, text_trajectory_png
+from rediffuse.viz.text import text_trajectory_gif, text_trajectory_png
 
 SEPARATOR = "====="  # the line between samples of a .txt file
 TRAJECTORIES = (".txt", ".png", ".gif")

@@ -1,4 +1,4 @@
-"""Consistency tuning of a trained Gaussian run (ECT, Geng et al. 2024): formulas in `rediffuse.consistency`.
+"""Consistency tuning of a trained Gaussian run (ECT, Geng et al. 2024): formulas in `rediffuse.core.consistency_models`.
 
 The student is the teacher's network, started from the teacher's EMA weights, inside the consistency function
 f(x, sigma) = (sigma_min/sigma) x + (1 - sigma_min/sigma) D(x, sigma). Each step draws levels t (log-normal),
@@ -22,11 +22,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rediffuse import checkpoint, consistency, schedules
+from rediffuse import checkpoint
+from rediffuse.core import consistency_models as consistency
+from rediffuse.core import schedules
 from rediffuse.config import need
 from rediffuse.data.dataset import Data
 from rediffuse.errors import CheckpointError, ConfigError
-from rediffuse.guidance import cfg_denoiser
+from rediffuse.core.guidance import cfg_denoiser
 from rediffuse.objectives.base import Batch, Draws, StepGenerators
 from rediffuse.samplers.request import Grid
 from rediffuse.objectives.gaussian import Gaussian, null_label

@@ -14,10 +14,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rediffuse import losses, modalities, schedules
+from rediffuse import modalities
+from rediffuse.core import losses
+from rediffuse.core import schedules
 from rediffuse.config import need
 from rediffuse.data.dataset import Data
-from rediffuse.denoisers import PARAMETERIZATIONS, Denoiser, wrap
+from rediffuse.core.denoisers import PARAMETERIZATIONS, Denoiser, wrap
 from rediffuse.errors import ConfigError
 from rediffuse.nets import NETS
 from rediffuse.objectives.base import Batch, Configured, Draws, StepGenerators

@@ -1,12 +1,12 @@
 """Masked (absorbing-state) diffusion of text: t stratified over the batch, z_t ~ q(z_t | x), loss the NELBO.
 
-Each step draws t_i = (u + i / B) mod 1 (`rediffuse.masked.stratified_times`), masks every token of window i
+Each step draws t_i = (u + i / B) mod 1 (`rediffuse.core.masking.stratified_times`), masks every token of window i
 with probability 1 - alpha(t_i), and minimises the per-sequence Monte Carlo NELBO in nats per token
 
     w(t) sum_{l : z_t^l = m} -log x_theta(z_t)_l[x^l] / L,   w(t) = -alpha'(t) / (1 - alpha(t))  (1/t log-linear),
 
 with x_theta the SUBS distribution of a transformer (Sahoo et al. 2024, MDLM; Shi et al. 2024, MD4); the
-formulas and their derivation are in `rediffuse.masked`. The model is `MaskedLM(z, t) -> log-probs [B, L, V]`
+formulas and their derivation are in `rediffuse.core.masking`. The model is `MaskedLM(z, t) -> log-probs [B, L, V]`
 over the V real tokens; the mask id is V. The vocabulary is saved in the model spec, so sampling and
 evaluation rebuild it without the text file.
 """
@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rediffuse import masked
+from rediffuse.core import masking as masked
 from rediffuse.config import need
 from rediffuse.data.dataset import Data
 from rediffuse.data.text import Vocabulary
@@ -104,7 +104,7 @@ class Masked(Configured):
         return {"t": t, "z": z}
 
     def loss(self, model: MaskedLM, batch: Batch, draws: Draws) -> Tensor:
-        """The per-sequence NELBO estimate in nats per token (`rediffuse.masked.masked_nelbo`), shape [B]."""
+        """The per-sequence NELBO estimate in nats per token (`rediffuse.core.masking.masked_nelbo`), shape [B]."""
         log_probs = model(draws["z"], draws["t"])
         return masked.masked_nelbo(log_probs, batch.x, draws["z"], draws["t"], model.schedule, model.mask_id)
 

@@ -1,7 +1,7 @@
 """Multistep consistency sampling (Song et al. 2023, Algorithm 1) for a consistency function f(x, sigma).
 
 x0 = f(x, sigmas[0]); at each further level tau of the grid: x = x0 + sqrt(tau^2 - sigma_min^2) z, x0 = f(x, tau).
-One network evaluation per level; `rediffuse.consistency.sampling_sigmas` makes the 1-, 2- and N-step grids.
+One network evaluation per level; `rediffuse.core.consistency_models.sampling_sigmas` makes the 1-, 2- and N-step grids.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from torch import Tensor
 from rediffuse import samplers
 from rediffuse.errors import NonFiniteError
 from rediffuse.samplers.common import Plan
-from rediffuse.schedules import Schedule
+from rediffuse.core.schedules import Schedule
 
 
 def sample_generators(seed: int, indices: Sequence[int], device: torch.device | str = "cpu") -> list[torch.Generator]:

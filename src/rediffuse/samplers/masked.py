@@ -4,7 +4,7 @@ From z (all masks, or a template whose given tokens are kept exactly) the revers
 t_k = k / T down to 0. From t to s < t each masked token is revealed with probability
 (alpha_s - alpha_t) / (1 - alpha_t), its value drawn from the model's distribution x_theta(z_t) at that position
 (Sahoo et al. 2024, MDLM; Shi et al. 2024, MD4); the last step (alpha_0 = 1) reveals every token
-left. `model(z, t)` returns log-probabilities [B, L, K] (SUBS form, `rediffuse.masked.subs_log_probs`); the mask
+left. `model(z, t)` returns log-probabilities [B, L, K] (SUBS form, `rediffuse.core.masking.subs_log_probs`); the mask
 column, if the model has one, is zeroed before drawing. A time-agnostic model (MDLM's caching) sees the
 same input until some token changes, so its output is reused and it is called once per step that changed z
 (plus the first), which for T >> L is far fewer than T calls.
@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
-from ..masked import LOG_LINEAR, MaskSchedule
+from rediffuse.core.masking import LOG_LINEAR, MaskSchedule
 
 f64 = torch.float64
 MaskedModel = Callable[[Tensor, Tensor], Tensor]

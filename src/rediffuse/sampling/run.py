@@ -19,9 +19,10 @@ from typing import Any, Callable, Generator, Sequence
 import torch
 from torch import Tensor, nn
 
-from rediffuse import modalities, schedules
+from rediffuse import modalities
+from rediffuse.core import schedules
 from rediffuse.data.text import Vocabulary
-from rediffuse.denoisers import Denoiser
+from rediffuse.core.denoisers import Denoiser
 from rediffuse.distributed import pick_device
 from rediffuse.errors import UsageError
 from rediffuse.modalities import Drawn, Modality

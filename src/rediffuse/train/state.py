@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from rediffuse import checkpoint
 from rediffuse.config import IDENTITY, TrainConfig
 from rediffuse.distributed import SINGLE, World, wrap_ddp
-from rediffuse.ema import EMA
+from rediffuse.core.ema import EMA
 from rediffuse.errors import CheckpointError, ConfigError
 from rediffuse.objectives import Objective
 from rediffuse.runs import load_weights

@@ -21,7 +21,7 @@ from rediffuse import samplers, viz
 from rediffuse.samplers import generation as sampling
 from rediffuse.evaluation.metrics import sliced_wasserstein
 from rediffuse.io import atomic_write_text
-from rediffuse.schedules import SPACINGS, Schedule
+from rediffuse.core.schedules import SPACINGS, Schedule
 from rediffuse.tuning import grids as tg
 from rediffuse.tuning.plan import SamplingPlan
 from rediffuse.tuning.reference import reference_solution

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from rediffuse.io import atomic_write_json
 from rediffuse.samplers import TWO_EVAL_SAMPLERS
-from rediffuse.schedules import Schedule, append_zero, karras_sigmas
+from rediffuse.core.schedules import Schedule, append_zero, karras_sigmas
 from rediffuse.tuning.plan import SamplingPlan
 from rediffuse.tuning.reference import reference_solution
 from rediffuse.tuning.teleport import GaussianFlow

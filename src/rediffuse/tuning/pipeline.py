@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 from torch import Tensor
 
-from rediffuse.schedules import Schedule
+from rediffuse.core.schedules import Schedule
 from rediffuse.tuning.coefficients import fit_coefficients
 from rediffuse.tuning.grids import START_SPACINGS, held_out_split, plan_rms, tune_grid
 from rediffuse.tuning.plan import SamplingPlan, check_options

@@ -22,7 +22,7 @@ from torch import Tensor
 from rediffuse import samplers
 from rediffuse.io import atomic_write_json
 from rediffuse.samplers.common import Callback, Generator, steps
-from rediffuse.schedules import Schedule
+from rediffuse.core.schedules import Schedule
 from rediffuse.tuning.teleport import GaussianFlow, teleported
 
 f64 = torch.float64

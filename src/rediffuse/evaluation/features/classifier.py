@@ -44,7 +44,7 @@ class ClassifierConfig:
 CONFIGS: dict[str, ClassifierConfig] = {
     "digits": ClassifierConfig(image_size=8),
     "mnist": ClassifierConfig(image_size=28, channels=(16, 32, 64, 128)),
-    # spoken digits: 32 x 32 log-mel images of 8192 samples at 8 kHz (`rediffuse.spectral.log_mel_image`)
+    # spoken digits: 32 x 32 log-mel images of 8192 samples at 8 kHz (`rediffuse.audio.spectral.log_mel_image`)
     "fsdd": ClassifierConfig(image_size=32, channels=(16, 32, 64, 128)),
 }
 

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from rediffuse.data.audio import fsdd_fields, load_fsdd
 from rediffuse.data.images import load_digits, load_images, load_mnist_idx
-from rediffuse.spectral import log_mel_image
+from rediffuse.audio.spectral import log_mel_image
 from rediffuse.threads import cpu_threads
 from rediffuse.evaluation.features.classifier import CONFIGS, ClassifierConfig, DigitClassifier, accuracy
 

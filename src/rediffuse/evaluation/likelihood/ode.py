@@ -21,7 +21,7 @@ from torch import Tensor
 from torchdiffeq import odeint
 
 from rediffuse.samplers.common import Denoiser, call
-from rediffuse.schedules import Schedule
+from rediffuse.core.schedules import Schedule
 
 DIVERGENCES = ("exact", "hutchinson")
 PROBES = ("rademacher", "gaussian")

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from rediffuse.samplers.common import Denoiser, call
-from rediffuse.schedules import VPLinear
+from rediffuse.core.schedules import VPLinear
 from .bits import LEVELS, mean_and_stderr, to_levels
 
 VARIANCES = ("posterior", "beta")

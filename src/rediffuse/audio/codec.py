@@ -3,7 +3,7 @@
 A clip [1, L] becomes a log-mel image [1, n_mels, L / hop]: the mel power of a Hann STFT (n_fft, hop,
 centred frames, the last frame dropped), in dB above a fixed floor, mapped affinely so that silence is -1 and
 `top_db` above the floor is +1. Decoding inverts each step: dB to mel power, mel to linear power by the
-filterbank's pseudo-inverse, and the phase by fast Griffin-Lim (`rediffuse.spectral.griffin_lim`). The
+filterbank's pseudo-inverse, and the phase by fast Griffin-Lim (`rediffuse.audio.spectral.griffin_lim`). The
 images are what the denoiser learns; the waveforms are what users hear and the evaluation classifies.
 """
 
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rediffuse.spectral import griffin_lim, mel_filterbank, mel_to_power, stft_power
+from rediffuse.audio.spectral import griffin_lim, mel_filterbank, mel_to_power, stft_power
 
 REPRESENTATIONS = ("waveform", "mel")
 

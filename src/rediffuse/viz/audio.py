@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor
 
-from rediffuse.spectral import TOP_DB, spectrogram_db
+from rediffuse.audio.spectral import TOP_DB, spectrogram_db
 from rediffuse.viz import _upscale, figure, image_grid, save_figure, save_image
 
 

@@ -23,8 +23,8 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
-from .io import atomic_write, atomic_write_json
-from .schedules import Schedule
+from rediffuse.io import atomic_write, atomic_write_json
+from rediffuse.core.schedules import Schedule
 
 PARAMETERIZATIONS = ("eps", "x0", "v", "edm", "flow")
 PRETRAINED_FORMAT = "rediffuse-pretrained"  # config.json's "format" in a `save_pretrained` folder

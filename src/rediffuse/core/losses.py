@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .denoisers import expand_as
+from rediffuse.core.denoisers import expand_as
 
 WEIGHTINGS = ("eps", "v", "edm", "flow", "min-snr", "x0")
 

@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from .denoisers import sigma_batch
+from rediffuse.core.denoisers import sigma_batch
 
 f64 = torch.float64
 

@@ -34,8 +34,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rediffuse.denoisers import Denoiser, expand_as, sigma_batch
-from rediffuse.schedules import Schedule, karras_sigmas
+from rediffuse.core.denoisers import Denoiser, expand_as, sigma_batch
+from rediffuse.core.schedules import Schedule, karras_sigmas
 
 ECT_P_MEAN, ECT_P_STD = -1.1, 2.0  # ECT's level distribution (CIFAR-10, Appendix G.2)
 ECT_Q, ECT_K, ECT_B = 2.0, 8.0, 1.0  # ECT's gap schedule

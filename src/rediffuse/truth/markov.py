@@ -3,7 +3,7 @@
 p(x) = pi_0(x_1) prod_{l >= 2} P(x_{l-1}, x_l). Tokens are 0..V-1 and the mask id is V. For a partially masked z
 the exact denoiser gives p(x_l | z) = p(x_l | the unmasked tokens of z) at every masked position by
 forward-backward (unmasked positions enter as one-hot evidence), and a one-hot at z elsewhere: SUBS form, so
-`chain(z, t)` can stand in for a network in `rediffuse.masked.masked_nelbo` and the masked sampler.
+`chain(z, t)` can stand in for a network in `rediffuse.core.masking.masked_nelbo` and the masked sampler.
 
 Closed-form NELBO of the exact denoiser (all quantities here are nats per sequence). Each position is masked
 independently with probability 1 - alpha, so for a mask set M of size k, P(M) = (1 - alpha)^k alpha^(L - k). Let
@@ -34,7 +34,7 @@ import math
 import torch
 from torch import Tensor
 
-from .masked import LOG_LINEAR, MaskSchedule
+from rediffuse.core.masking import LOG_LINEAR, MaskSchedule
 
 f64 = torch.float64
 

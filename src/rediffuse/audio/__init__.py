@@ -1,0 +1,1 @@
+"""Sound as numbers: the STFT, mel filterbanks and Griffin-Lim (spectral), and the log-mel codec (codec)."""
