@@ -11,6 +11,12 @@ a round and rounds reverse the order, so slow drift of the machine falls on ever
 
 A numeric POLICY is libgomp's GOMP_SPINCOUNT (how long an idle thread spins before it sleeps; PyTorch's CPU
 wheels use libgomp).
+
+    python benchmarks/thread_contention.py --preset digits --load-stops 60 [--steps 800] [--log-every 20]
+
+runs the other case instead: one `--threads auto` run that starts beside the busy process, which is stopped
+once the run's own clock passes 60 s; it prints every log window's images/s and says how many windows after the
+load ended the run was back at the idle two-thread speed (measured first, in a run of its own). Target: one.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 BUSY = "while True: pass"
@@ -69,6 +76,52 @@ def measure(args: argparse.Namespace) -> dict[tuple[str, str], list[float]]:
     return cells
 
 
+def load_that_stops(args: argparse.Namespace) -> tuple[list[dict], float, list[str]]:
+    """(log records, the run's elapsed seconds when the load was stopped, the run's thread messages) of one
+    `--threads auto` run started beside a busy process that stops once the run's clock passes args.load_stops."""
+    busy = subprocess.Popen([sys.executable, "-c", BUSY])
+    time.sleep(1.0)  # the load is there when the run looks at the machine
+    with tempfile.TemporaryDirectory() as out:
+        log = Path(out) / "log.jsonl"
+        command = [sys.executable, "-m", "rediffuse", "train", "--preset", args.preset, "--steps", str(args.steps),
+                   "--log-every", str(args.log_every), "--threads", "auto", "--no-progress", "--device", "cpu",
+                   "--checkpoint-every", str(10 * args.steps), "--out", out,
+                   *(["--data", args.data] if args.data else [])]
+        run = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        stopped_at = None
+        try:
+            while run.poll() is None:
+                records = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+                if stopped_at is None and records and records[-1]["elapsed"] >= args.load_stops:
+                    busy.kill()
+                    stopped_at = records[-1]["elapsed"]
+                time.sleep(0.2)
+        finally:
+            busy.kill()
+            busy.wait()
+        messages = [line for line in run.stderr.read().splitlines() if "thread" in line]
+        records = [json.loads(line) for line in log.read_text().splitlines()]
+    return records, stopped_at if stopped_at is not None else float("inf"), messages
+
+
+def recovery_table(args: argparse.Namespace) -> str:
+    """Each window's images/s in the run whose load stops, and the windows it took to reach the idle speed."""
+    idle = train_rate(args.preset, args.data, 6 * args.log_every, args.log_every, "2", "default")
+    records, stopped_at, messages = load_that_stops(args)
+    after = [r for r in records if r["elapsed"] > stopped_at]
+    back = next((i for i, r in enumerate(after) if r["samples_per_s"] >= 0.9 * idle), None)
+    lines = [f"`{args.preset}` on {platform.processor() or platform.machine()} ({os.cpu_count()} CPUs), "
+             f"`--threads auto`, a busy process stopped at {stopped_at:.1f} s of the run; idle 2-thread speed "
+             f"{idle:.1f} images/s.", "", "| step | elapsed s | images/s | load |", "|---|---|---|---|"]
+    lines += [f"| {r['step']} | {r['elapsed']:.1f} | {r['samples_per_s']:.1f} | "
+              f"{'busy' if r['elapsed'] <= stopped_at else 'gone'} |" for r in records]
+    verdict = "never" if back is None else f"in window {back + 1} after the load ended " \
+        f"({after[back]['elapsed'] - stopped_at:.1f} s)"
+    lines += ["", f"Back at >= 0.9x the idle 2-thread speed: {verdict}.", "", "Thread messages:", "",
+              *[f"    {m}" for m in messages]]
+    return "\n".join(lines) + "\n"
+
+
 def table(args: argparse.Namespace, cells: dict[tuple[str, str], list[float]]) -> str:
     """The markdown table: median images/s idle and loaded per policy, and loaded / idle."""
     best_idle = max(statistics.median(cells[(spec, "idle")]) for spec in args.policies)
@@ -94,9 +147,11 @@ def main() -> None:
     p.add_argument("--policies", nargs="+", default=["2:ACTIVE", "2:PASSIVE", "2:default", "1:default"],
                    metavar="THREADS:POLICY",
                    help="POLICY: OMP_WAIT_POLICY ACTIVE or PASSIVE, default (unset), or a number: GOMP_SPINCOUNT")
+    p.add_argument("--load-stops", type=float, default=None, metavar="S",
+                   help="instead: one auto run whose busy neighbour stops at S seconds of the run")
     p.add_argument("--out", type=Path, default=None, help="also write the table here")
     args = p.parse_args()
-    text = table(args, measure(args))
+    text = recovery_table(args) if args.load_stops is not None else table(args, measure(args))
     print(text)
     if args.out is not None:
         args.out.write_text(text)

@@ -49,3 +49,56 @@ def test_auto_threads_only_lowers_torchs_count_and_says_so(monkeypatch):
     with threads.cpu_threads(3):
         assert torch.get_num_threads() == 3
     assert torch.get_num_threads() == before
+
+
+def test_a_load_watch_measures_other_processes_between_looks_without_sleeping():
+    # two cores at 100 Hz: 200 ticks of all cores between looks (1 s); 150 busy, this process used 0.5 s
+    texts = iter([stat(1000, 4000), stat(1150, 4050), "garbage"])
+    own = iter([2.0, 2.5, 2.5])
+    watch = threads.LoadWatch(read=lambda: next(texts), own_seconds=lambda: next(own), hertz=100.0, cores=2)
+    assert watch.look() == pytest.approx((150 - 50) / 100, rel=1e-12)  # one core busy elsewhere
+    assert watch.look() is None  # an unreadable look gives nothing, and the next starts afresh
+
+
+class Looks:
+    """A LoadWatch stand-in that reports a scripted load at each look."""
+
+    def __init__(self, loads):
+        self.loads = iter(loads)
+
+    def look(self):
+        return next(self.loads)
+
+
+def test_auto_threads_gives_cores_up_after_two_busy_looks_and_takes_them_back_after_one_idle_look():
+    count, said = [2], []
+    governor = threads.AutoThreads(2, 2, Looks([1.0, 0.2, 1.2, 0.9, 0.9, None, 0.1, 3.0]), said.append,
+                                   set_count=lambda n: count.__setitem__(0, n), get_count=lambda: count[0])
+    moves = [governor.revisit() for _ in range(8)]
+    # busy once (not yet), idle (reset), busy twice (down to 1), busy (stays), no reading, idle once (up to 2),
+    # busy once (not yet)
+    assert moves == [None, None, None, 1, None, None, 2, None] and count == [2]
+    assert said == ["rediffuse: other processes now keep 0.9 of 2 cores busy; running on 1 thread instead of 2",
+                    "rediffuse: other processes now keep 0.1 of 2 cores busy; running on 2 threads instead of 1"]
+
+
+def test_revisit_is_a_no_op_unless_auto_governs_the_command(monkeypatch):
+    assert threads.revisit() is None
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    with threads.governed(2) as governor:
+        governor.watch = Looks([0.0])
+        with threads.cpu_threads(1):
+            governor.say = lambda m: None
+            assert threads.revisit() == 2 and torch.get_num_threads() == 2
+    assert threads.revisit() is None
+
+
+def test_training_revisits_the_thread_count_at_every_log_interval(tmp_path, monkeypatch):
+    from rediffuse.config import TrainConfig
+    from rediffuse.train import train
+
+    calls = []
+    monkeypatch.setattr(threads, "revisit", lambda: calls.append(1))
+    train(TrainConfig(data="moons", out=str(tmp_path / "run"), steps=6, log_every=2, batch_size=32, num_points=256,
+                      progress=False, net_kwargs={"hidden": 16, "depth": 1, "emb_dim": 8}))
+    assert len(calls) == 3

@@ -3,7 +3,8 @@
 Two OpenMP threads on two cores, one of which another process keeps busy, stall on each other at every
 barrier: training ran at 0.29 of its idle speed on the project's 2-core machine, where one thread kept 1.03
 (docs/results.md, benchmarks/thread_contention.py). So `auto` counts the cores that other processes keep busy
-over a short window and leaves those to them.
+over a short window and leaves those to them, and keeps counting while it trains: `AutoThreads` looks at the
+load again at every log interval and moves the count down when two looks in a row ask for it, up after one.
 """
 
 from __future__ import annotations
@@ -59,6 +60,92 @@ def busy_elsewhere(window: float = WINDOW_S, read: Callable[[], str] | None = No
     if elapsed <= 0:
         return 0.0
     return max((busy1 - busy0) - (own1 - own0) * hertz, 0.0) / elapsed
+
+
+class LoadWatch:
+    """Other processes' load between successive looks at /proc/stat (the window is the time between looks, so a
+    look never sleeps)."""
+
+    def __init__(self, read: Callable[[], str] | None = None, own_seconds: Callable[[], float] | None = None,
+                 hertz: float | None = None, cores: int | None = None) -> None:
+        self.read = read or (lambda: Path("/proc/stat").read_text())
+        self.own_seconds = own_seconds or (lambda: sum(os.times()[:2]))
+        self.hertz = hertz or (float(os.sysconf("SC_CLK_TCK")) if hasattr(os, "sysconf") else 100.0)
+        self.cores = cores or max(os.cpu_count() or 1, 1)
+        self.last = self._snapshot()
+
+    def _snapshot(self) -> tuple[int, int, float] | None:
+        """(busy ticks, total ticks, this process's CPU seconds), or None where /proc/stat is unreadable."""
+        try:
+            return (*cpu_ticks(self.read()), self.own_seconds())
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def look(self) -> float | None:
+        """The cores other processes kept busy since the last look (None without two readable looks)."""
+        now, last = self._snapshot(), self.last
+        self.last = now
+        if now is None or last is None or now[1] <= last[1]:
+            return None
+        elapsed = (now[1] - last[1]) / self.cores
+        return max((now[0] - last[0]) - (now[2] - last[2]) * self.hertz, 0.0) / elapsed
+
+
+class AutoThreads:
+    """`--threads auto` for a whole run: at each `revisit` (every log interval) the load since the last one
+    gives a count (`auto_count`, between 1 and the ceiling). A lower count needs DOWN looks in a row asking for
+    it, so a passing job or one noisy window does not halve the run; a higher one needs UP looks (one: the
+    run takes its cores back within a log interval of the load ending, and gives them up again if it has not)."""
+
+    DOWN, UP = 2, 1
+
+    def __init__(self, ceiling: int, cores: int, watch: LoadWatch | None = None,
+                 say: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+                 set_count: Callable[[int], None] = torch.set_num_threads,
+                 get_count: Callable[[], int] = torch.get_num_threads) -> None:
+        self.ceiling, self.cores, self.say = ceiling, cores, say
+        self.watch = watch or LoadWatch()
+        self.set_count, self.get_count = set_count, get_count
+        self.pending: int | None = None
+        self.agreeing = 0
+
+    def revisit(self) -> int | None:
+        """Move the thread count if enough looks in a row asked for the same new one; the new count or None."""
+        busy = self.watch.look()
+        if busy is None:
+            return None
+        current, wanted = self.get_count(), auto_count(self.ceiling, self.cores, busy)
+        if wanted == current:
+            self.pending, self.agreeing = None, 0
+            return None
+        self.agreeing = self.agreeing + 1 if wanted == self.pending else 1
+        self.pending = wanted
+        if self.agreeing < (self.DOWN if wanted < current else self.UP):
+            return None
+        self.set_count(wanted)
+        self.pending, self.agreeing = None, 0
+        self.say(f"rediffuse: other processes now keep {busy:.1f} of {self.cores} cores busy; running on "
+                 f"{wanted} thread{'s' if wanted > 1 else ''} instead of {current}")
+        return wanted
+
+
+_ACTIVE: list[AutoThreads] = []  # the governor of the running command, while `--threads auto` holds
+
+
+@contextlib.contextmanager
+def governed(ceiling: int) -> Iterator[AutoThreads]:
+    """Let `revisit` move the thread count of this command (`--threads auto`), up to ceiling threads."""
+    governor = AutoThreads(ceiling, available_cores())
+    _ACTIVE.append(governor)
+    try:
+        yield governor
+    finally:
+        _ACTIVE.remove(governor)
+
+
+def revisit() -> int | None:
+    """Re-read the load and move the thread count under `--threads auto` (a no-op otherwise)."""
+    return _ACTIVE[-1].revisit() if _ACTIVE else None
 
 
 def available_cores() -> int:

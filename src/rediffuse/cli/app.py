@@ -12,11 +12,13 @@ import sys
 import warnings
 from typing import Iterator, Sequence
 
+import torch
+
 from rediffuse import __version__
 from rediffuse.cli import distill, evaluate, sample, train, tune
 from rediffuse.cli.common import INTERRUPTED, PROG, thread_count
 from rediffuse.errors import ConfigError, ParseError, UsageError
-from rediffuse.threads import auto_threads, cpu_threads
+from rediffuse.threads import auto_threads, cpu_threads, governed
 
 VERBS = ("train", "sample", "demo", "distill", "eval", "bench-samplers", "tune-grid")
 
@@ -35,7 +37,7 @@ def build_parser() -> _Parser:
                         help="show tracebacks instead of one-line errors")
     common.add_argument("--threads", type=thread_count, default=None, metavar="N",
                         help="CPU threads for torch (default: auto: one per core, less the cores other "
-                             "processes keep busy when the command starts)")
+                             "processes keep busy, looked at again at every training log interval)")
     parser = _Parser(prog=PROG, parents=[common], description="Diffusion models as one denoiser D(x, sigma).")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="{" + ",".join(VERBS) + "}", parser_class=_Parser)
@@ -51,6 +53,18 @@ def build_parser() -> _Parser:
 def _one_line(err: BaseException) -> str:
     """An exception's message on one line."""
     return " ".join(str(err).split()) or type(err).__name__
+
+
+@contextlib.contextmanager
+def thread_policy(threads: int | None) -> Iterator[None]:
+    """N threads for the command, or (None: auto) the count the load allows, revisited while training."""
+    if threads is not None:
+        with cpu_threads(threads):
+            yield
+        return
+    ceiling = torch.get_num_threads()
+    with cpu_threads(auto_threads()), governed(ceiling):
+        yield
 
 
 @contextlib.contextmanager
@@ -71,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv
     try:
         args = build_parser().parse_args(argv)
-        with one_line_warnings(), cpu_threads(auto_threads() if args.threads is None else args.threads):
+        with one_line_warnings(), thread_policy(args.threads):
             return args.func(args)
     except SystemExit as exit_:  # --help
         return exit_.code if isinstance(exit_.code, int) else 0

@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
-from rediffuse import checkpoint, objectives, runs, viz
+from rediffuse import checkpoint, objectives, runs, threads, viz
 from rediffuse.config import TrainConfig
 from rediffuse.data.dataset import Data, build_data
 from rediffuse.distributed import SINGLE, World, session
@@ -185,6 +185,7 @@ def _loop(state: TrainState, objective: Objective, config: TrainConfig, data: Da
             if state.step % every == 0:
                 log.flush(state.step, learning_rate(config, state.step - 1, lr_time), clock.tick())
                 _halt_if_unhealthy(guard, log, state, config, clock, out)
+                threads.revisit()  # --threads auto follows the machine's load
             timed = world.agree(clock.save_due, state.step, every)
             if (state.step % config.checkpoint_every == 0 or timed) and state.step < config.steps:
                 _halt_if_unhealthy(guard, log, state, config, clock, out)
