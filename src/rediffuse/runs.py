@@ -19,6 +19,7 @@ from rediffuse.core import schedules
 from rediffuse.config import TrainConfig
 from rediffuse.core.consistency_models import ConsistencyFunction
 from rediffuse.core.denoisers import PRETRAINED_FORMAT, Denoiser, wrap
+from rediffuse.core.spec import ModelSpec, as_json, parse
 from rediffuse.errors import CheckpointError, ConfigError
 from rediffuse.nets import NETS
 
@@ -61,7 +62,7 @@ class OpenRun:
 
     path: Path
     checkpoint: Path
-    spec: dict[str, Any]
+    spec: ModelSpec
     config: TrainConfig
     ema: bool = True
     hashed: bool = False  # whether opening already verified every file's sha256
@@ -87,8 +88,8 @@ class OpenRun:
             ck = checkpoint.load(self.checkpoint, parts=[part], verified=self.hashed)
             net, model = _network(self.checkpoint, self.spec, self.config)
             load_weights(net, ck.tensors[part], self.checkpoint, part)
-        if "data" in self.spec:
-            model.data_info = self.spec["data"]  # what `save_pretrained` records for the model
+        if isinstance(self.spec, ModelSpec):
+            model.data_info = self.spec.data.to_dict()  # what `save_pretrained` records for the model
         return model.eval().requires_grad_(False)
 
 
@@ -108,11 +109,11 @@ def open(path: str | Path, ema: bool = True) -> OpenRun:  # noqa: A001 (runs.ope
 def run_info(run_dir: str | Path) -> dict[str, Any]:
     """The model spec of a run's checkpoint (net, schedule, parameterization, sigma_data, data shape/classes)."""
     opened = open(run_dir)
-    return {**opened.spec, "checkpoint": str(opened.checkpoint)}
+    return {**as_json(opened.spec), "checkpoint": str(opened.checkpoint)}
 
 
 def load_model(run_dir: str | Path, ema: bool = True, device: torch.device | str = "cpu"
-               ) -> tuple[nn.Module, dict[str, Any], TrainConfig]:
+               ) -> tuple[nn.Module, ModelSpec, TrainConfig]:
     """(the objective's model in eval mode, its spec, training config) of a run's newest checkpoint."""
     opened = open(run_dir, ema)
     return opened.model(device), opened.spec, opened.config
@@ -143,19 +144,19 @@ def config_of(path: Path, meta: dict[str, Any]) -> TrainConfig:
                               "it was not written by `rediffuse train` or is corrupt") from None
 
 
-def spec_of(path: Path, meta: dict[str, Any], config: TrainConfig | None = None) -> dict[str, Any]:
+def spec_of(path: Path, meta: dict[str, Any], config: TrainConfig | None = None) -> ModelSpec:
     """The model spec in a checkpoint's metadata, checked against model.safetensors on the meta device
     (CheckpointError if it is unusable)."""
     config = config or config_of(path, meta)
     try:
-        objective, spec = objectives.get(config), meta["model"]
+        objective, spec = objectives.get(config), parse(meta["model"])
         check_shapes_first(objective, spec, path)
         return spec
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise CheckpointError(_invalid(path, err)) from None
 
 
-def _network(path: Path, spec: dict[str, Any], config: TrainConfig) -> tuple[nn.Module, nn.Module]:
+def _network(path: Path, spec: ModelSpec, config: TrainConfig) -> tuple[nn.Module, nn.Module]:
     """(network, model) a checked spec describes (CheckpointError if it cannot be built)."""
     try:
         objective = objectives.get(config)
@@ -171,7 +172,7 @@ def _invalid(path: Path, err: Exception) -> str:
             "corrupt or from another program")
 
 
-def check_shapes_first(objective: Any, spec: dict[str, Any], path: Path) -> None:
+def check_shapes_first(objective: Any, spec: ModelSpec, path: Path) -> None:
     """CheckpointError if the network the spec describes does not fit model.safetensors' header, found by building
     it on the meta device (no memory), so an edited spec never allocates before it fails."""
     file = path / "model.safetensors"
@@ -236,7 +237,7 @@ def is_pretrained(path: str | Path) -> bool:
         return False
 
 
-def read_pretrained(path: str | Path) -> dict[str, Any]:
+def read_pretrained(path: str | Path) -> ModelSpec:
     """The spec in a `save_pretrained` folder's config.json (CheckpointError naming what is missing)."""
     path = Path(path)
     if not path.is_dir():
@@ -252,17 +253,21 @@ def read_pretrained(path: str | Path) -> dict[str, Any]:
     if missing or spec["net"] not in NETS:
         raise CheckpointError(f"{str(path)!r}: config.json lacks {', '.join(missing) or 'a known net'}; "
                               "it is damaged or from another program")
-    return spec
+    try:
+        return ModelSpec.from_dict(spec)
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{str(path)!r}: config.json's data description is damaged ({type(err).__name__}: "
+                              f"{err}); save the model again") from None
 
 
-def pretrained_model(spec: dict[str, Any], path: Path) -> Denoiser:
+def pretrained_model(spec: ModelSpec, path: Path) -> Denoiser:
     """The denoiser (or consistency function) a pretrained spec describes, with model.safetensors loaded."""
     try:
-        net = NETS[spec["net"]].from_config(spec["net_config"])
-        schedule = schedules.from_config(spec["schedule"])
-        levels = spec.get("consistency")
-        model = wrap(net, spec["parameterization"], schedule, spec["sigma_data"]) if levels is None else \
-            ConsistencyFunction(net, spec["parameterization"], schedule, spec["sigma_data"], levels["sigma_min"],
+        net = NETS[spec.net].from_config(spec.net_config)
+        schedule = schedules.from_config(spec.schedule)
+        levels = spec.consistency
+        model = wrap(net, spec.parameterization, schedule, spec.sigma_data) if levels is None else \
+            ConsistencyFunction(net, spec.parameterization, schedule, spec.sigma_data, levels["sigma_min"],
                                 levels["mid_sigma"], levels.get("method", "ect"))
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"{str(path)!r}: config.json does not describe a model ({type(err).__name__}: "
@@ -275,9 +280,9 @@ def pretrained_model(spec: dict[str, Any], path: Path) -> Denoiser:
     return model
 
 
-def pretrained_config(spec: dict[str, Any], path: Path) -> TrainConfig:
+def pretrained_config(spec: ModelSpec, path: Path) -> TrainConfig:
     """A TrainConfig describing a pretrained model (what `sample` and `eval` read from a run's config)."""
-    data = spec["data"]
-    return TrainConfig(data=str(data.get("spec", path)), net=spec["net"], parameterization=spec["parameterization"],
-                       conditional=data.get("num_classes") is not None,
-                       audio_representation="mel" if data.get("codec") else "waveform")
+    data = spec.data
+    return TrainConfig(data=str(data.spec or path), net=spec.net, parameterization=spec.parameterization,
+                       conditional=data.num_classes is not None,
+                       audio_representation="mel" if data.codec else "waveform")

@@ -1,7 +1,8 @@
 """`rediffuse <verb>`: the parser of every verb, and errors as one line with an exit code.
 
-Errors are one line, `rediffuse: error: ...`, and so is each warning (`rediffuse: warning: ...`), on stderr: exit code 2 for usage errors (flags, config files,
-paths), 1 for runtime errors (bad data, corrupt checkpoints); `--debug` shows the traceback instead.
+Errors are one line, `rediffuse: error: ...`, and so is each warning (`rediffuse: warning: ...`), on
+stderr: exit code 2 for usage errors (flags, config files, paths), 1 for runtime errors (bad data, corrupt
+checkpoints); `--debug` shows the traceback instead.
 """
 
 from __future__ import annotations

@@ -57,16 +57,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not allowed:
         raise UsageError(f"rediffuse eval measures image, audio and text runs, not {modality.a_run}; use "
                          "bench-samplers or rediffuse.evaluation.metrics")
-    if info.get("consistency"):
+    if info.consistency:
         allowed = tuple(m for m in allowed if m != "nll")  # a consistency function has no ODE to integrate
     given = args.metrics if args.metrics is not None else ",".join(allowed)
     metrics = [m.strip() for m in given.split(",") if m.strip()]
     bad = [m for m in metrics if m not in allowed]
     if bad or not metrics:
         kind = modality.a_run + (" (a `distill` run has no bits/dim: evaluate its teacher)"
-                                 if info.get("consistency") else "")
+                                 if info.consistency else "")
         raise UsageError(f"--metrics for {kind} takes a comma list from {','.join(allowed)}, got {given!r}")
-    if text and "nll" in metrics and "bos_id" not in info:
+    if text and "nll" in metrics and info.bos_id is None:
         raise UsageError("--metrics nll needs an autoregressive run; a masked run reports its bound: --metrics nelbo")
     sampler, steps = few_step.default_sampler(info, 18)
     args.sampler = args.sampler or sampler

@@ -12,15 +12,16 @@ import torch
 from tqdm import tqdm
 
 from rediffuse.cli.common import device_name
-from rediffuse import samplers
+from rediffuse import runs, samplers
 from rediffuse.truth import analytic
 from rediffuse.core import schedules
-from rediffuse.errors import UsageError
+from rediffuse.core.denoisers import Denoiser
+from rediffuse.errors import CheckpointError, UsageError
 from rediffuse.tuning import bench as sb
 from rediffuse.tuning import grids as tg
 from rediffuse.config import resolve_device
 from rediffuse.data.dataset import build_data
-from rediffuse.runs import load_run, run_info, saved_config
+from rediffuse.runs import saved_config
 from rediffuse.tuning.pipeline import tune
 from rediffuse.tuning.teleport import GaussianFlow
 from rediffuse.distributed import DEVICE_HELP
@@ -95,14 +96,18 @@ def _problem(args: argparse.Namespace) -> tuple[Any, schedules.Schedule, list[in
         raise UsageError("give a run folder, or --analytic NAME for a built-in mixture")
     if not args.run.is_dir():
         raise UsageError(f"run folder {str(args.run)!r} does not exist; give the --out folder of a training run")
-    denoiser, schedule, _ = load_run(args.run, device=resolve_device(args.device))
-    shape = list(run_info(args.run)["data"]["shape"])
-    return denoiser, schedule, shape, args.run, getattr(args, "out", None) or args.run / "bench"
+    opened = runs.open(args.run)
+    denoiser = opened.model(resolve_device(args.device))
+    if not isinstance(denoiser, Denoiser):
+        raise CheckpointError(f"run {str(args.run)!r} trained objective {opened.config.objective!r}, not a "
+                              "Gaussian denoiser; bench-samplers and tune-grid take points, image and audio runs")
+    shape = list(opened.spec.data.shape)
+    return denoiser, denoiser.schedule, shape, args.run, getattr(args, "out", None) or args.run / "bench"
 
 
 def _labels(run: Path | None, n: int) -> torch.Tensor | None:
     """Every class in turn for class-conditional runs."""
-    classes = None if run is None else run_info(run)["data"]["num_classes"]
+    classes = None if run is None else runs.open(run).spec.data.num_classes
     return None if not classes else torch.arange(n) % classes
 
 

@@ -154,14 +154,14 @@ def evaluate(run_dir: str | Path, *, metrics: Sequence[str] = METRICS, n: int = 
     opened = runs.open(run_dir)
     spec, config = opened.spec, opened.config
     denoiser = opened.model(device)
-    schedule, info, modality = denoiser.schedule, spec["data"], modalities.of(spec)
+    schedule, info, modality = denoiser.schedule, spec.data, modalities.of(spec)
     if not set(modality.eval_metrics) & set(METRICS):
         raise ValueError("rediffuse eval measures image and audio runs; for points use bench-samplers or the "
                          "metrics module")
     if "nll" in metrics and "nll" not in modality.eval_metrics:
         raise ValueError(f"bits/dim (nll) is for image runs; give {modality.name} runs --metrics from "
                          f"{','.join(modality.eval_metrics)}")
-    if spec.get("consistency") and "nll" in metrics:
+    if spec.consistency and "nll" in metrics:
         raise ValueError("bits/dim (nll) integrates a denoiser's ODE, and a `distill` run is a consistency "
                          "function: evaluate its teacher's bits/dim, or drop nll from --metrics")
     kind, data_path = feature_kind(config.data, features)
@@ -178,9 +178,9 @@ def evaluate(run_dir: str | Path, *, metrics: Sequence[str] = METRICS, n: int = 
     if sample_side:
         options = dict(sampler=sampler, steps=steps, seed=seed, batch_size=batch_size, device=device,
                        guidance=guidance)
-        x, cond = cached_samples(run_dir, denoiser, schedule, info["shape"], n, info["num_classes"], options,
+        x, cond = cached_samples(run_dir, denoiser, schedule, info.shape, n, info.num_classes, options,
                                  run_sampling(spec, sampler, steps))
-        x = classifier_inputs(modality.deliver(info, x), kind, info.get("rate"))
+        x = classifier_inputs(modality.deliver(info, x), kind, info.rate)
         report["samples"] = sample_metrics(classifier, x, cond, real_feats, sample_side)
         held = len(split.heldout_x)
         report["samples_at_heldout_n"] = sample_metrics(classifier, x[:held], None if cond is None else cond[:held],

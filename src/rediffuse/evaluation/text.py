@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from rediffuse.core import masking as masked
+from rediffuse.core.spec import ModelSpec
 from rediffuse.data.text import TextSet, Vocabulary, load_text
 from rediffuse.evaluation.report import write_report
 from rediffuse.runs import load_model
@@ -88,11 +89,11 @@ def evaluate_text(run_dir: str | Path, *, data: str | None = None, draws: int = 
     """The held-out NELBO (AR runs: exact NLL) of a text run; writes RUN/eval/eval.json and eval.md; the report."""
     run_dir = Path(run_dir)
     model, spec, config = load_model(run_dir, device=device)
-    if spec.get("data", {}).get("kind") != "text":
+    if not isinstance(spec, ModelSpec) or spec.vocab is None:
         raise ValueError(f"run {str(run_dir)!r} is not a text run; --metrics nelbo measures text runs")
-    vocab = Vocabulary.from_dict(spec["vocab"])
+    vocab = Vocabulary.from_dict(spec.vocab)
     part = load_text(data or heldout_spec(config.data), vocab=vocab)
-    block_length = int(spec["data"]["shape"][0])
+    block_length = int(spec.data.shape[0])
     if hasattr(model, "nll"):
         name, estimates = "nll", nll_windows(model, part.tokens, block_length, batch_size=batch_size, device=device)
     else:

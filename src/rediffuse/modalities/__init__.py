@@ -22,7 +22,7 @@ def get(name: str) -> Modality:
 
 def of(spec: dict[str, Any]) -> Modality:
     """The modality of a model spec (its data's kind)."""
-    return get(spec["data"]["kind"])
+    return get(spec.data.kind)
 
 
 __all__ = ["MODALITIES", "Drawn", "Extras", "Modality", "get", "of"]

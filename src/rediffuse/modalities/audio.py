@@ -63,7 +63,7 @@ class Audio(GaussianModality):
 
     def write(self, out: Path, drawn: Drawn, spec: dict[str, Any], extras: Extras) -> list[Path]:
         """The WAVs, the .npz and the two pictures."""
-        x, labels, rate = drawn.samples, drawn.labels, int(spec["data"]["rate"])
+        x, labels, rate = drawn.samples, drawn.labels, int(spec.data.rate)
         if out.suffix.lower() != ".wav":
             out.mkdir(parents=True, exist_ok=True)
         npz, picture, grid = audio_extras(out)

@@ -31,12 +31,12 @@ class GaussianModality(Modality):
         """The request's samples: per-sample generators, the guided denoiser when guidance != 1, the grid."""
         denoiser = model if request.guidance == 1.0 else cfg_denoiser(model, request.guidance)
         callback = None if on_step is None else _steps_to(on_step, request.batch_size)
-        x = generation.generate(denoiser, model.schedule, spec["data"]["shape"], n=request.n,
+        x = generation.generate(denoiser, model.schedule, spec.data.shape, n=request.n,
                                 sampler=request.sampler or "heun", steps=request.steps or 20,
                                 spacing=request.spacing, seed=request.seed, batch_size=request.batch_size,
                                 cond=request.labels, device=request.device, sigmas=grid.sigmas, plan=grid.plan,
                                 callback=callback, progress=progress, world=world, **grid.options)
-        samples = self.deliver(spec["data"], generation.require_finite(x.cpu()))
+        samples = self.deliver(spec.data, generation.require_finite(x.cpu()))
         return Drawn(samples, request.labels)
 
 

@@ -73,7 +73,7 @@ class Text(Modality):
                              "--order (random: ancestral, or confidence): drop --sampler")
         if request.order not in ORDERS:
             raise UsageError(f"--order must be one of {', '.join(ORDERS)}, got {request.order!r}")
-        if "bos_id" in spec:
+        if spec.bos_id is not None:
             refuse_for_causal(request, trajectory)
         if trajectory is not None and trajectory.suffix.lower() not in TRAJECTORIES:
             raise UsageError(f"--trajectory for a text run must end in .txt, .png or .gif, got {str(trajectory)!r}")
@@ -82,9 +82,9 @@ class Text(Modality):
              on_step: OnStep | None = None, progress: Callable[[int], None] | None = None,
              world: generation.Ranks | None = None) -> Drawn:
         """The request's texts, filled in from its template; sample i from its (seed, i) generator."""
-        vocab = Vocabulary.from_dict(spec["vocab"])
-        z = template(request, vocab, int(spec["net_config"]["max_len"]), int(spec["data"]["shape"][0]))
-        causal = "bos_id" in spec
+        vocab = Vocabulary.from_dict(spec.vocab)
+        z = template(request, vocab, int(spec.net_config["max_len"]), int(spec.data.shape[0]))
+        causal = spec.bos_id is not None
         if causal:
             refuse_for_causal(request, None)
         steps = len(z) if request.steps is None else request.steps
@@ -111,7 +111,7 @@ class Text(Modality):
     def write(self, out: Path, drawn: Drawn, spec: dict[str, Any], extras: Extras) -> list[Path]:
         """The samples as JSON lines (with index and settings) or plain text separated by lines of =====, and
         sample 0's reverse process when a trajectory was asked for."""
-        vocab = Vocabulary.from_dict(spec["vocab"])
+        vocab = Vocabulary.from_dict(spec.vocab)
         texts = [vocab.decode(row) for row in drawn.samples]
         if out.suffix.lower() == ".txt":
             written = [atomic_write_text(out, f"\n{SEPARATOR}\n".join(texts) + "\n")]

@@ -34,11 +34,11 @@ class RMSNorm(nn.Module):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
 
 
-def make_norm(kind: str, dim: int) -> nn.Module:
+def make_norm(norm: str, dim: int) -> nn.Module:
     """A LayerNorm ('layer') or an RMSNorm ('rms') over ``dim`` features, with a learned scale."""
-    if kind not in NORMS:
-        raise ValueError(f"unknown norm {kind!r}; use 'layer' or 'rms'")
-    return nn.LayerNorm(dim) if kind == "layer" else RMSNorm(dim)
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; use 'layer' or 'rms'")
+    return nn.LayerNorm(dim) if norm == "layer" else RMSNorm(dim)
 
 
 def modulate(h: Tensor, shift: Tensor, scale: Tensor) -> Tensor:

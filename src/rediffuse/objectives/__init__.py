@@ -9,7 +9,7 @@ from rediffuse.config import TrainConfig
 from rediffuse.errors import ConfigError
 from rediffuse.objectives.autoregressive import Autoregressive, CausalLM
 from rediffuse.objectives.consistency import Consistency
-from rediffuse.objectives.base import Batch, Draws, Objective, StepGenerators
+from rediffuse.objectives.base import Batch, Draws, NoDraws, Objective, StepDraws, StepGenerators
 from rediffuse.objectives.gaussian import Gaussian
 from rediffuse.objectives.masked import Masked, MaskedLM
 
@@ -31,5 +31,5 @@ def validate(config: TrainConfig) -> None:
     config_keys.check(config)
 
 
-__all__ = ["OBJECTIVES", "Autoregressive", "Batch", "CausalLM", "Consistency", "Draws",
-           "Gaussian", "Masked", "MaskedLM", "Objective", "StepGenerators", "get", "validate"]
+__all__ = ["OBJECTIVES", "Autoregressive", "Batch", "CausalLM", "Consistency", "Draws", "Gaussian", "Masked",
+           "MaskedLM", "NoDraws", "Objective", "StepDraws", "StepGenerators", "get", "validate"]

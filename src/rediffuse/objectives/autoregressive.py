@@ -16,7 +16,6 @@ of each token given the tokens before it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -24,7 +23,8 @@ from torch import Tensor, nn
 from rediffuse.data.dataset import Data
 from rediffuse.data.text import Vocabulary
 from rediffuse.io import atomic_write_text
-from rediffuse.objectives.base import Batch, Draws, StepGenerators
+from rediffuse.core.spec import ModelSpec
+from rediffuse.objectives.base import Batch, NoDraws, StepGenerators
 from rediffuse.objectives.masked import PREVIEW_SAMPLES, Masked
 from rediffuse.samplers.autoregressive import sample_autoregressive
 from rediffuse.samplers.generation import sample_generators
@@ -53,28 +53,26 @@ class Autoregressive(Masked):
     name = "autoregressive"
     causal = True  # each position attends to itself and the past only
 
-    def spec(self, data: Data) -> dict[str, Any]:
+    def spec(self, data: Data) -> ModelSpec:
         """The masked objective's spec with a causal network, the BOS id and no schedule."""
-        spec = super().spec(data)
-        del spec["schedule"], spec["mask_id"]
-        return {**spec, "bos_id": data.vocab.mask_id}
+        return super().spec(data).replace(schedule=None, mask_id=None, bos_id=data.vocab.mask_id)
 
-    def model(self, spec: dict[str, Any], net: nn.Module) -> CausalLM:
+    def model(self, spec: ModelSpec, net: nn.Module) -> CausalLM:
         """The causal model around net, with the spec's vocabulary."""
-        return CausalLM(net, Vocabulary.from_dict(spec["vocab"]))
+        return CausalLM(net, Vocabulary.from_dict(spec.vocab))
 
-    def draw(self, model: CausalLM, batch: Batch, generators: StepGenerators) -> Draws:
+    def draw(self, model: CausalLM, batch: Batch, generators: StepGenerators) -> NoDraws:
         """Nothing: the loss of a window is deterministic."""
-        return {}
+        return NoDraws()
 
-    def loss(self, model: CausalLM, batch: Batch, draws: Draws) -> Tensor:
+    def loss(self, model: CausalLM, batch: Batch, draws: NoDraws) -> Tensor:
         """The per-window next-token cross-entropy in nats per token, shape [B]."""
         return model.nll(batch.x)
 
     @torch.no_grad()
-    def preview(self, model: CausalLM, spec: dict[str, Any], path: Path, device: torch.device) -> Path | None:
+    def preview(self, model: CausalLM, spec: ModelSpec, path: Path, device: torch.device) -> Path | None:
         """A text file (path with suffix .txt) of a few samples of one window, drawn left to right."""
-        length = int(spec["data"]["shape"][0])
+        length = int(spec.data.shape[0])
         z = torch.full((PREVIEW_SAMPLES, length), model.bos_id, dtype=torch.long, device=device)
         x = sample_autoregressive(model, z, 0, generator=sample_generators(0, range(PREVIEW_SAMPLES), device))
         out = path.with_suffix(".txt")

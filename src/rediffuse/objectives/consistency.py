@@ -1,4 +1,5 @@
-"""Consistency tuning of a trained Gaussian run (ECT, Geng et al. 2024): formulas in `rediffuse.core.consistency_models`.
+"""Consistency tuning of a trained Gaussian run (ECT, Geng et al. 2024); the formulas are in
+`rediffuse.core.consistency_models`.
 
 The student is the teacher's network, started from the teacher's EMA weights, inside the consistency function
 f(x, sigma) = (sigma_min/sigma) x + (1 - sigma_min/sigma) D(x, sigma). Each step draws levels t (log-normal),
@@ -15,7 +16,9 @@ learns the guided trajectories (guidance baked in: sample it at guidance 1).
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +32,10 @@ from rediffuse.config import need
 from rediffuse.data.dataset import Data
 from rediffuse.errors import CheckpointError, ConfigError
 from rediffuse.core.guidance import cfg_denoiser
-from rediffuse.objectives.base import Batch, Draws, StepGenerators
+from rediffuse.core.spec import ModelSpec
+from rediffuse.objectives.base import Batch, StepDraws, StepGenerators
 from rediffuse.samplers.request import Grid
-from rediffuse.objectives.gaussian import Gaussian, null_label
+from rediffuse.objectives.gaussian import Gaussian, dropped_labels, null_label
 
 METHODS = ("ect", "cd")
 
@@ -48,11 +52,11 @@ def teacher_checkpoint(path: str | Path) -> Path:
     return found
 
 
-def teacher_spec(path: Path) -> dict[str, Any]:
+def teacher_spec(path: Path) -> ModelSpec:
     """The model spec of a Gaussian teacher checkpoint (ConfigError for another objective or a student)."""
     try:
         meta = checkpoint.read_manifest(path)["meta"]
-        objective, spec = meta["train_config"].get("objective", "gaussian"), meta["model"]
+        objective, spec = meta["train_config"].get("objective", "gaussian"), ModelSpec.from_dict(meta["model"])
     except (CheckpointError, KeyError, TypeError, AttributeError) as err:
         raise ConfigError(f"teacher {str(path)!r} has no usable model description ({err})") from None
     if objective not in ("gaussian", "consistency"):
@@ -94,61 +98,58 @@ class Consistency(Gaussian):
              f"teacher_guidance {c.teacher_guidance} needs --method cd (ECT never calls the teacher)")
         need(c.teacher_guidance == 1.0 or c.conditional, "teacher_guidance needs a class-conditional teacher")
 
-    def spec(self, data: Data) -> dict[str, Any]:
+    def spec(self, data: Data) -> ModelSpec:
         """The teacher's spec (network, schedule, parameterisation, sigma_data) plus the consistency levels."""
         path = teacher_checkpoint(self.config.teacher)
-        spec = {k: v for k, v in teacher_spec(path).items() if k != "consistency"}
-        if list(data.shape) != list(spec["data"]["shape"]):
+        teacher = teacher_spec(path)
+        if tuple(data.shape) != tuple(teacher.data.shape):
             raise ConfigError(f"data {self.config.data!r} has examples of shape {list(data.shape)}, the teacher "
-                              f"{spec['data']['shape']}; distill on the teacher's data")
-        schedule = schedules.from_config(spec["schedule"])
-        unit = consistency.unit(spec["sigma_data"])
+                              f"{list(teacher.data.shape)}; distill on the teacher's data")
+        schedule = schedules.from_config(teacher.schedule)
+        unit = consistency.unit(teacher.sigma_data)
         mid = self.config.mid_sigma if self.config.mid_sigma is not None else consistency.MID_SIGMA * unit
-        spec["data"] = {**spec["data"], "spec": self.config.data}
-        spec["consistency"] = {"method": self.config.ct_method, "sigma_min": schedule.sigma_min,
-                               "mid_sigma": min(mid, schedule.sigma_max), "teacher": str(path),
-                               "teacher_step": checkpoint.read_manifest(path).get("step"),
-                               "teacher_guidance": self.config.teacher_guidance}
-        return spec
+        levels = {"method": self.config.ct_method, "sigma_min": schedule.sigma_min,
+                  "mid_sigma": min(mid, schedule.sigma_max), "teacher": str(path),
+                  "teacher_step": checkpoint.read_manifest(path).get("step"),
+                  "teacher_guidance": self.config.teacher_guidance}
+        return teacher.replace(data=dataclasses.replace(teacher.data, spec=self.config.data), consistency=levels)
 
-    def initialise(self, net: nn.Module, spec: dict[str, Any]) -> None:
+    def initialise(self, net: nn.Module, spec: ModelSpec) -> None:
         """The teacher's EMA weights (hashes verified)."""
-        load_teacher_weights(net, Path(spec["consistency"]["teacher"]))
+        load_teacher_weights(net, Path(spec.consistency["teacher"]))
 
-    def model(self, spec: dict[str, Any], net: nn.Module) -> consistency.ConsistencyFunction:
+    def model(self, spec: ModelSpec, net: nn.Module) -> consistency.ConsistencyFunction:
         """The consistency function f(x, sigma, cond) around net."""
-        levels = spec["consistency"]
-        return consistency.ConsistencyFunction(net, spec["parameterization"], schedules.from_config(spec["schedule"]),
-                                               spec["sigma_data"], levels["sigma_min"], levels["mid_sigma"],
+        levels = spec.consistency
+        return consistency.ConsistencyFunction(net, spec.parameterization, schedules.from_config(spec.schedule),
+                                               spec.sigma_data, levels["sigma_min"], levels["mid_sigma"],
                                                levels.get("method", "ect"))
 
     def stage(self, step: int) -> int:
         """ECT's gap stage at a (0-based) step: one more every ct_stage_steps, capped at ct_stages - 1."""
         return min(step // self.config.ct_stage_steps, self.config.ct_stages - 1)
 
-    def draw(self, model: consistency.ConsistencyFunction, batch: Batch, generators: StepGenerators) -> Draws:
+    def draw(self, model: consistency.ConsistencyFunction, batch: Batch, generators: StepGenerators
+             ) -> ConsistencyDraws:
         """t [B] (log-normal), r = r(t) at this step's stage, shared noise like x, and the label-dropout mask."""
         x, c = batch.x, self.config
         t = consistency.sample_levels(len(x), model.sigma_data, model.sigma_min, model.schedule.sigma_max,
                                       c.ct_p_mean, c.ct_p_std, generator=generators.cpu("sigma"))
         r = consistency.gap_level(t, self.stage(generators.step), model.sigma_data, model.sigma_min)
         noise_gen = generators.device("noise")
-        draws = {"t": t.to(x.device), "r": r.to(x.device),
-                 "noise": torch.randn(x.shape, generator=noise_gen, device=x.device, dtype=x.dtype)}
+        noise = torch.randn(x.shape, generator=noise_gen, device=x.device, dtype=x.dtype)
+        drop = None
         if null_label(model) is not None and batch.labels is not None and c.label_dropout > 0:
-            draws["drop"] = torch.rand(batch.labels.shape, generator=noise_gen, device=x.device) < c.label_dropout
-        return draws
+            drop = torch.rand(batch.labels.shape, generator=noise_gen, device=x.device) < c.label_dropout
+        return ConsistencyDraws(t.to(x.device), r.to(x.device), noise, drop)
 
-    def loss(self, model: consistency.ConsistencyFunction, batch: Batch, draws: Draws) -> Tensor:
+    def loss(self, model: consistency.ConsistencyFunction, batch: Batch, draws: ConsistencyDraws) -> Tensor:
         """ECT's per-sample loss (`consistency.consistency_loss`)."""
-        null = null_label(model)
-        cond = None if null is None else batch.labels
-        if cond is not None and "drop" in draws:
-            cond = torch.where(draws["drop"], null, cond)
+        cond = dropped_labels(model, batch, draws.drop)
         c = self.config.ct_huber_c
         if c is None:
             c = consistency.huber_constant(math.prod(batch.x.shape[1:]), model.sigma_data)
-        return consistency.consistency_loss(model, batch.x, draws["t"], draws["r"], draws["noise"], c, cond,
+        return consistency.consistency_loss(model, batch.x, draws.t, draws.r, draws.noise, c, cond,
                                             self.teacher(model, batch.x.device))
 
     def teacher(self, model: consistency.ConsistencyFunction, device: torch.device) -> nn.Module | None:
@@ -173,27 +174,37 @@ class Consistency(Gaussian):
         return "consistency", 2, few_step_grid(model.schedule.sigma_max, model.mid_sigma, model.sigma_min, 2)
 
 
+@dataclass(frozen=True, eq=False)
+class ConsistencyDraws(StepDraws):
+    """One step's randomness: levels t [B] and r(t) [B], noise shared by the pair, the label-dropout mask."""
+
+    t: Tensor
+    r: Tensor
+    noise: Tensor
+    drop: Tensor | None = None
+
+
 def few_step_grid(sigma_max: float, mid_sigma: float, sigma_min: float, steps: int) -> Grid:
     """The levels of `steps`-step consistency sampling, with the sampler's sigma_min."""
     return Grid(sigmas=consistency.sampling_sigmas(sigma_max, mid_sigma, steps), options={"sigma_min": sigma_min})
 
 
-def run_grid(spec: dict[str, Any], sampler: str | None, steps: int | None) -> Grid:
+def run_grid(spec: ModelSpec, sampler: str | None, steps: int | None) -> Grid:
     """The levels a run's sampler needs: the few-step grid for a consistency run sampled with the consistency
     sampler, else the schedule's (an empty Grid)."""
-    levels = spec.get("consistency")
+    levels = spec.consistency
     if levels is None or sampler != "consistency":
         return Grid()
-    sigma_max = schedules.from_config(spec["schedule"]).sigma_max
+    sigma_max = schedules.from_config(spec.schedule).sigma_max
     return few_step_grid(sigma_max, levels["mid_sigma"], levels["sigma_min"], int(steps or 2))
 
 
-def run_sampling(spec: dict[str, Any], sampler: str, steps: int) -> dict[str, Any]:
+def run_sampling(spec: ModelSpec, sampler: str, steps: int) -> dict[str, Any]:
     """`run_grid` as `generation.generate` options (nothing for the schedule's grid)."""
     grid = run_grid(spec, sampler, steps)
     return {} if grid.sigmas is None else {"sampler": "consistency", "sigmas": grid.sigmas, **grid.options}
 
 
-def default_sampler(spec: dict[str, Any], steps: int) -> tuple[str, int]:
+def default_sampler(spec: ModelSpec, steps: int) -> tuple[str, int]:
     """(sampler, steps) a run samples with by default: consistency at 2 steps for a student, else Heun at steps."""
-    return ("consistency", 2) if spec.get("consistency") else ("heun", steps)
+    return ("consistency", 2) if spec.consistency else ("heun", steps)

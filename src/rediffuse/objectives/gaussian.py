@@ -8,6 +8,7 @@ classifier-free guidance. The model is a `Denoiser` D(x, sigma, cond) around an 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,8 @@ from rediffuse.data.dataset import Data
 from rediffuse.core.denoisers import PARAMETERIZATIONS, Denoiser, wrap
 from rediffuse.errors import ConfigError
 from rediffuse.nets import NETS
-from rediffuse.objectives.base import Batch, Configured, Draws, StepGenerators
+from rediffuse.core.spec import DataInfo, ModelSpec
+from rediffuse.objectives.base import Batch, Configured, StepDraws, StepGenerators
 from rediffuse.samplers.request import Grid, SamplingRequest
 
 
@@ -51,8 +53,8 @@ class Gaussian(Configured):
         need(0 <= c.label_dropout < 1, f"label_dropout must be in [0, 1), got {c.label_dropout}")
         need(isinstance(c.schedule_kwargs, dict), "schedule_kwargs must be a table (dict)")
 
-    def spec(self, data: Data) -> dict[str, Any]:
-        """The JSON description of the denoiser to train on data: net, schedule, parameterization, sigma_data."""
+    def spec(self, data: Data) -> ModelSpec:
+        """The denoiser to train on data: net, schedule, parameterization, sigma_data and the data."""
         c = self.config
         net = c.net if c.net != "auto" else modalities.get(data.kind).default_net(data.shape, data.codec)
         num_classes = data.num_classes if c.conditional else None
@@ -74,51 +76,45 @@ class Gaussian(Configured):
             schedule_config = schedules.get(c.schedule, **c.schedule_kwargs).config()
         except (TypeError, ValueError) as err:
             raise ConfigError(f"bad schedule_kwargs for {c.schedule!r}: {err}") from None
-        info = {"kind": data.kind, "shape": list(data.shape), "num_classes": num_classes, "spec": c.data,
-                **({"rate": data.rate} if data.rate else {}), **({"codec": data.codec} if data.codec else {})}
-        return {"net": net, "net_config": net_config, "schedule": schedule_config,
-                "parameterization": c.parameterization, "sigma_data": sigma_data, "data": info}
+        info = DataInfo(data.kind, tuple(data.shape), num_classes, c.data, data.rate or None, data.codec or None)
+        return ModelSpec(net, net_config, info, schedule_config, c.parameterization, sigma_data)
 
-    def build(self, spec: dict[str, Any]) -> nn.Module:
+    def build(self, spec: ModelSpec) -> nn.Module:
         """The raw network F of a spec ('mlp' or 'unet' with its config)."""
-        return build_net(spec["net"], spec["net_config"])
+        return build_net(spec.net, spec.net_config)
 
-    def model(self, spec: dict[str, Any], net: nn.Module) -> Denoiser:
+    def model(self, spec: ModelSpec, net: nn.Module) -> Denoiser:
         """The denoiser D(x, sigma, cond) around net, with the spec's parameterization and schedule."""
-        return wrap(net, spec["parameterization"], schedules.from_config(spec["schedule"]), spec["sigma_data"])
+        return wrap(net, spec.parameterization, schedules.from_config(spec.schedule), spec.sigma_data)
 
-    def draw(self, model: Denoiser, batch: Batch, generators: StepGenerators) -> Draws:
+    def draw(self, model: Denoiser, batch: Batch, generators: StepGenerators) -> GaussianDraws:
         """sigma [B] (float64, the schedule's p_train), noise eps like x, and the label-dropout mask."""
         x = batch.x
         sigma = model.schedule.sample_sigmas(len(x), generator=generators.cpu("sigma"))
         if x.device.type == "cuda":
             sigma = sigma.pin_memory()
         noise_gen = generators.device("noise")
-        draws = {"sigma": sigma.to(x.device, non_blocking=True),
-                 "noise": torch.randn(x.shape, generator=noise_gen, device=x.device, dtype=x.dtype)}
+        noise = torch.randn(x.shape, generator=noise_gen, device=x.device, dtype=x.dtype)
+        drop = None
         if null_label(model) is not None and batch.labels is not None and self.config.label_dropout > 0:
-            draws["drop"] = torch.rand(batch.labels.shape, generator=noise_gen, device=x.device) \
-                < self.config.label_dropout
-        return draws
+            drop = torch.rand(batch.labels.shape, generator=noise_gen, device=x.device) < self.config.label_dropout
+        return GaussianDraws(sigma.to(x.device, non_blocking=True), noise, drop)
 
-    def loss(self, model: Denoiser, batch: Batch, draws: Draws) -> Tensor:
+    def loss(self, model: Denoiser, batch: Batch, draws: GaussianDraws) -> Tensor:
         """lambda(sigma) * |D(x0 + sigma eps, sigma, cond) - x0|^2 per sample (`losses.denoising_loss`)."""
-        null = null_label(model)
-        cond = None if null is None else batch.labels
-        if cond is not None and "drop" in draws:
-            cond = torch.where(draws["drop"], null, cond)
-        return losses.denoising_loss(model, batch.x, draws["sigma"], draws["noise"], self.config.weighting, cond,
+        cond = dropped_labels(model, batch, draws.drop)
+        return losses.denoising_loss(model, batch.x, draws.sigma, draws.noise, self.config.weighting, cond,
                                      model.sigma_data, self.config.min_snr_gamma, reduction="none")
 
     @torch.no_grad()
-    def preview(self, model: Denoiser, spec: dict[str, Any], path: Path, device: torch.device,
+    def preview(self, model: Denoiser, spec: ModelSpec, path: Path, device: torch.device,
                 steps: int = 18) -> Path | None:
         """The modality's picture of samples (one row per class for conditional models); None where it has
         none (points)."""
         modality = modalities.of(spec)
         if not modality.preview_per_class:
             return None
-        num_classes = spec["data"]["num_classes"]
+        num_classes = spec.data.num_classes
         n = modality.preview_per_class * (num_classes or 8)
         cond = None if not num_classes else torch.arange(n) % num_classes
         sampler, steps, grid = self.preview_sampling(model, steps)
@@ -128,6 +124,22 @@ class Gaussian(Configured):
     def preview_sampling(self, model: Denoiser, steps: int) -> tuple[str, int, Grid]:
         """The preview's sampler, steps and levels: Heun on the schedule's grid."""
         return "heun", steps, Grid()
+
+
+@dataclass(frozen=True, eq=False)
+class GaussianDraws(StepDraws):
+    """One step's randomness: noise levels sigma [B] (float64), noise eps like x, the label-dropout mask [B]."""
+
+    sigma: Tensor
+    noise: Tensor
+    drop: Tensor | None = None
+
+
+def dropped_labels(model: nn.Module, batch: Batch, drop: Tensor | None) -> Tensor | None:
+    """The labels a conditional model trains on: the null label where `drop` says (None: unconditional)."""
+    null = null_label(model)
+    cond = None if null is None else batch.labels
+    return cond if cond is None or drop is None else torch.where(drop, null, cond)
 
 
 def null_label(model: Denoiser) -> int | None:

@@ -13,8 +13,8 @@ evaluation rebuild it without the text file.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -26,11 +26,20 @@ from rediffuse.data.text import Vocabulary
 from rediffuse.errors import ConfigError
 from rediffuse.io import atomic_write_text
 from rediffuse.nets import NETS
-from rediffuse.objectives.base import Batch, Configured, Draws, StepGenerators
+from rediffuse.core.spec import DataInfo, ModelSpec
+from rediffuse.objectives.base import Batch, Configured, StepDraws, StepGenerators
 from rediffuse.samplers.generation import sample_generators
 from rediffuse.samplers.masked import masked_template, sample_masked
 
 PREVIEW_SAMPLES = 4  # texts in a training preview
+
+
+@dataclass(frozen=True, eq=False)
+class MaskedDraws(StepDraws):
+    """One step's randomness: stratified times t [B] (float64) and the masked windows z_t [B, L]."""
+
+    t: Tensor
+    z: Tensor
 
 
 class MaskedLM(nn.Module):
@@ -64,8 +73,8 @@ class Masked(Configured):
         need(c.data.startswith("text:"), f"the {self.name} objective trains on text, got data {c.data!r}; "
                                          "use --data text:PATH (or text:PATH@train)")
 
-    def spec(self, data: Data) -> dict[str, Any]:
-        """The JSON description of the model: transformer config, vocabulary, mask id, schedule and data."""
+    def spec(self, data: Data) -> ModelSpec:
+        """The model: transformer config, vocabulary, mask id, schedule and data."""
         c = self.config
         if data.vocab is None:
             raise ConfigError(f"the {self.name} objective trains on text, got {data.kind} data {c.data!r}; "
@@ -79,39 +88,38 @@ class Masked(Configured):
         if net_config["max_len"] < c.block_length:
             raise ConfigError(f"net_kwargs max_len {net_config['max_len']} is below block_length "
                               f"{c.block_length}; raise max_len or lower --block-length")
-        return {"net": "transformer", "net_config": net_config, "vocab": vocab.to_dict(), "mask_id": vocab.mask_id,
-                "schedule": {"kind": c.mask_schedule, "eps": 0.0},
-                "data": {"kind": "text", "spec": c.data, "tokens": vocab.kind, "shape": [c.block_length],
-                         "num_classes": None}}
+        info = DataInfo("text", (c.block_length,), None, c.data, tokens=vocab.kind)
+        return ModelSpec("transformer", net_config, info, schedule={"kind": c.mask_schedule, "eps": 0.0},
+                         vocab=vocab.to_dict(), mask_id=vocab.mask_id)
 
-    def build(self, spec: dict[str, Any]) -> nn.Module:
+    def build(self, spec: ModelSpec) -> nn.Module:
         """The transformer of a spec."""
         try:
-            return NETS[spec["net"]].from_config(spec["net_config"])
+            return NETS[spec.net].from_config(spec.net_config)
         except (TypeError, ValueError) as err:
             raise ConfigError(f"bad net_kwargs for the transformer: {' '.join(str(err).split())}") from None
 
-    def model(self, spec: dict[str, Any], net: nn.Module) -> MaskedLM:
+    def model(self, spec: ModelSpec, net: nn.Module) -> MaskedLM:
         """The SUBS model around net, with the spec's schedule and vocabulary."""
-        schedule = masked.MaskSchedule(spec["schedule"]["kind"], float(spec["schedule"]["eps"]))
-        return MaskedLM(net, schedule, Vocabulary.from_dict(spec["vocab"]))
+        schedule = masked.MaskSchedule(spec.schedule["kind"], float(spec.schedule["eps"]))
+        return MaskedLM(net, schedule, Vocabulary.from_dict(spec.vocab))
 
-    def draw(self, model: MaskedLM, batch: Batch, generators: StepGenerators) -> Draws:
+    def draw(self, model: MaskedLM, batch: Batch, generators: StepGenerators) -> MaskedDraws:
         """Stratified times t [B] (float64, CPU stream "time") and the masked windows z_t [B, L] ("mask")."""
         x = batch.x
         t = masked.stratified_times(len(x), generators.cpu("time")).to(x.device)
         z = masked.mask(x, t, model.schedule, model.mask_id, generators.device("mask"))
-        return {"t": t, "z": z}
+        return MaskedDraws(t, z)
 
-    def loss(self, model: MaskedLM, batch: Batch, draws: Draws) -> Tensor:
+    def loss(self, model: MaskedLM, batch: Batch, draws: MaskedDraws) -> Tensor:
         """The per-sequence NELBO estimate in nats per token (`rediffuse.core.masking.masked_nelbo`), shape [B]."""
-        log_probs = model(draws["z"], draws["t"])
-        return masked.masked_nelbo(log_probs, batch.x, draws["z"], draws["t"], model.schedule, model.mask_id)
+        log_probs = model(draws.z, draws.t)
+        return masked.masked_nelbo(log_probs, batch.x, draws.z, draws.t, model.schedule, model.mask_id)
 
     @torch.no_grad()
-    def preview(self, model: MaskedLM, spec: dict[str, Any], path: Path, device: torch.device) -> Path | None:
+    def preview(self, model: MaskedLM, spec: ModelSpec, path: Path, device: torch.device) -> Path | None:
         """A text file (path with suffix .txt) of a few samples of one window, one reverse step per token."""
-        length = int(spec["data"]["shape"][0])
+        length = int(spec.data.shape[0])
         z = masked_template(PREVIEW_SAMPLES, length, model.mask_id).to(device)
         x = sample_masked(model, z, length, schedule=model.schedule, mask_id=model.mask_id,
                           generator=sample_generators(0, range(PREVIEW_SAMPLES), device))

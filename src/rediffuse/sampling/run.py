@@ -68,7 +68,7 @@ class Run:
     @property
     def num_classes(self) -> int | None:
         """The number of classes of a conditional model (None for an unconditional one)."""
-        return self.spec["data"].get("num_classes")
+        return self.spec.data.num_classes
 
     @property
     def model(self) -> nn.Module:
@@ -147,7 +147,7 @@ class Run:
 
     def texts(self, ids: Tensor) -> list[str]:
         """Token ids [n, L] of a text run decoded to strings."""
-        return [Vocabulary.from_dict(self.spec["vocab"]).decode(row) for row in ids]
+        return [Vocabulary.from_dict(self.spec.vocab).decode(row) for row in ids]
 
 
 def labels_for(n: int, cond: Any, num_classes: int | None, guidance: float,

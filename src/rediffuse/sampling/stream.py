@@ -46,10 +46,10 @@ def stream(draw: Callable[[OnStep], Any]) -> Generator[Step, None, Any]:
     worker.start()
     try:
         while True:
-            kind, value = handoff.get()
-            if kind == "step":
+            what, value = handoff.get()
+            if what == "step":
                 yield value
-            elif kind == "error":
+            elif what == "error":
                 raise value
             else:
                 return value

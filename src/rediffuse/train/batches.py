@@ -20,6 +20,7 @@ from rediffuse.data.text import random_windows
 from rediffuse.distributed import World
 from rediffuse.errors import ConfigError
 from rediffuse.objectives import Batch, Draws, Objective
+from rediffuse.objectives.base import take
 
 
 def step_seed(seed: int, step: int, stream: str) -> int:
@@ -117,4 +118,4 @@ class StepBatches:
                 x = torch.where(flip.to(x.device).view(-1, *[1] * (x.ndim - 1)), x.flip(-1), x)
             batch = Batch(x, labels)
         draws = self.objective.draw(model, batch, streams)
-        return batch[self.part], {name: value[self.part] for name, value in draws.items()}
+        return batch[self.part], take(draws, self.part)

@@ -13,6 +13,7 @@ from rediffuse import checkpoint
 from rediffuse.config import IDENTITY, TrainConfig
 from rediffuse.distributed import SINGLE, World, wrap_ddp
 from rediffuse.core.ema import EMA
+from rediffuse.core.spec import ModelSpec, as_json
 from rediffuse.errors import CheckpointError, ConfigError
 from rediffuse.objectives import Objective
 from rediffuse.runs import load_weights
@@ -26,7 +27,7 @@ class TrainState:
     model: nn.Module
     ema: EMA
     optimizer: torch.optim.Optimizer
-    spec: dict[str, Any]
+    spec: ModelSpec
     step: int = 0
     elapsed: float = 0.0
     scaler: Any = None  # torch.amp.GradScaler of an fp16 run
@@ -50,7 +51,7 @@ def step_unless(optimizer: torch.optim.Optimizer, bad: Tensor) -> None:
         optimizer.step()
 
 
-def new_state(config: TrainConfig, objective: Objective, spec: dict[str, Any], device: torch.device,
+def new_state(config: TrainConfig, objective: Objective, spec: ModelSpec, device: torch.device,
               world: World = SINGLE, initialise: bool = True) -> TrainState:
     """Freshly initialised network (weights seeded by config.seed, then the objective's `initialise` unless a
     checkpoint will be restored over them), EMA and AdamW; DDP for several ranks."""
@@ -75,7 +76,7 @@ def save_state(out: Path, state: TrainState, config: TrainConfig) -> Path:
     rng = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         rng.update({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
-    meta = {"model": state.spec, "train_config": config.to_dict(), "optimizer": opt_rest,
+    meta = {"model": as_json(state.spec), "train_config": config.to_dict(), "optimizer": opt_rest,
             "elapsed": state.elapsed, **({} if state.scaler is None else {"grad_scaler": state.scaler.state_dict()})}
     tensors = {"model": state.net.state_dict(), "ema": state.ema.state_dict(), "optimizer": opt_tensors,
                "rng": rng}
