@@ -21,7 +21,7 @@ from rediffuse.cli.common import INTERRUPTED, PROG, finite_float, device_name
 from rediffuse.cli.sample import draw_and_write
 from rediffuse.errors import ConfigError, UsageError
 from rediffuse.presets import PRESETS, SAMPLING, preset
-from rediffuse.config import TrainConfig, resolve_device
+from rediffuse.config import TrainConfig, key_groups, resolve_device
 from rediffuse.data.dataset import data_kind
 from rediffuse.runs import saved_config
 from rediffuse.sampling.run import Run
@@ -55,17 +55,21 @@ FLAG_TYPES: dict[str, Callable[[str], Any]] = {"str": str, "str | None": str, "i
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field (--batch-size for batch_size, ...), absent unless given."""
-    for f in dataclasses.fields(TrainConfig):
-        names = [f"--{f.name.replace('_', '-')}", *ALIASES.get(f.name, [])]
-        help_text = f"{f.metadata.get('help', '')} (default: {TrainConfig().to_dict()[f.name]!r})"
-        if f.type == "bool":
-            parser.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction,
-                                default=argparse.SUPPRESS, help=help_text)
-        else:
-            metavar = f.name.upper() if f.type != "dict" else "JSON"
-            parser.add_argument(*names, dest=f.name, type=FLAG_TYPES[str(f.type)], default=argparse.SUPPRESS,
-                                metavar=metavar, help=help_text)
+    """One flag per TrainConfig field (--batch-size for batch_size, ...), absent unless given, listed in the
+    groups of their owners (the run, each objective, each kind of data)."""
+    defaults = TrainConfig().to_dict()
+    for title, fields in key_groups():
+        group = parser.add_argument_group(title.lower().removeprefix("the ").replace("keys", "flags", 1))
+        for f in fields:
+            names = [f"--{f.name.replace('_', '-')}", *ALIASES.get(f.name, [])]
+            help_text = f"{f.metadata.get('help', '')} (default: {defaults[f.name]!r})"
+            if f.type == "bool":
+                group.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction,
+                                   default=argparse.SUPPRESS, help=help_text)
+            else:
+                metavar = f.name.upper() if f.type != "dict" else "JSON"
+                group.add_argument(*names, dest=f.name, type=FLAG_TYPES[str(f.type)], default=argparse.SUPPRESS,
+                                   metavar=metavar, help=help_text)
 
 
 

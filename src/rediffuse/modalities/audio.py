@@ -9,18 +9,32 @@ x-0000.wav, ... beside it for several, with x.npz, x.png and x_spectrograms.png.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pathlib import Path
 from typing import Any, Sequence
 
 from torch import Tensor
 
 from rediffuse.viz import audio as viz_audio
-from rediffuse.audio.codec import to_waveforms
+from rediffuse.audio.codec import REPRESENTATIONS, to_waveforms
 from rediffuse.data.audio import write_wav
+from rediffuse.keys import need, need_positive_ints, opt
 from rediffuse.errors import UsageError
 from rediffuse.io import atomic_write_arrays
 from rediffuse.modalities.base import Drawn, Extras, labels_in_files, refuse_suffix
 from rediffuse.modalities.gaussian import GaussianModality
+
+
+@dataclass
+class AudioKeys:
+    """The keys of audio data."""
+
+    clip_length: int = opt(8192, "audio data: samples per clip (longer clips are centre-cropped, shorter "
+                                 "zero-padded)")
+    sample_rate: int = opt(8000, "audio data: the sample rate in Hz (other files are resampled, polyphase)")
+    audio_representation: str = opt("waveform", "audio data: what the model learns, waveform (a 1-D UNet) or "
+                                                "mel (log-mel images for a 2-D UNet, decoded by Griffin-Lim)")
 
 
 class Audio(GaussianModality):
@@ -28,10 +42,17 @@ class Audio(GaussianModality):
 
     name = "audio"
     a_run = "an audio run"
+    keys = AudioKeys  # the config keys this kind of data reads
     default_n = 30
     eval_metrics = ("fd", "prdc", "acc", "is")
     eval_n = 1000
     preview_per_class = 4
+
+    def check_keys(self, config: Any) -> None:
+        """ConfigError naming the first invalid audio key."""
+        need(config.audio_representation in REPRESENTATIONS, f"unknown audio_representation "
+             f"{config.audio_representation!r}; choose one of {', '.join(REPRESENTATIONS)}")
+        need_positive_ints(config, ("clip_length", "sample_rate"))
 
     def default_net(self, shape: Sequence[int], codec: dict | None) -> str:
         """A 1-D UNet over waveforms; a 2-D UNet over log-mel images."""

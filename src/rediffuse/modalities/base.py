@@ -46,6 +46,7 @@ class Modality:
 
     name = ""
     a_run = ""  # how messages name a run of this kind ("an image run")
+    keys: type | None = None  # the dataclass of config keys it declares (part of `config.TrainConfig`)
     default_n = 64  # samples drawn by `rediffuse sample` without -n
     eval_metrics: tuple[str, ...] = ()  # what `rediffuse eval` measures (empty: it does not evaluate this kind)
     eval_n = 10_000  # samples `rediffuse eval` draws by default
@@ -60,6 +61,9 @@ class Modality:
     def default_out(self, run_dir: Path) -> Path:
         """Where `rediffuse sample` writes without --out."""
         raise NotImplementedError
+
+    def check_keys(self, config: Any) -> None:
+        """ConfigError naming the first invalid config key this kind of data declares (`keys`)."""
 
     def keeps_steps(self, trajectory: Path | None) -> bool:
         """Whether `write` reads the draw's steps (the caller then records them into Drawn.steps)."""

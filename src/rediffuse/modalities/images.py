@@ -3,17 +3,29 @@ image in a folder; the reverse process of the first eight as a GIF with --trajec
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pathlib import Path
 from typing import Any, Sequence
 
 from torch import Tensor
 
 from rediffuse import viz
+from rediffuse.keys import need, need_positive_ints, opt
 from rediffuse.errors import UsageError
 from rediffuse.io import atomic_write_arrays
 from rediffuse.modalities.base import Drawn, Extras, labels_in_files, refuse_suffix
 from rediffuse.modalities.gaussian import GaussianModality
 from rediffuse.modalities.points import frames
+
+@dataclass
+class ImageKeys:
+    """The keys of image data."""
+
+    image_size: int | None = opt(None, "resize images to this size (default: as stored)")
+    hflip: bool = opt(False, "images: flip a random half of each batch left-right (data augmentation)")
+    max_image_side: int = opt(1024, "refuse images with a longer side when --image-size is not given")
+
 
 TRAJECTORY_SAMPLES = 8  # images animated by --trajectory
 
@@ -23,9 +35,15 @@ class Images(GaussianModality):
 
     name = "images"
     a_run = "an image run"
+    keys = ImageKeys  # the config keys this kind of data reads
     mirrors = True
     eval_metrics = ("fd", "prdc", "acc", "is", "nll")
     preview_per_class = 8
+
+    def check_keys(self, config: Any) -> None:
+        """ConfigError naming the first invalid image key."""
+        need_positive_ints(config, ("max_image_side",))
+        need(config.image_size is None or config.image_size >= 1, "image_size must be a positive integer")
 
     def default_net(self, shape: Sequence[int], codec: dict | None) -> str:
         """A 2-D UNet."""

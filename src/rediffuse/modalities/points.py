@@ -3,6 +3,8 @@ process (a GIF of it with --trajectory)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -12,9 +14,17 @@ from torch import Tensor
 
 from rediffuse import viz
 from rediffuse.io import atomic_write_arrays
+from rediffuse.keys import need_positive_ints, opt
 from rediffuse.modalities.base import Drawn, Extras, refuse_suffix
 from rediffuse.modalities.gaussian import GaussianModality
 from rediffuse.samplers.request import Step
+
+
+@dataclass
+class PointKeys:
+    """The keys of points data."""
+
+    num_points: int = opt(100_000, "training-set size drawn from an analytic points preset")
 
 
 class Points(GaussianModality):
@@ -22,7 +32,12 @@ class Points(GaussianModality):
 
     name = "points"
     a_run = "a points run"
+    keys = PointKeys  # the config keys this kind of data reads
     default_n = 5000
+
+    def check_keys(self, config: Any) -> None:
+        """ConfigError naming the first invalid points key."""
+        need_positive_ints(config, ("num_points",))
 
     def default_net(self, shape: Sequence[int], codec: dict | None) -> str:
         """An MLP."""

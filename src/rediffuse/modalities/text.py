@@ -8,6 +8,8 @@ autoregressive run samples left to right, with a prompt but no infill, steps, or
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -15,7 +17,8 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from rediffuse.data.text import Vocabulary
+from rediffuse.data.text import TOKEN_KINDS, Vocabulary
+from rediffuse.keys import need, need_positive_ints, opt
 from rediffuse.errors import UsageError
 from rediffuse.io import atomic_write_text
 from rediffuse.modalities.base import Drawn, Extras, Modality, refuse_suffix
@@ -25,6 +28,14 @@ from rediffuse.samplers.generation import sample_generators
 from rediffuse.samplers.masked import ORDERS, sample_masked
 from rediffuse.samplers.request import Grid, OnStep, SamplingRequest, Step
 from rediffuse.viz.text import text_trajectory_gif, text_trajectory_png
+
+@dataclass
+class TextKeys:
+    """The keys of text data."""
+
+    tokens: str = opt("char", "text data: char (the training text's characters) or bytes (UTF-8 bytes)")
+    block_length: int = opt(256, "text data: the length of the training windows, in tokens")
+
 
 SEPARATOR = "====="  # the line between samples of a .txt file
 TRAJECTORIES = (".txt", ".png", ".gif")
@@ -36,9 +47,15 @@ class Text(Modality):
 
     name = "text"
     a_run = "a text run"
+    keys = TextKeys  # the config keys this kind of data reads
     windows = True
     default_n = 16
     eval_metrics = ("nelbo", "nll")  # an autoregressive run answers either with its exact NLL
+
+    def check_keys(self, config: Any) -> None:
+        """ConfigError naming the first invalid text key."""
+        need_positive_ints(config, ("block_length",))
+        need(config.tokens in TOKEN_KINDS, f"unknown tokens {config.tokens!r}; choose one of {', '.join(TOKEN_KINDS)}")
 
     def default_net(self, shape: Sequence[int], codec: dict | None) -> str:
         """A transformer."""

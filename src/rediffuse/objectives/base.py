@@ -10,14 +10,16 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Protocol, Union
+from typing import Any, Iterator, Protocol, Union
 
 import torch
 from torch import Tensor, nn
 
-from rediffuse.config import TrainConfig
 from rediffuse.core.spec import ModelSpec
 from rediffuse.data.dataset import Data
+
+
+Config = Any  # a run's `rediffuse.config.TrainConfig` (above this layer: it is assembled from the key groups here)
 
 
 class StepDraws:
@@ -133,7 +135,7 @@ class Configured:
 
     name = ""
 
-    def __init__(self, config: TrainConfig) -> None:
+    def __init__(self, config: Config) -> None:
         self.config = config
 
     def initialise(self, net: nn.Module, spec: ModelSpec) -> None:

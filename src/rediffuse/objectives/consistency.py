@@ -28,14 +28,36 @@ from torch import Tensor, nn
 from rediffuse import checkpoint
 from rediffuse.core import consistency_models as consistency
 from rediffuse.core import schedules
-from rediffuse.config import need
 from rediffuse.data.dataset import Data
+from rediffuse.keys import need, opt
 from rediffuse.errors import CheckpointError, ConfigError
 from rediffuse.core.guidance import cfg_denoiser
 from rediffuse.core.spec import ModelSpec
 from rediffuse.objectives.base import Batch, StepDraws, StepGenerators
 from rediffuse.samplers.request import Grid
 from rediffuse.objectives.gaussian import Gaussian, dropped_labels, null_label
+
+@dataclass
+class ConsistencyKeys:
+    """The keys of consistency tuning (`rediffuse distill`)."""
+
+    teacher: str | None = opt(None, "consistency objective: the teacher checkpoint whose EMA weights start the "
+                                    "student (`rediffuse distill` sets it)")
+    ct_method: str = opt("ect", "consistency tuning: ect (the student's own pairs, Geng et al. 2024) or cd (the "
+                                "pair's second point from one Euler step of the teacher's ODE, Song et al. 2023)")
+    teacher_guidance: float = opt(1.0, "consistency tuning, method cd: the teacher's classifier-free guidance "
+                                       "scale, baked into the student (sample it unguided)")
+    ct_stage_steps: int = opt(100, "consistency tuning: steps per stage of ECT's shrinking gap (it halves each "
+                                   "stage)")
+    ct_stages: int = opt(8, "consistency tuning: the number of gap stages (the last one lasts to the end)")
+    ct_p_mean: float = opt(-1.1, "consistency tuning: mean of ln(t) for the noise levels (ECT's; in units of "
+                                 "sigma_data / 0.5)")
+    ct_p_std: float = opt(2.0, "consistency tuning: standard deviation of ln(t) (ECT's)")
+    ct_huber_c: float | None = opt(None, "consistency tuning: the pseudo-Huber constant (default: iCT's "
+                                         "0.00054 sqrt(dim) in units of sigma_data / 0.5)")
+    mid_sigma: float | None = opt(None, "consistency model: the middle noise level of 2-step sampling (default: "
+                                        "0.821 in units of sigma_data / 0.5, as in iCT and ECT)")
+
 
 METHODS = ("ect", "cd")
 

@@ -18,14 +18,27 @@ from torch import Tensor, nn
 from rediffuse import modalities
 from rediffuse.core import losses
 from rediffuse.core import schedules
-from rediffuse.config import need
 from rediffuse.data.dataset import Data
 from rediffuse.core.denoisers import PARAMETERIZATIONS, Denoiser, wrap
+from rediffuse.keys import need, opt
 from rediffuse.errors import ConfigError
 from rediffuse.nets import NETS
 from rediffuse.core.spec import DataInfo, ModelSpec
 from rediffuse.objectives.base import Batch, Configured, StepDraws, StepGenerators
 from rediffuse.samplers.request import Grid, SamplingRequest
+
+
+@dataclass
+class GaussianKeys:
+    """The keys of Gaussian denoising (and of the consistency tuning that starts from it)."""
+
+    schedule: str = opt("edm", f"noise schedule: {', '.join(schedules.SCHEDULES)}")
+    schedule_kwargs: dict = opt({}, "extra schedule arguments (TOML table or JSON)")
+    parameterization: str = opt("edm", f"network target: {', '.join(PARAMETERIZATIONS)}")
+    weighting: str = opt("edm", f"loss weighting: {', '.join(losses.WEIGHTINGS)}")
+    min_snr_gamma: float = opt(5.0, "gamma of the min-snr weighting")
+    sigma_data: float | str = opt("auto", "data standard deviation for EDM, or 'auto' (measured once)")
+    label_dropout: float = opt(0.1, "probability of the null label during training (classifier-free guidance)")
 
 
 class Gaussian(Configured):

@@ -20,9 +20,9 @@ import torch
 from torch import Tensor, nn
 
 from rediffuse.core import masking as masked
-from rediffuse.config import need
 from rediffuse.data.dataset import Data
 from rediffuse.data.text import Vocabulary
+from rediffuse.keys import need, opt
 from rediffuse.errors import ConfigError
 from rediffuse.io import atomic_write_text
 from rediffuse.nets import NETS
@@ -30,6 +30,13 @@ from rediffuse.core.spec import DataInfo, ModelSpec
 from rediffuse.objectives.base import Batch, Configured, StepDraws, StepGenerators
 from rediffuse.samplers.generation import sample_generators
 from rediffuse.samplers.masked import masked_template, sample_masked
+
+@dataclass
+class MaskedKeys:
+    """The keys of masked (absorbing-state) token diffusion."""
+
+    mask_schedule: str = opt("log-linear", "masked objective: the masking schedule, log-linear or cosine")
+
 
 PREVIEW_SAMPLES = 4  # texts in a training preview
 
