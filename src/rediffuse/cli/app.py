@@ -16,12 +16,12 @@ from typing import Iterator, Sequence
 import torch
 
 from rediffuse import __version__
-from rediffuse.cli import distill, evaluate, sample, train, tune
+from rediffuse.cli import distill, edit, evaluate, sample, train, tune
 from rediffuse.cli.common import INTERRUPTED, PROG, thread_count
 from rediffuse.errors import ConfigError, ParseError, UsageError
 from rediffuse.threads import auto_threads, cpu_threads, governed
 
-VERBS = ("train", "sample", "demo", "distill", "eval", "bench-samplers", "tune-grid")
+VERBS = ("train", "sample", "edit", "invert", "demo", "distill", "eval", "bench-samplers", "tune-grid")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -46,6 +46,7 @@ def build_parser() -> _Parser:
     train.add_parsers(verbs, common)
     distill.add_parser(verbs, common)
     sample.add_parser(verbs, common)
+    edit.add_parsers(verbs, common)
     evaluate.add_parser(verbs, common)
     tune.add_parsers(verbs, common)
     return parser

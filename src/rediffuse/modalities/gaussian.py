@@ -6,13 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from rediffuse.errors import UsageError
 from rediffuse.core.guidance import cfg_denoiser
 from rediffuse.modalities.base import Drawn, Modality
+from rediffuse import samplers
 from rediffuse.samplers import generation
-from rediffuse.samplers.request import Grid, OnStep, SamplingRequest, Step
+from rediffuse.samplers.inpainting import Reconstruction, Replacement, repaint, smc
+from rediffuse.samplers.inversion import edit_grid, noised_to
+from rediffuse.samplers.request import EditRequest, Grid, OnStep, SamplingRequest, Step
 
 TEXT_ONLY = ("length", "prompt", "infill")
 
@@ -38,6 +42,53 @@ class GaussianModality(Modality):
                                 callback=callback, progress=progress, world=world, **grid.options)
         samples = self.deliver(spec.data, generation.require_finite(x.cpu()))
         return Drawn(samples, request.labels)
+
+    def edit(self, model: nn.Module, spec: Any, request: SamplingRequest, edit: EditRequest,
+             progress: Callable[[int], None] | None = None) -> Drawn:
+        """The request's inputs edited: the known part kept bit for bit, the rest drawn by edit.method."""
+        x = edit.x.to(request.device, torch.float32)
+        if tuple(x.shape[1:]) != tuple(spec.data.shape):
+            raise UsageError(f"the inputs have shape {list(x.shape[1:])}, the model draws {list(spec.data.shape)}; "
+                             "give inputs of the model's shape")
+        missing = None if edit.missing is None else edit.missing.to(request.device).bool().expand_as(x)
+        denoiser = model if request.guidance == 1.0 else cfg_denoiser(model, request.guidance)
+        sigmas = model.schedule.sigmas(request.steps or 20, request.spacing)
+        out = []
+        with torch.no_grad():
+            for first in range(0, len(x), request.batch_size):
+                rows = range(first, min(len(x), first + request.batch_size))
+                cond = None if request.labels is None else request.labels[first: rows[-1] + 1].to(request.device)
+                gens = generation.sample_generators(request.seed, rows, request.device)
+                part = edit_batch(denoiser, model.schedule, edit, x[first: rows[-1] + 1],
+                                  None if missing is None else missing[first: rows[-1] + 1], sigmas,
+                                  request.sampler or "heun", gens, cond, float(spec.sigma_data))
+                out.append(part.cpu())
+                if progress is not None:
+                    progress(len(rows))
+        edited = generation.require_finite(torch.cat(out), "editing")
+        if missing is not None:
+            edited = torch.where(missing.cpu(), edited, edit.x.to(edited.dtype))
+        return Drawn(self.deliver(spec.data, edited), request.labels)
+
+
+def edit_batch(denoiser: nn.Module, schedule: Any, edit: EditRequest, x: Tensor, missing: Tensor | None,
+               sigmas: Tensor, sampler: str, gens: list[torch.Generator], cond: Tensor | None,
+               scale: float) -> Tensor:
+    """One batch of an edit (inputs x, their missing masks) with per-sample generators."""
+    noise = lambda: generation.prior(schedule, float(sigmas[0]), x.shape, gens, x.device, x.dtype)  # noqa: E731
+    if edit.method == "sdedit":
+        grid = edit_grid(sigmas, edit.strength)
+        start = torch.stack([noised_to(row[None], float(grid[0]), [g])[0] for row, g in zip(x, gens)])
+        return samplers.sample(denoiser, start, grid, sampler, generator=gens, cond=cond)
+    if edit.method == "repaint":
+        return repaint(denoiser, noise(), x, missing, sigmas, jump=edit.jump, resample=edit.resample,
+                       generator=gens, cond=cond)
+    if edit.method == "smc":
+        return smc(denoiser, noise(), x, missing, sigmas, particles=edit.particles, generator=gens, cond=cond)
+    path = torch.stack([torch.randn(x.shape[1:], generator=g, dtype=x.dtype, device=x.device) for g in gens])
+    wrapped = Replacement(denoiser, x, missing, path) if edit.method == "replace" else \
+        Reconstruction(denoiser, x, missing, path, scale)
+    return torch.where(missing, samplers.sample(wrapped, noise(), sigmas, sampler, generator=gens, cond=cond), x)
 
 
 def _steps_to(on_step: OnStep, batch_size: int) -> Callable[[dict[str, Any]], None]:

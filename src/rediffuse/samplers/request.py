@@ -37,6 +37,25 @@ class SamplingRequest:
     length: int | None = None
 
 
+EDIT_METHODS = ("smc", "replace", "reconstruct", "repaint", "sdedit")
+
+
+@dataclass(frozen=True, eq=False)
+class EditRequest:
+    """How to edit inputs x [N, ...] (in the model's data space): redraw the `missing` part (True where to
+    draw; broadcast over x) by `method` (smc: `particles` per sample; repaint: `jump` and `resample`), or
+    (sdedit) redraw all of x from the level of `strength` in (0, 1]. The draw itself (sampler, steps, seed,
+    labels, guidance, device, batch size) is the SamplingRequest beside it."""
+
+    x: Tensor
+    missing: Tensor | None = None
+    method: str = "smc"
+    strength: float = 1.0
+    particles: int = 4
+    jump: int = 10
+    resample: int = 10
+
+
 @dataclass(frozen=True, eq=False)
 class Grid:
     """A Gaussian draw's levels: a tuned plan, an explicit sigma grid (with the sampler's own options, such as

@@ -19,7 +19,7 @@ from typing import Any, Callable, Generator, Sequence
 import torch
 from torch import Tensor, nn
 
-from rediffuse import modalities
+from rediffuse import modalities, samplers
 from rediffuse.core import schedules
 from rediffuse.data.text import Vocabulary
 from rediffuse.core.denoisers import Denoiser
@@ -29,7 +29,8 @@ from rediffuse.modalities import Drawn, Modality
 from rediffuse.objectives.consistency import default_sampler, run_grid
 from rediffuse.runs import OpenRun, open as open_run
 from rediffuse.samplers import generation
-from rediffuse.samplers.request import Grid, OnStep, SamplingRequest, Step
+from rediffuse.samplers.inversion import SOLVERS, invert
+from rediffuse.samplers.request import EDIT_METHODS, EditRequest, Grid, OnStep, SamplingRequest, Step
 from rediffuse.sampling.stream import stream
 from rediffuse.tuning.grids import load_plan
 
@@ -145,9 +146,82 @@ class Run:
         self.modality.check_request(self.spec, request, None)
         return stream(lambda on_step: self.draw(request, on_step))
 
+    def edit(self, x: Tensor, missing: Tensor | None = None, method: str = "smc", *, strength: float = 1.0,
+             cond: int | Sequence[int] | Tensor | None = None, sampler: str | None = None, steps: int | None = None,
+             guidance: float = 1.0, seed: int = 0, particles: int = 4, jump: int = 10, resample: int = 10,
+             batch_size: int = 1000, device: str | torch.device = "auto") -> Tensor:
+        """Inputs x [N, ...] (as `sample` returns them) edited on the CPU: the `missing` part (True where to
+        draw) redrawn from the model's conditional by `method` (smc, replace, reconstruct, repaint) and the rest
+        kept bit for bit; or, method 'sdedit', all of x redrawn from the noise level of `strength` in (0, 1].
+        Labels and guidance as in `sample` (a conditional model without `cond` edits with its null class)."""
+        edit = edit_request(x, missing, method, strength, particles, jump, resample)
+        null = None if self.num_classes is None or cond is not None else self.num_classes
+        request = self.request(len(x), cond if null is None else None, sampler, steps, guidance, seed,
+                               "default", batch_size, device)
+        if null is not None:
+            request = dataclasses.replace(request, labels=torch.full((len(x),), null, dtype=torch.long))
+        if not hasattr(self.modality, "edit"):
+            raise UsageError(f"{self.modality.a_run} has no Gaussian route to edit; text fills templates with "
+                             "`sample --infill`")
+        return self.modality.edit(self.opened.model(request.device), self.spec, request, edit).samples
+
+    def invert(self, x: Tensor, steps: int | None = None, solver: str = "euler",
+               cond: int | Sequence[int] | Tensor | None = None, device: str | torch.device = "auto") -> Tensor:
+        """The noise [N, ...] at the schedule's top level that `from_noise` with Euler (DDIM) or Heun over `steps`
+        levels maps back to x, found by running the probability-flow ODE upward (a conditional model without
+        `cond` inverts with its null class)."""
+        model, labels, sigmas, where = self._ode(len(x), steps, solver, cond, device)
+        with torch.no_grad():
+            return invert(model, x.to(where, torch.float32), sigmas, solver=solver, cond=labels).cpu()
+
+    def from_noise(self, noise: Tensor, steps: int | None = None, solver: str = "euler",
+                   cond: int | Sequence[int] | Tensor | None = None, device: str | torch.device = "auto") -> Tensor:
+        """The ODE's way back from `invert`'s noise to the data (not clamped: the round trip's other half)."""
+        model, labels, sigmas, where = self._ode(len(noise), steps, solver, cond, device)
+        with torch.no_grad():
+            return samplers.sample(model, noise.to(where), sigmas[:-1], solver, cond=labels).cpu()
+
+    def _ode(self, n: int, steps: int | None, solver: str, cond: Any, device: str | torch.device
+             ) -> tuple[nn.Module, Tensor | None, Tensor, torch.device]:
+        """(model, labels, grid, device) of an inversion or its way back."""
+        if solver not in SOLVERS:
+            raise UsageError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
+        where = self.device if device == "auto" else pick_device(str(device))
+        model = self.opened.model(where)
+        if not isinstance(model, Denoiser):
+            raise UsageError(f"{self.modality.a_run} has no ODE to invert")
+        labels = labels_for(n, cond, self.num_classes, 1.0) if cond is not None else \
+            None if self.num_classes is None else torch.full((n,), self.num_classes, dtype=torch.long)
+        return model, None if labels is None else labels.to(where), model.schedule.sigmas(steps or DEFAULT_STEPS), \
+            where
+
     def texts(self, ids: Tensor) -> list[str]:
         """Token ids [n, L] of a text run decoded to strings."""
         return [Vocabulary.from_dict(self.spec.vocab).decode(row) for row in ids]
+
+
+def edit_request(x: Tensor, missing: Tensor | None, method: str, strength: float, particles: int, jump: int,
+                 resample: int) -> EditRequest:
+    """A checked EditRequest (UsageError naming the problem and the fix)."""
+    if method not in EDIT_METHODS:
+        raise UsageError(f"unknown edit method {method!r}; choose one of {', '.join(EDIT_METHODS)}")
+    if method == "sdedit":
+        if missing is not None:
+            raise UsageError("sdedit redraws the whole input from the level of --strength; drop the mask, or "
+                             "pick an inpainting method (smc, replace, reconstruct, repaint)")
+        if not 0 < strength <= 1:
+            raise UsageError(f"--strength must be in (0, 1], got {strength}")
+    elif missing is None:
+        raise UsageError(f"method {method} redraws a masked part: give a mask (or a box), or use sdedit")
+    else:
+        missing = torch.as_tensor(missing).bool()
+        if not bool(missing.any()):
+            raise UsageError("the mask marks nothing to redraw (all known): white (True) is what is redrawn")
+        if bool(missing.all()):
+            raise UsageError("the mask marks everything to redraw: that is sampling; use `sample`, or sdedit")
+    if min(particles, jump, resample) < 1:
+        raise UsageError("--particles, --jump and --resample must be >= 1")
+    return EditRequest(torch.as_tensor(x), missing, method, strength, particles, jump, resample)
 
 
 def labels_for(n: int, cond: Any, num_classes: int | None, guidance: float,

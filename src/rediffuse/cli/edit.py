@@ -1,0 +1,203 @@
+"""The `edit` and `invert` verbs: redraw part of an input (inpainting: a mask PNG or a box for images, coordinates
+for points), redraw all of it from a noise level (SDEdit), or map it to noise (inversion), through `Run.edit` and
+`Run.invert`.
+
+`--input` is a PNG (an image run) or an .npy/.npz of inputs [N, ...] or one input, in the range `sample`
+writes. A mask's white pixels are redrawn, as in diffusers; `--box x0,y0,x1,y1` is the region to redraw, in
+pixels, end exclusive. `edit` writes OUT/edits.npz (inputs, mask, results) and, for images, OUT/edits.png: a row
+per input, the input, the mask and its results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from rediffuse import runs, samplers, viz
+from rediffuse.cli.common import device_name, finite_float
+from rediffuse.cli.outputs import refuse_overwrite
+from rediffuse.config import resolve_device
+from rediffuse.distributed import DEVICE_HELP
+from rediffuse.errors import UsageError
+from rediffuse.io import atomic_write, atomic_write_arrays
+from rediffuse.samplers.inversion import SOLVERS
+from rediffuse.samplers.request import EDIT_METHODS
+from rediffuse.sampling.run import Run
+
+
+def add_parsers(verbs: Any, common: argparse.ArgumentParser) -> None:
+    """Register `edit` and `invert` on the `rediffuse` sub-command parser."""
+    p = verbs.add_parser("edit", parents=[common], help="inpaint or redraw inputs with a trained run (points, images)",
+                         description="Redraw the masked part of inputs (inpainting) or all of them from a noise "
+                                     "level (--method sdedit --strength S); the known part comes back bit for bit.")
+    p.add_argument("run", type=Path, metavar="RUN", help="run folder")
+    p.add_argument("--input", type=Path, required=True, help="a PNG, or an .npy/.npz of inputs [N, ...]")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--mask", type=Path, default=None, help="a PNG whose white pixels are redrawn")
+    where.add_argument("--box", default=None, metavar="x0,y0,x1,y1", help="the pixels to redraw, end exclusive")
+    where.add_argument("--missing", default=None, metavar="i,j,...", help="points runs: the coordinates to redraw")
+    p.add_argument("--method", default="smc", choices=EDIT_METHODS, help="smc (default), replace, reconstruct, "
+                   "repaint, or sdedit (redraw everything from --strength)")
+    p.add_argument("--strength", type=finite_float, default=0.5, help="sdedit: the noise level in (0, 1] (0.5)")
+    p.add_argument("--particles", type=int, default=4, help="smc: draws per sample (4)")
+    p.add_argument("--jump", type=int, default=10, help="repaint: levels per return (10)")
+    p.add_argument("--resample", type=int, default=10, help="repaint: passes over each stretch (10)")
+    p.add_argument("-n", type=int, default=1, help="results per input (1)")
+    _draw_flags(p)
+    p.add_argument("--class", type=int, dest="label", default=None,
+                   help="class label (conditional runs; default: the null class)")
+    p.add_argument("--guidance", type=finite_float, default=1.0, help="classifier-free guidance scale (1 = none)")
+    p.add_argument("--sampler", default=None, choices=sorted(samplers.SAMPLERS), help="sampler (default: heun)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (edits.npz, edits.png)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.set_defaults(func=cmd_edit)
+    q = verbs.add_parser("invert", parents=[common], help="map inputs to noise along the ODE (points, images)",
+                         description="DDIM (Euler) or Heun inversion: the noise that sampling with the same "
+                                     "solver and steps maps back to the input; prints the round trip's error.")
+    q.add_argument("run", type=Path, metavar="RUN", help="run folder")
+    q.add_argument("--input", type=Path, required=True, help="a PNG, or an .npy/.npz of inputs [N, ...]")
+    q.add_argument("--solver", default="euler", choices=SOLVERS, help="euler (DDIM, default) or heun")
+    q.add_argument("--out", type=Path, required=True, help="the noise, .npy")
+    q.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    _draw_flags(q)
+    q.set_defaults(func=cmd_invert)
+
+
+def _draw_flags(p: argparse.ArgumentParser) -> None:
+    """The flags both verbs share."""
+    p.add_argument("--steps", type=int, default=None, help="noise levels (default: 20)")
+    p.add_argument("--seed", type=int, default=0, help="seed; result i depends only on (seed, i)")
+    p.add_argument("--batch-size", type=int, default=256, help="inputs per batch (256)")
+    p.add_argument("--device", type=device_name, default="auto", help=DEVICE_HELP)
+
+
+def read_inputs(path: Path, shape: tuple[int, ...]) -> Tensor:
+    """Inputs [N, *shape] from a PNG or an .npy/.npz (UsageError naming what does not fit)."""
+    if not path.is_file():
+        raise UsageError(f"--input {str(path)!r} does not exist; give a PNG or an .npy/.npz of inputs")
+    if path.suffix.lower() == ".png":
+        x = _png(path, shape[0], "--input")[None] * 2 - 1
+    elif path.suffix.lower() in (".npy", ".npz"):
+        x = torch.from_numpy(_array(path))
+        x = x[None] if tuple(x.shape) == tuple(shape) else x
+    else:
+        raise UsageError(f"--input must be a .png, .npy or .npz, got {str(path)!r}")
+    if tuple(x.shape[1:]) != tuple(shape):
+        raise UsageError(f"--input {str(path)!r} holds shape {list(x.shape[1:])}, the run draws {list(shape)}; "
+                         "give inputs of the run's shape (channels first)")
+    return x
+
+
+def _array(path: Path) -> np.ndarray:
+    """The inputs of an .npy, or of an .npz (its "samples", "results" or first array), as float32."""
+    try:
+        if path.suffix.lower() == ".npy":
+            return np.asarray(np.load(path, allow_pickle=False), dtype=np.float32)
+        with np.load(path, allow_pickle=False) as arrays:
+            name = next((k for k in ("samples", "results") if k in arrays), None) or list(arrays)[0]
+            return np.asarray(arrays[name], dtype=np.float32)
+    except (OSError, ValueError, IndexError) as err:
+        raise UsageError(f"--input {str(path)!r} is not a readable array file ({err})") from None
+
+
+def _png(path: Path, channels: int, flag: str) -> Tensor:
+    """A PNG as [channels, H, W] in [0, 1]."""
+    try:
+        with Image.open(path) as img:
+            array = np.asarray(img.convert("L" if channels == 1 else "RGB"), dtype=np.float32) / 255.0
+    except OSError as err:
+        raise UsageError(f"{flag} {str(path)!r} is not a readable image ({err})") from None
+    if channels not in (1, 3):
+        raise UsageError(f"{flag}: the run's images have {channels} channels; give an .npy instead of a PNG")
+    return torch.from_numpy(array)[None] if channels == 1 else torch.from_numpy(array).permute(2, 0, 1)
+
+
+def read_mask(args: argparse.Namespace, shape: tuple[int, ...]) -> Tensor | None:
+    """The redraw mask, broadcastable to [N, *shape] (None for sdedit)."""
+    if args.mask is not None:
+        if not args.mask.is_file():
+            raise UsageError(f"--mask {str(args.mask)!r} does not exist; give a PNG whose white pixels are redrawn")
+        mask = _png(args.mask, 1, "--mask")[0] > 0.5
+        if len(shape) != 3 or tuple(mask.shape) != tuple(shape[1:]):
+            raise UsageError(f"--mask is {list(mask.shape)} pixels, the run's images are {list(shape[1:])}; give a "
+                             "mask of the images' size")
+        return mask.expand(shape)
+    if args.box is not None:
+        return _box(args.box, shape)
+    if args.missing is not None:
+        if len(shape) != 1:
+            raise UsageError("--missing is for points runs; give --box or --mask for images")
+        try:
+            picked = [int(i) for i in args.missing.split(",")]
+        except ValueError:
+            raise UsageError(f"--missing takes coordinate indices like 1,3, got {args.missing!r}") from None
+        if any(not 0 <= i < shape[0] for i in picked):
+            raise UsageError(f"--missing indices must be in 0..{shape[0] - 1}, got {args.missing!r}")
+        return torch.isin(torch.arange(shape[0]), torch.tensor(picked))
+    return None
+
+
+def _box(text: str, shape: tuple[int, ...]) -> Tensor:
+    """The mask of `--box x0,y0,x1,y1` (pixels, end exclusive)."""
+    try:
+        x0, y0, x1, y1 = (int(v) for v in text.split(","))
+    except ValueError:
+        raise UsageError(f"--box takes four pixel numbers x0,y0,x1,y1, got {text!r}") from None
+    if len(shape) != 3:
+        raise UsageError("--box is for image runs; give --missing for points")
+    height, width = shape[1:]
+    if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+        raise UsageError(f"--box {text} does not lie in the {width} x {height} images (0 <= x0 < x1 <= {width}, "
+                         f"0 <= y0 < y1 <= {height})")
+    mask = torch.zeros(shape[1:], dtype=torch.bool)
+    mask[y0:y1, x0:x1] = True
+    return mask.expand(shape)
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    if args.n < 1 or args.batch_size < 1 or (args.steps is not None and args.steps < 1):
+        raise UsageError("-n, --steps and --batch-size must be >= 1")
+    run = Run(runs.open(args.run), resolve_device(args.device))
+    shape = tuple(run.spec.data.shape)
+    x = read_inputs(args.input, shape)
+    mask = read_mask(args, shape) if args.method != "sdedit" or any(
+        v is not None for v in (args.mask, args.box, args.missing)) else None
+    files = [args.out / "edits.npz", *([args.out / "edits.png"] if len(shape) == 3 else [])]
+    refuse_overwrite(files, args.overwrite)
+    inputs = x.repeat_interleave(args.n, 0)
+    edited = run.edit(inputs, mask, args.method, strength=args.strength, cond=args.label, sampler=args.sampler,
+                      steps=args.steps, guidance=args.guidance, seed=args.seed, particles=args.particles,
+                      jump=args.jump, resample=args.resample, batch_size=args.batch_size)
+    args.out.mkdir(parents=True, exist_ok=True)
+    full_mask = np.zeros(shape, dtype=bool) if mask is None else mask.expand(shape).numpy()
+    written = [atomic_write_arrays(files[0], inputs=x.numpy(), mask=full_mask, results=edited.numpy())]
+    if len(shape) == 3:
+        shown = torch.from_numpy(full_mask).float() * 2 - 1
+        rows = [torch.cat([x[i: i + 1], shown[None], edited[i * args.n: (i + 1) * args.n]]) for i in range(len(x))]
+        written.append(viz.image_grid_png(files[1], torch.cat(rows), nrow=args.n + 2))
+    for path in written:
+        print(path)
+    return 0
+
+
+def cmd_invert(args: argparse.Namespace) -> int:
+    if args.out.suffix.lower() != ".npy":
+        raise UsageError(f"--out for invert must end in .npy, got {str(args.out)!r}")
+    refuse_overwrite([args.out], args.overwrite)
+    run = Run(runs.open(args.run), resolve_device(args.device))
+    x = read_inputs(args.input, tuple(run.spec.data.shape))
+    noise = run.invert(x, steps=args.steps, solver=args.solver)
+    again = run.from_noise(noise, steps=args.steps, solver=args.solver)
+    buffer = io.BytesIO()
+    np.save(buffer, noise.numpy())
+    atomic_write(args.out, buffer.getvalue())
+    error = float((again - x).pow(2).mean().sqrt())
+    print(f"{args.out}\nround trip ({args.solver}, {args.steps or 20} steps): RMS error {error:.4g}")
+    return 0
