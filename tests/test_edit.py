@@ -106,3 +106,41 @@ def test_bad_edits_are_one_line_errors_and_write_nothing(digits, tmp_path, capsy
 def test_run_edit_refuses_an_unknown_method(digits):
     with pytest.raises(UsageError, match="unknown edit method 'paint'"):
         rediffuse.load(digits, device="cpu").edit(torch.zeros(1, 1, 8, 8), torch.ones(1, 1, 8, 8) > 0, "paint")
+
+
+@pytest.mark.parametrize("route", ["waveform", "mel"])
+def test_an_audio_region_is_redrawn_and_the_rest_of_the_clip_kept(tmp_path, capsys, route):
+    import soundfile as sf
+
+    from helpers import AUDIO_NET, tone, write_fsdd
+
+    recordings = tmp_path / "recordings"
+    write_fsdd(recordings, digits=range(2), speakers=("ann",), indices=range(6), n=700)
+    run_dir, length = tmp_path / "run", 512 if route == "waveform" else 4096
+    net = AUDIO_NET if route == "waveform" else {"channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1,
+                                                 "patch_size": 4, "mid_attention": False}
+    assert main(["train", "--data", f"fsdd:{recordings}@train", "--conditional", "--clip-length", str(length),
+                 "--audio-representation", route, "--steps", "2", "--batch-size", "2", "--out", str(run_dir),
+                 "--no-progress", "--net-kwargs", __import__("json").dumps(net)]) == 0
+    clip = tone(300, 8000, length)
+    sf.write(tmp_path / "in.wav", clip, 8000, subtype="FLOAT")
+    region = f"0.01:{length / 8000 / 2:.4f}"
+    assert main(["edit", str(run_dir), "--input", str(tmp_path / "in.wav"), "--region", region, "-n", "2",
+                 "--steps", "3", "--class", "1", "--out", str(tmp_path / "e")]) == 0
+    with np.load(tmp_path / "e" / "edits.npz") as arrays:
+        results, mask = arrays["results"], arrays["mask"]
+    start, end = 80, round(length / 2)
+    assert results.shape == (2, 1, length) and mask[0, start:end].all() and mask[0].sum() == end - start
+    assert np.array_equal(results[:, 0, end:], np.repeat(clip[None, end:], 2, 0))  # the known samples, exactly
+    assert not np.array_equal(results[0, 0, start:end], clip[start:end])
+    assert (tmp_path / "e" / "edit-0001.wav").is_file() and (tmp_path / "e" / "spectrograms.png").is_file()
+    sf.write(tmp_path / "fast.wav", clip, 16000)
+    sf.write(tmp_path / "stereo.wav", np.stack([clip, clip], 1), 8000)
+    for wav, message in [("fast.wav", "is at 16000 Hz, not 8000 Hz"), ("stereo.wav", "has 2 channels")]:
+        code = main(["edit", str(run_dir), "--input", str(tmp_path / wav), "--region", region,
+                     "--out", str(tmp_path / "bad")])
+        assert_one_line_error(capsys, code, 2, message)
+    code = main(["edit", str(run_dir), "--input", str(tmp_path / "in.wav"), "--region", "0.2:9",
+                 "--out", str(tmp_path / "bad")])
+    assert_one_line_error(capsys, code, 2, "lies outside the")
+    assert not (tmp_path / "bad").exists()

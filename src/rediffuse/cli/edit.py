@@ -2,10 +2,12 @@
 for points), redraw all of it from a noise level (SDEdit), or map it to noise (inversion), through `Run.edit` and
 `Run.invert`.
 
-`--input` is a PNG (an image run) or an .npy/.npz of inputs [N, ...] or one input, in the range `sample`
-writes. A mask's white pixels are redrawn, as in diffusers; `--box x0,y0,x1,y1` is the region to redraw, in
-pixels, end exclusive. `edit` writes OUT/edits.npz (inputs, mask, results) and, for images, OUT/edits.png: a row
-per input, the input, the mask and its results.
+`--input` is a PNG (an image run), a WAV (an audio run: mono, at the run's rate, centre-cropped or padded to its
+clip length) or an .npy/.npz of inputs [N, ...] or one input, in the range `sample` writes. A mask's white pixels
+are redrawn, as in diffusers; `--box x0,y0,x1,y1` is the region to redraw, in pixels, end exclusive; `--region
+A:B` the seconds of a clip. `edit` writes OUT/edits.npz (inputs, mask, results) and what the modality adds: for
+images OUT/edits.png (a row per input: the input, the mask and its results), for audio a WAV per result and the
+spectrograms before and after.
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from rediffuse import runs, samplers, viz
+from rediffuse import runs, samplers
 from rediffuse.cli.common import device_name, finite_float
 from rediffuse.cli.outputs import refuse_overwrite
 from rediffuse.config import resolve_device
 from rediffuse.distributed import DEVICE_HELP
 from rediffuse.errors import UsageError
-from rediffuse.io import atomic_write, atomic_write_arrays
+from rediffuse.data.audio import fit_length, read_wav
+from rediffuse.io import atomic_write
 from rediffuse.samplers.inversion import SOLVERS
 from rediffuse.samplers.request import EDIT_METHODS
 from rediffuse.sampling.run import Run
@@ -34,15 +37,17 @@ from rediffuse.sampling.run import Run
 
 def add_parsers(verbs: Any, common: argparse.ArgumentParser) -> None:
     """Register `edit` and `invert` on the `rediffuse` sub-command parser."""
-    p = verbs.add_parser("edit", parents=[common], help="inpaint or redraw inputs with a trained run (points, images)",
+    p = verbs.add_parser("edit", parents=[common],
+                         help="inpaint or redraw inputs with a trained run (points, images, audio)",
                          description="Redraw the masked part of inputs (inpainting) or all of them from a noise "
                                      "level (--method sdedit --strength S); the known part comes back bit for bit.")
     p.add_argument("run", type=Path, metavar="RUN", help="run folder")
-    p.add_argument("--input", type=Path, required=True, help="a PNG, or an .npy/.npz of inputs [N, ...]")
+    p.add_argument("--input", type=Path, required=True, help="a PNG or WAV, or an .npy/.npz of inputs [N, ...]")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--mask", type=Path, default=None, help="a PNG whose white pixels are redrawn")
     where.add_argument("--box", default=None, metavar="x0,y0,x1,y1", help="the pixels to redraw, end exclusive")
     where.add_argument("--missing", default=None, metavar="i,j,...", help="points runs: the coordinates to redraw")
+    where.add_argument("--region", default=None, metavar="A:B", help="audio runs: the seconds to redraw, A to B")
     p.add_argument("--method", default="smc", choices=EDIT_METHODS, help="smc (default), replace, reconstruct, "
                    "repaint, or sdedit (redraw everything from --strength)")
     p.add_argument("--strength", type=finite_float, default=0.5, help="sdedit: the noise level in (0, 1] (0.5)")
@@ -78,17 +83,26 @@ def _draw_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", type=device_name, default="auto", help=DEVICE_HELP)
 
 
-def read_inputs(path: Path, shape: tuple[int, ...]) -> Tensor:
-    """Inputs [N, *shape] from a PNG or an .npy/.npz (UsageError naming what does not fit)."""
+def read_inputs(path: Path, shape: tuple[int, ...], rate: int | None = None) -> Tensor:
+    """Inputs [N, *shape] (as `sample` delivers them) from a PNG, a WAV or an .npy/.npz (UsageError naming what
+    does not fit)."""
     if not path.is_file():
-        raise UsageError(f"--input {str(path)!r} does not exist; give a PNG or an .npy/.npz of inputs")
-    if path.suffix.lower() == ".png":
+        raise UsageError(f"--input {str(path)!r} does not exist; give a PNG, a WAV or an .npy/.npz of inputs")
+    if path.suffix.lower() == ".wav":
+        if rate is None:
+            raise UsageError("a WAV --input needs an audio run; give a PNG or an .npy/.npz")
+        try:
+            clip = read_wav(path, rate, resample=False, mixdown=False)
+        except ValueError as err:
+            raise UsageError(f"--input: {err}") from None
+        x = torch.from_numpy(fit_length(clip, shape[-1]))[None, None]
+    elif path.suffix.lower() == ".png":
         x = _png(path, shape[0], "--input")[None] * 2 - 1
     elif path.suffix.lower() in (".npy", ".npz"):
         x = torch.from_numpy(_array(path))
         x = x[None] if tuple(x.shape) == tuple(shape) else x
     else:
-        raise UsageError(f"--input must be a .png, .npy or .npz, got {str(path)!r}")
+        raise UsageError(f"--input must be a .png, .wav, .npy or .npz, got {str(path)!r}")
     if tuple(x.shape[1:]) != tuple(shape):
         raise UsageError(f"--input {str(path)!r} holds shape {list(x.shape[1:])}, the run draws {list(shape)}; "
                          "give inputs of the run's shape (channels first)")
@@ -119,7 +133,7 @@ def _png(path: Path, channels: int, flag: str) -> Tensor:
     return torch.from_numpy(array)[None] if channels == 1 else torch.from_numpy(array).permute(2, 0, 1)
 
 
-def read_mask(args: argparse.Namespace, shape: tuple[int, ...]) -> Tensor | None:
+def read_mask(args: argparse.Namespace, shape: tuple[int, ...], rate: int | None = None) -> Tensor | None:
     """The redraw mask, broadcastable to [N, *shape] (None for sdedit)."""
     if args.mask is not None:
         if not args.mask.is_file():
@@ -131,6 +145,8 @@ def read_mask(args: argparse.Namespace, shape: tuple[int, ...]) -> Tensor | None
         return mask.expand(shape)
     if args.box is not None:
         return _box(args.box, shape)
+    if args.region is not None:
+        return _region(args.region, shape, rate)
     if args.missing is not None:
         if len(shape) != 1:
             raise UsageError("--missing is for points runs; give --box or --mask for images")
@@ -142,6 +158,22 @@ def read_mask(args: argparse.Namespace, shape: tuple[int, ...]) -> Tensor | None
             raise UsageError(f"--missing indices must be in 0..{shape[0] - 1}, got {args.missing!r}")
         return torch.isin(torch.arange(shape[0]), torch.tensor(picked))
     return None
+
+
+def _region(text: str, shape: tuple[int, ...], rate: int | None) -> Tensor:
+    """The mask of `--region A:B` seconds of an audio run's clips [1, L]."""
+    if rate is None:
+        raise UsageError("--region is for audio runs; give --box or --mask for images, --missing for points")
+    try:
+        start, end = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise UsageError(f"--region takes seconds as A:B, e.g. 0.30:0.55, got {text!r}") from None
+    seconds = shape[-1] / rate
+    if not 0 <= start < end <= seconds:
+        raise UsageError(f"--region {text} lies outside the {seconds:.3f} s clips; give 0 <= A < B <= {seconds:.3f}")
+    mask = torch.zeros(shape, dtype=torch.bool)
+    mask[..., round(start * rate): round(end * rate)] = True
+    return mask
 
 
 def _box(text: str, shape: tuple[int, ...]) -> Tensor:
@@ -165,24 +197,19 @@ def cmd_edit(args: argparse.Namespace) -> int:
     if args.n < 1 or args.batch_size < 1 or (args.steps is not None and args.steps < 1):
         raise UsageError("-n, --steps and --batch-size must be >= 1")
     run = Run(runs.open(args.run), resolve_device(args.device))
-    shape = tuple(run.spec.data.shape)
-    x = read_inputs(args.input, shape)
-    mask = read_mask(args, shape) if args.method != "sdedit" or any(
-        v is not None for v in (args.mask, args.box, args.missing)) else None
-    files = [args.out / "edits.npz", *([args.out / "edits.png"] if len(shape) == 3 else [])]
+    rate, shape = run.spec.data.rate, run.modality.delivered_shape(run.spec.data)
+    x = read_inputs(args.input, shape, rate)
+    given = any(v is not None for v in (args.mask, args.box, args.missing, args.region))
+    mask = read_mask(args, shape, rate) if args.method != "sdedit" or given else None
+    files = run.modality.edit_outputs(args.out, len(x) * args.n)
     refuse_overwrite(files, args.overwrite)
     inputs = x.repeat_interleave(args.n, 0)
     edited = run.edit(inputs, mask, args.method, strength=args.strength, cond=args.label, sampler=args.sampler,
                       steps=args.steps, guidance=args.guidance, seed=args.seed, particles=args.particles,
                       jump=args.jump, resample=args.resample, batch_size=args.batch_size)
     args.out.mkdir(parents=True, exist_ok=True)
-    full_mask = np.zeros(shape, dtype=bool) if mask is None else mask.expand(shape).numpy()
-    written = [atomic_write_arrays(files[0], inputs=x.numpy(), mask=full_mask, results=edited.numpy())]
-    if len(shape) == 3:
-        shown = torch.from_numpy(full_mask).float() * 2 - 1
-        rows = [torch.cat([x[i: i + 1], shown[None], edited[i * args.n: (i + 1) * args.n]]) for i in range(len(x))]
-        written.append(viz.image_grid_png(files[1], torch.cat(rows), nrow=args.n + 2))
-    for path in written:
+    full_mask = torch.zeros(shape, dtype=torch.bool) if mask is None else mask.expand(shape)
+    for path in run.modality.write_edits(args.out, x, full_mask, edited, args.n, run.spec):
         print(path)
     return 0
 
@@ -192,7 +219,10 @@ def cmd_invert(args: argparse.Namespace) -> int:
         raise UsageError(f"--out for invert must end in .npy, got {str(args.out)!r}")
     refuse_overwrite([args.out], args.overwrite)
     run = Run(runs.open(args.run), resolve_device(args.device))
-    x = read_inputs(args.input, tuple(run.spec.data.shape))
+    if run.spec.data.codec:
+        raise UsageError("invert maps a run's own data space; a log-mel audio run's inputs are waveforms: invert "
+                         "its encoded images in Python (run.invert(run.modality.encode(run.spec.data, x)))")
+    x = read_inputs(args.input, tuple(run.spec.data.shape), run.spec.data.rate)
     noise = run.invert(x, steps=args.steps, solver=args.solver)
     again = run.from_noise(noise, steps=args.steps, solver=args.solver)
     buffer = io.BytesIO()

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from rediffuse.viz import audio as viz_audio
-from rediffuse.audio.codec import REPRESENTATIONS, to_waveforms
+from rediffuse.audio.codec import REPRESENTATIONS, codec_from_config, to_waveforms
 from rediffuse.data.audio import write_wav
 from rediffuse.keys import need, need_positive_ints, opt
 from rediffuse.errors import UsageError
@@ -81,6 +83,40 @@ class Audio(GaussianModality):
     def deliver(self, data_info: dict[str, Any], x: Tensor) -> Tensor:
         """Waveforms (log-mel images decoded) clamped to [-1, 1]."""
         return to_waveforms(data_info, x).clamp(-1, 1)
+
+    def delivered_shape(self, data_info: Any) -> tuple[int, ...]:
+        """Waveforms [1, L] (a log-mel run draws images of them)."""
+        return (1, int(data_info.codec["length"])) if data_info.codec else tuple(data_info.shape)
+
+    def edit_outputs(self, out: Path, n: int) -> list[Path]:
+        """The .npz, a WAV per result and the spectrograms before and after."""
+        return [*super().edit_outputs(out, n), *[out / f"edit-{i:04d}.wav" for i in range(n)],
+                out / "spectrograms.png"]
+
+    def write_edits(self, out: Path, inputs: Tensor, mask: Tensor, results: Tensor, per: int, spec: Any
+                    ) -> list[Path]:
+        """The .npz, the WAVs and the spectrograms: a row per input, the input and then its results."""
+        written = super().write_edits(out, inputs, mask, results, per, spec)
+        rate = int(spec.data.rate)
+        written += [write_wav(out / f"edit-{i:04d}.wav", clip[0], rate) for i, clip in enumerate(results)]
+        rows = torch.cat([torch.cat([inputs[i: i + 1], results[i * per: (i + 1) * per]]) for i in range(len(inputs))])
+        return [*written, viz_audio.spectrogram_grid_png(out / "spectrograms.png", rows, nrow=per + 1)]
+
+    def encode(self, data_info: Any, x: Tensor) -> Tensor:
+        """Waveforms as the model's log-mel images (the waveform route: as they are)."""
+        codec = codec_from_config(data_info.codec)
+        return x if codec is None else codec.encode(x)
+
+    def model_mask(self, data_info: Any, missing: Tensor) -> Tensor:
+        """A mask over samples [..., 1, L] as one over the log-mel image: every frame whose window touches a
+        masked sample (the waveform route: as it is)."""
+        codec = codec_from_config(data_info.codec)
+        if codec is None:
+            return missing
+        samples = missing.reshape(-1, missing.shape[-1]).any(0).float()  # [L]
+        centred = F.pad(samples[None, None], (codec.n_fft // 2, codec.n_fft // 2))
+        touched = F.max_pool1d(centred, codec.n_fft, stride=codec.hop)[0, 0, : codec.shape[2]] > 0
+        return touched.expand(codec.shape)
 
     def write(self, out: Path, drawn: Drawn, spec: dict[str, Any], extras: Extras) -> list[Path]:
         """The WAVs, the .npz and the two pictures."""

@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 from torch import Tensor, nn
 
 from rediffuse.errors import UsageError
+from rediffuse.io import atomic_write_arrays
 from rediffuse.samplers import generation
 from rediffuse.samplers.request import Grid, OnStep, SamplingRequest, Step
 
@@ -82,6 +83,28 @@ class Modality:
     def deliver(self, data_info: dict[str, Any], x: Tensor) -> Tensor:
         """Drawn samples as files hold them and `Run.sample` returns them."""
         return x
+
+    def delivered_shape(self, data_info: Any) -> tuple[int, ...]:
+        """The shape of one sample as delivered (and of one input to edit)."""
+        return tuple(data_info.shape)
+
+    def edit_outputs(self, out: Path, n: int) -> list[Path]:
+        """Every file `write_edits` makes in the folder out for n results."""
+        return [out / "edits.npz"]
+
+    def write_edits(self, out: Path, inputs: Tensor, mask: Tensor, results: Tensor, per: int, spec: Any
+                    ) -> list[Path]:
+        """The edits as files: OUT/edits.npz (inputs, mask, results; `per` results per input)."""
+        return [atomic_write_arrays(out / "edits.npz", inputs=inputs.numpy(), mask=mask.numpy(),
+                                    results=results.numpy())]
+
+    def encode(self, data_info: Any, x: Tensor) -> Tensor:
+        """Inputs as delivered (what `deliver` returns) in the space the model draws in."""
+        return x
+
+    def model_mask(self, data_info: Any, missing: Tensor) -> Tensor:
+        """A mask over delivered inputs as a mask over the model's space (what must be redrawn there)."""
+        return missing
 
     def draw(self, model: nn.Module, spec: dict[str, Any], request: SamplingRequest, grid: Grid,
              on_step: OnStep | None = None, progress: Callable[[int], None] | None = None,

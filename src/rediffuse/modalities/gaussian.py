@@ -45,12 +45,15 @@ class GaussianModality(Modality):
 
     def edit(self, model: nn.Module, spec: Any, request: SamplingRequest, edit: EditRequest,
              progress: Callable[[int], None] | None = None) -> Drawn:
-        """The request's inputs edited: the known part kept bit for bit, the rest drawn by edit.method."""
-        x = edit.x.to(request.device, torch.float32)
+        """The request's inputs (as delivered) edited: the known part kept bit for bit, the rest drawn by
+        edit.method in the model's space (`encode`, `model_mask`) and delivered."""
+        given = edit.x.to(torch.float32)
+        x = self.encode(spec.data, given).to(request.device)
         if tuple(x.shape[1:]) != tuple(spec.data.shape):
             raise UsageError(f"the inputs have shape {list(x.shape[1:])}, the model draws {list(spec.data.shape)}; "
                              "give inputs of the model's shape")
-        missing = None if edit.missing is None else edit.missing.to(request.device).bool().expand_as(x)
+        missing = None if edit.missing is None else \
+            self.model_mask(spec.data, edit.missing.bool()).to(request.device).expand_as(x)
         denoiser = model if request.guidance == 1.0 else cfg_denoiser(model, request.guidance)
         sigmas = model.schedule.sigmas(request.steps or 20, request.spacing)
         out = []
@@ -65,10 +68,10 @@ class GaussianModality(Modality):
                 out.append(part.cpu())
                 if progress is not None:
                     progress(len(rows))
-        edited = generation.require_finite(torch.cat(out), "editing")
-        if missing is not None:
-            edited = torch.where(missing.cpu(), edited, edit.x.to(edited.dtype))
-        return Drawn(self.deliver(spec.data, edited), request.labels)
+        edited = self.deliver(spec.data, generation.require_finite(torch.cat(out), "editing"))
+        if edit.missing is not None:  # the known part as given, bit for bit
+            edited = torch.where(edit.missing.bool().expand_as(given), edited, given)
+        return Drawn(edited, request.labels)
 
 
 def edit_batch(denoiser: nn.Module, schedule: Any, edit: EditRequest, x: Tensor, missing: Tensor | None,

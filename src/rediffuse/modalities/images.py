@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import torch
 from torch import Tensor
 
 from rediffuse import viz
@@ -83,6 +84,18 @@ class Images(GaussianModality):
             final = again.samples
             written.append(viz.trajectory_gif(extras.trajectory, frames(again.steps) + [(0.0, final, final)]))
         return written
+
+    def edit_outputs(self, out: Path, n: int) -> list[Path]:
+        """The .npz and the picture."""
+        return [*super().edit_outputs(out, n), out / "edits.png"]
+
+    def write_edits(self, out: Path, inputs: Tensor, mask: Tensor, results: Tensor, per: int, spec: Any
+                    ) -> list[Path]:
+        """The .npz and a picture: a row per input, with the input, the mask and its results."""
+        written = super().write_edits(out, inputs, mask, results, per, spec)
+        shown = mask.float() * 2 - 1
+        rows = [torch.cat([inputs[i: i + 1], shown[None], results[i * per: (i + 1) * per]]) for i in range(len(inputs))]
+        return [*written, viz.image_grid_png(out / "edits.png", torch.cat(rows), nrow=per + 2)]
 
     def preview(self, path: Path, samples: Tensor, labels: Tensor | None) -> Path | None:
         """A grid of the samples, eight a row."""
