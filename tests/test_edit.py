@@ -144,3 +144,30 @@ def test_an_audio_region_is_redrawn_and_the_rest_of_the_clip_kept(tmp_path, caps
                  "--out", str(tmp_path / "bad")])
     assert_one_line_error(capsys, code, 2, "lies outside the")
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_text_run_is_edited_by_filling_a_template_and_edits_stream(digits, tmp_path, capsys):
+    import json
+
+    folder = tmp_path / "text"
+    folder.mkdir()
+    (folder / "t.txt").write_text("abcd" * 300 + "dcba" * 200)
+    run_dir = folder / "run"
+    assert main(["train", "--objective", "masked", "--data", f"text:{folder / 't.txt'}@train", "--out",
+                 str(run_dir), "--block-length", "16", "--batch-size", "8", "--steps", "2", "--no-progress",
+                 "--net-kwargs", '{"dim": 16, "depth": 1, "heads": 2}']) == 0
+    assert main(["edit", str(run_dir), "--infill", "ab__cd_a", "-n", "3", "--out", str(tmp_path / "e")]) == 0
+    texts = [json.loads(line)["text"] for line in (tmp_path / "e" / "edits.jsonl").read_text().splitlines()]
+    assert len(texts) == 3 and all(t[:2] == "ab" and t[4:6] == "cd" and t[7] == "a" for t in texts)
+    code = main(["edit", str(run_dir), "--input", str(tmp_path / "x.png"), "--out", str(tmp_path / "f")])
+    assert_one_line_error(capsys, code, 2, "a text run is edited by filling a template")
+    run = rediffuse.load(digits, device="cpu")
+    x, mask = torch.zeros(2, 1, 8, 8), torch.arange(8)[None, None, :, None].expand(2, 1, 8, 8) >= 4
+    stream = run.edit_steps(x, mask, "replace", sampler="euler", steps=4, batch_size=1)
+    steps = []
+    with pytest.raises(StopIteration) as done:
+        while True:
+            steps.append(next(stream))
+    assert [(s.index, s.first) for s in steps] == [(i, b) for b in (0, 1) for i in range(4)]
+    assert torch.equal(done.value.value.samples, run.edit(x, mask, "replace", sampler="euler", steps=4,
+                                                          batch_size=1))

@@ -28,6 +28,7 @@ from rediffuse.cli.outputs import refuse_overwrite
 from rediffuse.config import resolve_device
 from rediffuse.distributed import DEVICE_HELP
 from rediffuse.errors import UsageError
+from rediffuse.modalities import Extras
 from rediffuse.data.audio import fit_length, read_wav
 from rediffuse.io import atomic_write
 from rediffuse.samplers.inversion import SOLVERS
@@ -42,12 +43,15 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser) -> None:
                          description="Redraw the masked part of inputs (inpainting) or all of them from a noise "
                                      "level (--method sdedit --strength S); the known part comes back bit for bit.")
     p.add_argument("run", type=Path, metavar="RUN", help="run folder")
-    p.add_argument("--input", type=Path, required=True, help="a PNG or WAV, or an .npy/.npz of inputs [N, ...]")
+    p.add_argument("--input", type=Path, default=None, help="a PNG or WAV, or an .npy/.npz of inputs [N, ...]")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--mask", type=Path, default=None, help="a PNG whose white pixels are redrawn")
     where.add_argument("--box", default=None, metavar="x0,y0,x1,y1", help="the pixels to redraw, end exclusive")
     where.add_argument("--missing", default=None, metavar="i,j,...", help="points runs: the coordinates to redraw")
     where.add_argument("--region", default=None, metavar="A:B", help="audio runs: the seconds to redraw, A to B")
+    where.add_argument("--infill", default=None, metavar="TEMPLATE",
+                       help="text runs: a template whose blank characters are filled (OUT/edits.jsonl)")
+    p.add_argument("--blank", default="_", help="text runs: the blank character of --infill (default: _)")
     p.add_argument("--method", default="smc", choices=EDIT_METHODS, help="smc (default), replace, reconstruct, "
                    "repaint, or sdedit (redraw everything from --strength)")
     p.add_argument("--strength", type=finite_float, default=0.5, help="sdedit: the noise level in (0, 1] (0.5)")
@@ -197,6 +201,10 @@ def cmd_edit(args: argparse.Namespace) -> int:
     if args.n < 1 or args.batch_size < 1 or (args.steps is not None and args.steps < 1):
         raise UsageError("-n, --steps and --batch-size must be >= 1")
     run = Run(runs.open(args.run), resolve_device(args.device))
+    if not hasattr(run.modality, "edit"):
+        return edit_text(run, args)
+    if args.input is None or args.infill is not None:
+        raise UsageError("give --input FILE to edit (--infill is for text runs)")
     rate, shape = run.spec.data.rate, run.modality.delivered_shape(run.spec.data)
     x = read_inputs(args.input, shape, rate)
     given = any(v is not None for v in (args.mask, args.box, args.missing, args.region))
@@ -210,6 +218,23 @@ def cmd_edit(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     full_mask = torch.zeros(shape, dtype=torch.bool) if mask is None else mask.expand(shape)
     for path in run.modality.write_edits(args.out, x, full_mask, edited, args.n, run.spec):
+        print(path)
+    return 0
+
+
+def edit_text(run: Run, args: argparse.Namespace) -> int:
+    """A text run's edit: the --infill template's blanks filled, -n times, into OUT/edits.jsonl."""
+    if args.infill is None or args.input is not None:
+        raise UsageError(f"{run.modality.a_run} is edited by filling a template: give --infill TEMPLATE (blanks "
+                         "_ are filled), not --input")
+    request = run.request(args.n, None, None, args.steps, 1.0, args.seed, "default", args.batch_size,
+                          infill=args.infill, blank=args.blank)
+    run.modality.check_request(run.spec, request, None)
+    out = args.out / "edits.jsonl"
+    refuse_overwrite([out], args.overwrite)
+    drawn = run.draw(request)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for path in run.modality.write(out, drawn, run.spec, Extras(blank=args.blank)):
         print(path)
     return 0
 

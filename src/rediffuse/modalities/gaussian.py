@@ -44,7 +44,7 @@ class GaussianModality(Modality):
         return Drawn(samples, request.labels)
 
     def edit(self, model: nn.Module, spec: Any, request: SamplingRequest, edit: EditRequest,
-             progress: Callable[[int], None] | None = None) -> Drawn:
+             progress: Callable[[int], None] | None = None, on_step: OnStep | None = None) -> Drawn:
         """The request's inputs (as delivered) edited: the known part kept bit for bit, the rest drawn by
         edit.method in the model's space (`encode`, `model_mask`) and delivered."""
         given = edit.x.to(torch.float32)
@@ -64,7 +64,8 @@ class GaussianModality(Modality):
                 gens = generation.sample_generators(request.seed, rows, request.device)
                 part = edit_batch(denoiser, model.schedule, edit, x[first: rows[-1] + 1],
                                   None if missing is None else missing[first: rows[-1] + 1], sigmas,
-                                  request.sampler or "heun", gens, cond, float(spec.sigma_data))
+                                  request.sampler or "heun", gens, cond, float(spec.sigma_data),
+                                  None if on_step is None else _steps_of_batch(on_step, first))
                 out.append(part.cpu())
                 if progress is not None:
                     progress(len(rows))
@@ -76,22 +77,30 @@ class GaussianModality(Modality):
 
 def edit_batch(denoiser: nn.Module, schedule: Any, edit: EditRequest, x: Tensor, missing: Tensor | None,
                sigmas: Tensor, sampler: str, gens: list[torch.Generator], cond: Tensor | None,
-               scale: float) -> Tensor:
-    """One batch of an edit (inputs x, their missing masks) with per-sample generators."""
+               scale: float, callback: Callable | None = None) -> Tensor:
+    """One batch of an edit (inputs x, their missing masks) with per-sample generators; the sampler's steps go
+    to callback (SMC's hold every particle: k rows per input)."""
     noise = lambda: generation.prior(schedule, float(sigmas[0]), x.shape, gens, x.device, x.dtype)  # noqa: E731
     if edit.method == "sdedit":
         grid = edit_grid(sigmas, edit.strength)
         start = torch.stack([noised_to(row[None], float(grid[0]), [g])[0] for row, g in zip(x, gens)])
-        return samplers.sample(denoiser, start, grid, sampler, generator=gens, cond=cond)
+        return samplers.sample(denoiser, start, grid, sampler, generator=gens, cond=cond, callback=callback)
     if edit.method == "repaint":
         return repaint(denoiser, noise(), x, missing, sigmas, jump=edit.jump, resample=edit.resample,
-                       generator=gens, cond=cond)
+                       generator=gens, cond=cond, callback=callback)
     if edit.method == "smc":
-        return smc(denoiser, noise(), x, missing, sigmas, particles=edit.particles, generator=gens, cond=cond)
+        return smc(denoiser, noise(), x, missing, sigmas, particles=edit.particles, generator=gens, cond=cond,
+                   callback=callback)
     path = torch.stack([torch.randn(x.shape[1:], generator=g, dtype=x.dtype, device=x.device) for g in gens])
     wrapped = Replacement(denoiser, x, missing, path) if edit.method == "replace" else \
         Reconstruction(denoiser, x, missing, path, scale)
-    return torch.where(missing, samplers.sample(wrapped, noise(), sigmas, sampler, generator=gens, cond=cond), x)
+    drawn = samplers.sample(wrapped, noise(), sigmas, sampler, generator=gens, cond=cond, callback=callback)
+    return torch.where(missing, drawn, x)
+
+
+def _steps_of_batch(on_step: OnStep, first: int) -> Callable[[dict[str, Any]], None]:
+    """A sampler callback giving each record of the batch starting at sample `first` to on_step as a Step."""
+    return lambda info: on_step(Step(info["i"], float(info["sigma"]), info["x"], info["denoised"], first))
 
 
 def _steps_to(on_step: OnStep, batch_size: int) -> Callable[[dict[str, Any]], None]:

@@ -154,16 +154,36 @@ class Run:
         draw) redrawn from the model's conditional by `method` (smc, replace, reconstruct, repaint) and the rest
         kept bit for bit; or, method 'sdedit', all of x redrawn from the noise level of `strength` in (0, 1].
         Labels and guidance as in `sample` (a conditional model without `cond` edits with its null class)."""
+        request, edit = self._edit(x, missing, method, strength, cond, sampler, steps, guidance, seed, particles,
+                                   jump, resample, batch_size, device)
+        return self.modality.edit(self.opened.model(request.device), self.spec, request, edit).samples
+
+    def edit_steps(self, x: Tensor, missing: Tensor | None = None, method: str = "smc", *, strength: float = 1.0,
+                   cond: int | Sequence[int] | Tensor | None = None, sampler: str | None = None,
+                   steps: int | None = None, guidance: float = 1.0, seed: int = 0, particles: int = 4,
+                   jump: int = 10, resample: int = 10, batch_size: int = 1000,
+                   device: str | torch.device = "auto") -> Generator[Step, None, Drawn]:
+        """`edit`'s reverse process as it runs, a Step per step and batch (SMC's states hold every particle);
+        the generator returns the edited Drawn, and closing it stops the edit."""
+        request, edit = self._edit(x, missing, method, strength, cond, sampler, steps, guidance, seed, particles,
+                                   jump, resample, batch_size, device)
+        model = self.opened.model(request.device)
+        return stream(lambda on_step: self.modality.edit(model, self.spec, request, edit, on_step=on_step))
+
+    def _edit(self, x: Tensor, missing: Tensor | None, method: str, strength: float, cond: Any,
+              sampler: str | None, steps: int | None, guidance: float, seed: int, particles: int, jump: int,
+              resample: int, batch_size: int, device: str | torch.device) -> tuple[SamplingRequest, EditRequest]:
+        """The checked requests of an edit (a conditional model without `cond` edits with its null class)."""
+        if not hasattr(self.modality, "edit"):
+            raise UsageError(f"{self.modality.a_run} has no Gaussian route to edit; fill a template with "
+                             "`rediffuse edit RUN --infill TEMPLATE` or `sample(infill=...)`")
         edit = edit_request(x, missing, method, strength, particles, jump, resample)
         null = None if self.num_classes is None or cond is not None else self.num_classes
         request = self.request(len(x), cond if null is None else None, sampler, steps, guidance, seed,
                                "default", batch_size, device)
         if null is not None:
             request = dataclasses.replace(request, labels=torch.full((len(x),), null, dtype=torch.long))
-        if not hasattr(self.modality, "edit"):
-            raise UsageError(f"{self.modality.a_run} has no Gaussian route to edit; text fills templates with "
-                             "`sample --infill`")
-        return self.modality.edit(self.opened.model(request.device), self.spec, request, edit).samples
+        return request, edit
 
     def invert(self, x: Tensor, steps: int | None = None, solver: str = "euler",
                cond: int | Sequence[int] | Tensor | None = None, device: str | torch.device = "auto") -> Tensor:
