@@ -142,3 +142,15 @@ def test_the_inversion_round_trip_error_falls_at_the_solvers_order(solver, order
     rates = [math.log2(a / b) for a, b in zip(errors, errors[1:])]
     print(f"\n{solver} round-trip errors {errors}, observed orders {rates}")
     assert all(r > order - 0.35 for r in rates) and errors[-1] < errors[0] / 2 ** (2 * order - 1)
+
+
+def test_the_inpainting_benchmark_runs_and_writes_its_table(tmp_path, monkeypatch):
+    from scripts import load_script
+
+    bench = load_script("benchmarks/inpainting.py")
+    out = tmp_path / "t.md"
+    monkeypatch.setattr("sys.argv", ["inpainting.py", "--n", "64", "--budgets", "8", "--out", str(out)])
+    bench.main()
+    rows = out.read_text().splitlines()
+    assert rows[0].startswith("| case | method") and sum("replacement" in r for r in rows) == 2
+
