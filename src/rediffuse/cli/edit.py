@@ -39,7 +39,7 @@ from rediffuse.sampling.run import Run
 def add_parsers(verbs: Any, common: argparse.ArgumentParser) -> None:
     """Register `edit` and `invert` on the `rediffuse` sub-command parser."""
     p = verbs.add_parser("edit", parents=[common],
-                         help="inpaint or redraw inputs with a trained run (points, images, audio)",
+                         help="inpaint or redraw inputs with a trained run (points, images, audio; text: --infill)",
                          description="Redraw the masked part of inputs (inpainting) or all of them from a noise "
                                      "level (--method sdedit --strength S); the known part comes back bit for bit.")
     p.add_argument("run", type=Path, metavar="RUN", help="run folder")
@@ -67,7 +67,7 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder (edits.npz, edits.png)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=cmd_edit)
-    q = verbs.add_parser("invert", parents=[common], help="map inputs to noise along the ODE (points, images)",
+    q = verbs.add_parser("invert", parents=[common], help="map inputs to noise along the ODE (points, images, waveform audio)",
                          description="DDIM (Euler) or Heun inversion: the noise that sampling with the same "
                                      "solver and steps maps back to the input; prints the round trip's error.")
     q.add_argument("run", type=Path, metavar="RUN", help="run folder")
