@@ -1,4 +1,4 @@
-"""A smoke run of benchmarks/inpainting_mnist.py: a tiny MNIST run inpainted by each method and by diffusers'
+"""A smoke run of benchmarks/inpainting.py: a tiny MNIST run inpainted by each method and by diffusers'
 RePaint, scored by the project's classifier (slow: the classifier may need training first)."""
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ def test_inpainting_mnist_smoke(tmp_path, monkeypatch):
     assert main(["train", "--preset", "mnist-fast", "--data", f"mnist:{MNIST}@train", "--steps", "2",
                  "--minutes", "5", "--out", str(run), "--no-progress", "--threads", "1"]) == 0
     out = tmp_path / "t.md"
-    monkeypatch.setattr("sys.argv", ["inpainting_mnist.py", "--run", str(run), "--data", str(MNIST), "--n", "8",
+    monkeypatch.setattr("sys.argv", ["inpainting.py", "--run", str(run), "--data", str(MNIST), "--n", "8",
                                      "--nfe", "12", "--out", str(out)])
-    load_script("benchmarks/inpainting_mnist.py").main()
+    load_script("benchmarks/inpainting.py").main()
     rows = [r for r in out.read_text().splitlines()[2:] if r.startswith("| ")]
     assert len(rows) == 10 and sum("diffusers RePaint" in r for r in rows) == 2
     nfe = {r.split("|")[2].strip(): int(r.split("|")[3]) for r in rows[:5]}

@@ -201,7 +201,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     if args.n < 1 or args.batch_size < 1 or (args.steps is not None and args.steps < 1):
         raise UsageError("-n, --steps and --batch-size must be >= 1")
     run = Run(runs.open(args.run), resolve_device(args.device))
-    if not hasattr(run.modality, "edit"):
+    if not run.modality.gaussian:
         return edit_text(run, args)
     if args.input is None or args.infill is not None:
         raise UsageError("give --input FILE to edit (--infill is for text runs)")

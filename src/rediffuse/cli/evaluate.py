@@ -52,7 +52,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UsageError(f"run folder {str(args.run)!r} does not exist; give the --out folder of a training run")
     info = runs.open(args.run).spec
     modality = modalities.of(info)
-    text = modality.name == "text"
+    text = not modality.gaussian  # a token run: its held-out NELBO or NLL
     allowed = modality.eval_metrics
     if not allowed:
         raise UsageError(f"rediffuse eval measures image, audio and text runs, not {modality.a_run}; use "

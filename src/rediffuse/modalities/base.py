@@ -47,6 +47,7 @@ class Modality:
 
     name = ""
     a_run = ""  # how messages name a run of this kind ("an image run")
+    gaussian = False  # drawn by the samplers from a denoiser (so sampled with --sampler, edited with a mask)
     keys: type | None = None  # the dataclass of config keys it declares (part of `config.TrainConfig`)
     default_n = 64  # samples drawn by `rediffuse sample` without -n
     eval_metrics: tuple[str, ...] = ()  # what `rediffuse eval` measures (empty: it does not evaluate this kind)

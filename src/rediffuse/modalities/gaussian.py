@@ -24,6 +24,8 @@ TEXT_ONLY = ("length", "prompt", "infill")
 class GaussianModality(Modality):
     """A kind of data drawn from one denoiser D(x, sigma[, class]) by the samplers."""
 
+    gaussian = True
+
     def check_request(self, spec: dict[str, Any], request: SamplingRequest, trajectory: Path | None) -> None:
         """UsageError for the text-only options."""
         if any(getattr(request, name) is not None for name in TEXT_ONLY):

@@ -98,15 +98,15 @@ class Run:
         if n < 1 or batch_size < 1 or (steps is not None and steps < 1):
             raise UsageError(f"the number of samples, --steps and --batch-size must be >= 1, got {n}, {steps} "
                              f"and {batch_size}")
-        is_text = self.modality.name == "text"
-        labels = None if is_text else labels_for(n, cond, self.num_classes, guidance, flags)
-        if not is_text:
+        if self.modality.gaussian:
+            labels = labels_for(n, cond, self.num_classes, guidance, flags)
             default, default_steps = default_sampler(self.spec, DEFAULT_STEPS)
             sampler, steps = sampler or default, default_steps if steps is None else steps
+        else:  # labels a text run cannot take are refused by its check_request
+            labels = None if cond is None else torch.as_tensor(cond)
         where = self.device if device is None else pick_device(str(device))
         return SamplingRequest(n=n, sampler=sampler, steps=steps, spacing=spacing, seed=seed, batch_size=batch_size,
-                               labels=labels if not is_text or cond is None else torch.as_tensor(cond),
-                               guidance=guidance, device=where, **text)
+                               labels=labels, guidance=guidance, device=where, **text)
 
     def grid(self, request: SamplingRequest) -> Grid:
         """The levels of a Gaussian draw: the tuned plan of `spacing='tuned'`, a student's few-step grid, or
@@ -174,7 +174,7 @@ class Run:
               sampler: str | None, steps: int | None, guidance: float, seed: int, particles: int, jump: int,
               resample: int, batch_size: int, device: str | torch.device) -> tuple[SamplingRequest, EditRequest]:
         """The checked requests of an edit (a conditional model without `cond` edits with its null class)."""
-        if not hasattr(self.modality, "edit"):
+        if not self.modality.gaussian:
             raise UsageError(f"{self.modality.a_run} has no Gaussian route to edit; fill a template with "
                              "`rediffuse edit RUN --infill TEMPLATE` or `sample(infill=...)`")
         edit = edit_request(x, missing, method, strength, particles, jump, resample)
