@@ -23,8 +23,9 @@ known. Methods:
 
     python benchmarks/inpainting.py --run RUN --data /work/shared/data/mnist [--n 500] [--nfe 100]
 
-The run is an unconditional-or-conditional `--preset mnist-fast` run, edited with its null class, so the
-completion must come from the known pixels alone. The masks: the lower half (rows 14-27) and a centre square
+The run is a conditional `--preset mnist-fast` run, edited without a class, so the completion must come from
+the known pixels alone: SMC spreads its particles over the classes (the default) or, as every other method does,
+uses the null class. The masks: the lower half (rows 14-27) and a centre square
 (rows and columns 7-20). Each completed digit is scored by:
 - class accuracy against its true label, by the project's MNIST classifier;
 - FD against the held-out digits on that classifier's features.
@@ -40,6 +41,7 @@ evaluations).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 from typing import Callable
@@ -59,6 +61,11 @@ from rediffuse.truth import analytic
 from rediffuse.truth.posterior import conditional
 
 f64 = torch.float64
+
+
+def seeded(seed: int) -> torch.Generator:
+    """A CPU generator seeded with `seed`."""
+    return torch.Generator().manual_seed(seed)
 
 
 def cases() -> dict[str, tuple[analytic.GaussianMixture, torch.Tensor, torch.Tensor]]:
@@ -88,7 +95,7 @@ def methods(budget: int) -> dict[str, Callable]:
         return sample(wrapped, sig[0] * torch.randn(known.shape, generator=g, dtype=f64), sig, "euler")
 
     def reconstruction(m, known, missing, g, steps=max(budget // 2, 2)):
-        sig, scale = schedule.sigmas(steps), float(m.sample(20_000, torch.Generator().manual_seed(5)).std())
+        sig, scale = schedule.sigmas(steps), float(m.sample(20_000, seeded(5)).std())
         wrapped = Reconstruction(m.denoiser(), known, missing, torch.randn(known.shape, generator=g, dtype=f64),
                                  scale)
         return sample(wrapped, sig[0] * torch.randn(known.shape, generator=g, dtype=f64), sig, "heun")
@@ -100,17 +107,19 @@ def methods(budget: int) -> dict[str, Callable]:
         return repaint(m.denoiser(), sig[0] * torch.randn(known.shape, generator=g, dtype=f64), known, missing,
                        sig, jump=5, resample=4, generator=g)
 
-    def sequential(particles):
+    def sequential(particles, twisted=False):
         def run(m, known, missing, g):
-            sig = schedule.sigmas(budget // particles)
+            sig, scale = schedule.sigmas(budget // particles), float(m.sample(20_000, seeded(5)).std())
             return smc(m.denoiser(), sig[0] * torch.randn(known.shape, generator=g, dtype=f64), known, missing, sig,
-                       particles=particles, generator=g)
+                       particles=particles, generator=g, twist=scale if twisted else None)
         return run
 
     found = {"replacement (Euler)": replacement, "reconstruction guidance (Heun)": reconstruction,
              "RePaint (jump 5, resample 4)": repainted if levels else None}
     for particles in (4, 16):
-        found[f"SMC, {particles} particles"] = sequential(particles) if budget // particles >= 2 else None
+        for twisted in (False, True):
+            name = f"{'twisted ' if twisted else ''}SMC, {particles} particles"
+            found[name] = sequential(particles, twisted) if budget // particles >= 2 else None
     return found
 
 
@@ -172,6 +181,16 @@ def peer_repaint(run: rediffuse.Run, x: Tensor, missing: Tensor, steps: int, jum
     return torch.where(missing, sample.clamp(-1, 1), x), calls
 
 
+def edited(run: rediffuse.Run, x: Tensor, mask: Tensor, seed: int, twist: bool = True, marginal: bool = True,
+           **options) -> Tensor:
+    """run.edit(x, mask, ...) with SMC's twist and class marginalisation as chosen."""
+    request, edit = run._edit(x, mask, options.pop("method"), 1.0, None, options.pop("sampler", None),
+                              options.pop("steps"), 1.0, seed, options.pop("particles", None),
+                              options.pop("jump", 10), options.pop("resample", 10), 250, "cpu")
+    edit = dataclasses.replace(edit, twist=twist, marginal=marginal)
+    return run.modality.edit(run.opened.model(request.device), run.spec, request, edit).samples
+
+
 def mnist_table(args: argparse.Namespace) -> list[str]:
     """The rows of the MNIST table."""
     torch.manual_seed(args.seed)
@@ -181,7 +200,12 @@ def mnist_table(args: argparse.Namespace) -> list[str]:
     classifier, _ = load_or_train_classifier("mnist", args.data)
     real = extract_features(classifier, held.images.float())
     levels = max(s for s in range(2, args.nfe + 1) if repaint_evaluations(s, 5, 2) <= args.nfe)
-    ours = {"smc (4 particles)": (dict(method="smc", particles=4, steps=args.nfe // 4), args.nfe // 4 * 4),
+    ours = {"smc (twisted, 10 particles over the classes)": (dict(method="smc", particles=10, steps=args.nfe // 10),
+                                                             args.nfe // 10 * 10),
+            "smc (twisted, 4 particles, null class)": (dict(method="smc", particles=4, steps=args.nfe // 4,
+                                                            marginal=False), args.nfe // 4 * 4),
+            "smc (SMCDiff, 4 particles, null class)": (dict(method="smc", particles=4, steps=args.nfe // 4,
+                                                            marginal=False, twist=False), args.nfe // 4 * 4),
             "replace (Euler)": (dict(method="replace", sampler="euler", steps=args.nfe), args.nfe),
             "replace (Heun)": (dict(method="replace", sampler="heun", steps=(args.nfe + 1) // 2),
                                2 * ((args.nfe + 1) // 2) - 1),
@@ -194,7 +218,7 @@ def mnist_table(args: argparse.Namespace) -> list[str]:
             if options is None:
                 done, nfe = peer_repaint(run, x, mask, levels, 5, 2, args.seed)
             else:
-                done = run.edit(x, mask, seed=args.seed, batch_size=250, **options)
+                done = edited(run, x, mask, args.seed, **options)
             seconds = (time.perf_counter() - started) / len(x)
             accuracy = float((classify(classifier, done) == labels).float().mean())
             fd = frechet_distance(extract_features(classifier, done), real)

@@ -55,7 +55,8 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="smc", choices=EDIT_METHODS, help="smc (default), replace, reconstruct, "
                    "repaint, or sdedit (redraw everything from --strength)")
     p.add_argument("--strength", type=finite_float, default=0.5, help="sdedit: the noise level in (0, 1] (0.5)")
-    p.add_argument("--particles", type=int, default=4, help="smc: draws per sample (4)")
+    p.add_argument("--particles", type=int, default=None,
+                   help="smc: draws per sample (4; for a conditional run given no --class, one per class)")
     p.add_argument("--jump", type=int, default=10, help="repaint: levels per return (10)")
     p.add_argument("--resample", type=int, default=10, help="repaint: passes over each stretch (10)")
     p.add_argument("-n", type=int, default=1, help="results per input (1)")

@@ -67,7 +67,8 @@ class GaussianModality(Modality):
                 part = edit_batch(denoiser, model.schedule, edit, x[first: rows[-1] + 1],
                                   None if missing is None else missing[first: rows[-1] + 1], sigmas,
                                   request.sampler or "heun", gens, cond, float(spec.sigma_data),
-                                  None if on_step is None else _steps_of_batch(on_step, first))
+                                  None if on_step is None else _steps_of_batch(on_step, first),
+                                  spec.data.num_classes)
                 out.append(part.cpu())
                 if progress is not None:
                     progress(len(rows))
@@ -79,9 +80,10 @@ class GaussianModality(Modality):
 
 def edit_batch(denoiser: nn.Module, schedule: Any, edit: EditRequest, x: Tensor, missing: Tensor | None,
                sigmas: Tensor, sampler: str, gens: list[torch.Generator], cond: Tensor | None,
-               scale: float, callback: Callable | None = None) -> Tensor:
+               scale: float, callback: Callable | None = None, num_classes: int | None = None) -> Tensor:
     """One batch of an edit (inputs x, their missing masks) with per-sample generators; the sampler's steps go
-    to callback (SMC's hold every particle: k rows per input)."""
+    to callback (SMC's hold every particle: k rows per input). `scale` is the data's standard deviation, and
+    `num_classes` a conditional model's (whose null class, for SMC, means the classes marginalised)."""
     noise = lambda: generation.prior(schedule, float(sigmas[0]), x.shape, gens, x.device, x.dtype)  # noqa: E731
     if edit.method == "sdedit":
         grid = edit_grid(sigmas, edit.strength)
@@ -91,13 +93,24 @@ def edit_batch(denoiser: nn.Module, schedule: Any, edit: EditRequest, x: Tensor,
         return repaint(denoiser, noise(), x, missing, sigmas, jump=edit.jump, resample=edit.resample,
                        generator=gens, cond=cond, callback=callback)
     if edit.method == "smc":
-        return smc(denoiser, noise(), x, missing, sigmas, particles=edit.particles, generator=gens, cond=cond,
-                   callback=callback)
+        marginal = edit.marginal and num_classes is not None and cond is not None and bool((cond == num_classes).all())
+        k = edit.particles or (num_classes if marginal else 4)
+        cond = particle_classes(num_classes, k, gens) if marginal else cond
+        return smc(denoiser, noise(), x, missing, sigmas, particles=k, generator=gens, cond=cond,
+                   callback=callback, twist=scale if edit.twist else None)
     path = torch.stack([torch.randn(x.shape[1:], generator=g, dtype=x.dtype, device=x.device) for g in gens])
     wrapped = Replacement(denoiser, x, missing, path) if edit.method == "replace" else \
         Reconstruction(denoiser, x, missing, path, scale)
     drawn = samplers.sample(wrapped, noise(), sigmas, sampler, generator=gens, cond=cond, callback=callback)
     return torch.where(missing, drawn, x)
+
+
+def particle_classes(num_classes: int, particles: int, gens: list[torch.Generator]) -> Tensor:
+    """Each sample's particles' classes [N, particles]: the classes in a random order, repeated to fill; each
+    particle's class is uniform, so the particles draw from the mixture over classes, p(x) = mean_c p(x | c)."""
+    spread = torch.arange(particles) % num_classes
+    return torch.stack([torch.randperm(num_classes, generator=g, device=g.device)[spread.to(g.device)]
+                        for g in gens])
 
 
 def _steps_of_batch(on_step: OnStep, first: int) -> Callable[[dict[str, Any]], None]:

@@ -113,21 +113,39 @@ def repaint_evaluations(steps: int, jump: int, resample: int) -> int:
 
 
 def smc(denoiser: Denoiser, x: Tensor, known: Tensor, missing: Tensor, sigmas: Tensor, *, particles: int = 4,
-        generator: Generator = None, cond: Tensor | None = None, callback: Callable | None = None) -> Tensor:
+        generator: Generator = None, cond: Tensor | None = None, callback: Callable | None = None,
+        twist: float | None = None) -> Tensor:
     """Sequential Monte Carlo inpainting (SMCDiff, Trippe et al. 2022): `particles` draws per sample share one
     forward-noised path of the known part; each moves its missing part by an ancestral step and is weighted by
     the density its step gives the known part's next value; a group is resampled when its effective size falls
-    below half. Exact as the particles grow, for an exact denoiser and fine steps. x: noise at sigmas[0], [N, ...]."""
+    below half. Exact as the particles grow, for an exact denoiser and fine steps. x: noise at sigmas[0], [N, ...].
+
+    With `twist` = s (the data scale), resampling also weighs each particle by the twisting function of TDS (Wu et
+    al. 2023), log N(known; D(x)_known, r^2) with r^2 = sigma^2 s^2 / (sigma^2 + s^2): how well its denoised
+    guess agrees with the known values. The twists telescope out of the final weights, so the target is unchanged;
+    only the choice of which particles survive is made earlier and better."""
     levels, n, k = sigmas.tolist(), x.shape[0], particles
     missing = missing.bool()
     per = _PerSample(generator, n, k)
     path = _known_path(known, levels, per)  # the known part at every level, [len(levels), N, ...]
     xs = torch.where(missing, x, path[0]).repeat_interleave(k, 0)
     grouped = lambda t: t.repeat_interleave(k, 0)  # noqa: E731 (per-particle copies of per-sample tensors)
-    mask_k, cond_k = grouped(missing.expand_as(x)), None if cond is None else grouped(cond)
+    mask_k = grouped(missing.expand_as(x))
+    cond_k = None if cond is None else cond.reshape(n * k) if cond.shape[:2] == (n, k) else grouped(cond)
+    known_k = grouped(known.expand_as(x))
     log_w = torch.zeros(n, k, dtype=torch.float64, device=x.device)
+    log_twist = torch.zeros_like(log_w)
     for i, (sigma, target) in enumerate(zip(levels, levels[1:])):
         x0 = call(denoiser, xs, sigma, cond_k)
+        if twist is not None:  # swap the last level's twist for this one's
+            r2 = sigma**2 * twist**2 / (sigma**2 + twist**2)
+            error = torch.where(mask_k, torch.zeros_like(x0), (x0 - known_k) ** 2).reshape(n, k, -1).sum(-1)
+            now = -error.to(torch.float64) / (2 * r2)
+            log_w, log_twist = log_w + now - log_twist, now
+            flat, log_w = _resample_when_degenerate(log_w, per)
+            if flat is not None:
+                xs, log_twist = xs[flat], log_twist.reshape(-1)[flat].reshape(n, k)
+                cond_k = None if cond_k is None else cond_k[flat]
         if callback is not None:
             callback({"i": i, "x": xs, "sigma": sigma, "sigma_next": target, "denoised": x0})
         ratio = (target / sigma) ** 2
@@ -139,9 +157,11 @@ def smc(denoiser: Denoiser, x: Tensor, known: Tensor, missing: Tensor, sigmas: T
             log_w = log_w - sq.to(torch.float64) / (2 * var)
         xs = mean + math.sqrt(var) * per.noise(xs)
         xs = torch.where(mask_k, xs, grouped(path[i + 1]))
-        if var > 0 and i < len(levels) - 2:
-            xs, log_w = _resample_when_degenerate(xs, log_w, per)
-    pick = per.choose(log_w)
+        if twist is None and var > 0 and i < len(levels) - 2:
+            flat, log_w = _resample_when_degenerate(log_w, per)
+            if flat is not None:
+                xs, cond_k = xs[flat], None if cond_k is None else cond_k[flat]
+    pick = per.choose(log_w - log_twist)
     return torch.where(missing, xs.reshape(n, k, *x.shape[1:])[torch.arange(n), pick], known)
 
 
@@ -182,15 +202,16 @@ def _known_path(known: Tensor, levels: list[float], per: _PerSample) -> Tensor:
     return torch.stack(out[::-1])
 
 
-def _resample_when_degenerate(xs: Tensor, log_w: Tensor, per: _PerSample) -> tuple[Tensor, Tensor]:
-    """Systematic resampling of each sample's particles whose effective size fell below half; weights reset."""
+def _resample_when_degenerate(log_w: Tensor, per: _PerSample) -> tuple[Tensor | None, Tensor]:
+    """Systematic resampling of each sample's particles whose effective size fell below half: (the surviving
+    particles' flat indices [N * k], or None where none fell; the weights, reset where resampled)."""
     w = torch.softmax(log_w, 1)
     ess = 1.0 / w.square().sum(1)
     low = ess < per.k / 2
     if not bool(low.any()):
-        return xs, log_w
+        return None, log_w
     u = (per.uniform(log_w.device)[:, None] + torch.arange(per.k, device=log_w.device)) / per.k  # [N, k]
     idx = torch.searchsorted(w.cumsum(1), u * w.sum(1, keepdim=True)).clamp(max=per.k - 1)
     idx = torch.where(low[:, None], idx, torch.arange(per.k, device=log_w.device))
     flat = (idx + per.k * torch.arange(per.n, device=log_w.device)[:, None]).reshape(-1)
-    return xs[flat], torch.where(low[:, None], torch.zeros_like(log_w), log_w)
+    return flat, torch.where(low[:, None], torch.zeros_like(log_w), log_w)

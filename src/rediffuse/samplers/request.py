@@ -43,17 +43,20 @@ EDIT_METHODS = ("smc", "replace", "reconstruct", "repaint", "sdedit")
 @dataclass(frozen=True, eq=False)
 class EditRequest:
     """How to edit inputs x [N, ...] (in the model's data space): redraw the `missing` part (True where to
-    draw; broadcast over x) by `method` (smc: `particles` per sample; repaint: `jump` and `resample`), or
-    (sdedit) redraw all of x from the level of `strength` in (0, 1]. The draw itself (sampler, steps, seed,
-    labels, guidance, device, batch size) is the SamplingRequest beside it."""
+    draw; broadcast over x) by `method` (smc: `particles` per sample, `twist`ed resampling, and for a conditional
+    model given no class, particles spread over the classes (None: 4, or one per class); repaint: `jump` and `resample`), or (sdedit) redraw
+    all of x from the level of `strength` in (0, 1]. The draw itself (sampler, steps, seed, labels, guidance,
+    device, batch size) is the SamplingRequest beside it."""
 
     x: Tensor
     missing: Tensor | None = None
     method: str = "smc"
     strength: float = 1.0
-    particles: int = 4
+    particles: int | None = None
     jump: int = 10
     resample: int = 10
+    twist: bool = True
+    marginal: bool = True
 
 
 @dataclass(frozen=True, eq=False)

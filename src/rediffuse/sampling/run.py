@@ -148,19 +148,20 @@ class Run:
 
     def edit(self, x: Tensor, missing: Tensor | None = None, method: str = "smc", *, strength: float = 1.0,
              cond: int | Sequence[int] | Tensor | None = None, sampler: str | None = None, steps: int | None = None,
-             guidance: float = 1.0, seed: int = 0, particles: int = 4, jump: int = 10, resample: int = 10,
+             guidance: float = 1.0, seed: int = 0, particles: int | None = None, jump: int = 10, resample: int = 10,
              batch_size: int = 1000, device: str | torch.device = "auto") -> Tensor:
         """Inputs x [N, ...] (as `sample` returns them) edited on the CPU: the `missing` part (True where to
         draw) redrawn from the model's conditional by `method` (smc, replace, reconstruct, repaint) and the rest
         kept bit for bit; or, method 'sdedit', all of x redrawn from the noise level of `strength` in (0, 1].
-        Labels and guidance as in `sample` (a conditional model without `cond` edits with its null class)."""
+        Labels and guidance as in `sample`: a conditional model without `cond` edits with its null class, but for
+        smc with its `particles` (default 4, or one per class) spread over the classes."""
         request, edit = self._edit(x, missing, method, strength, cond, sampler, steps, guidance, seed, particles,
                                    jump, resample, batch_size, device)
         return self.modality.edit(self.opened.model(request.device), self.spec, request, edit).samples
 
     def edit_steps(self, x: Tensor, missing: Tensor | None = None, method: str = "smc", *, strength: float = 1.0,
                    cond: int | Sequence[int] | Tensor | None = None, sampler: str | None = None,
-                   steps: int | None = None, guidance: float = 1.0, seed: int = 0, particles: int = 4,
+                   steps: int | None = None, guidance: float = 1.0, seed: int = 0, particles: int | None = None,
                    jump: int = 10, resample: int = 10, batch_size: int = 1000,
                    device: str | torch.device = "auto") -> Generator[Step, None, Drawn]:
         """`edit`'s reverse process as it runs, a Step per step and batch (SMC's states hold every particle);
@@ -171,7 +172,7 @@ class Run:
         return stream(lambda on_step: self.modality.edit(model, self.spec, request, edit, on_step=on_step))
 
     def _edit(self, x: Tensor, missing: Tensor | None, method: str, strength: float, cond: Any,
-              sampler: str | None, steps: int | None, guidance: float, seed: int, particles: int, jump: int,
+              sampler: str | None, steps: int | None, guidance: float, seed: int, particles: int | None, jump: int,
               resample: int, batch_size: int, device: str | torch.device) -> tuple[SamplingRequest, EditRequest]:
         """The checked requests of an edit (a conditional model without `cond` edits with its null class)."""
         if not self.modality.gaussian:
@@ -220,7 +221,7 @@ class Run:
         return [Vocabulary.from_dict(self.spec.vocab).decode(row) for row in ids]
 
 
-def edit_request(x: Tensor, missing: Tensor | None, method: str, strength: float, particles: int, jump: int,
+def edit_request(x: Tensor, missing: Tensor | None, method: str, strength: float, particles: int | None, jump: int,
                  resample: int) -> EditRequest:
     """A checked EditRequest (UsageError naming the problem and the fix)."""
     if method not in EDIT_METHODS:
@@ -239,7 +240,7 @@ def edit_request(x: Tensor, missing: Tensor | None, method: str, strength: float
             raise UsageError("the mask marks nothing to redraw (all known): white (True) is what is redrawn")
         if bool(missing.all()):
             raise UsageError("the mask marks everything to redraw: that is sampling; use `sample`, or sdedit")
-    if min(particles, jump, resample) < 1:
+    if min(particles or 1, jump, resample) < 1:
         raise UsageError("--particles, --jump and --resample must be >= 1")
     return EditRequest(torch.as_tensor(x), missing, method, strength, particles, jump, resample)
 
