@@ -197,6 +197,6 @@ def test_fit_with_labels_trains_a_conditional_model_unless_told_otherwise(tmp_pa
 
 
 def test_every_kind_of_data_has_one_modality_object():
-    assert set(modalities.MODALITIES) == {"points", "images", "audio", "text"}
+    assert set(modalities.MODALITIES) == {"points", "images", "audio", "text", "table"}
     for name, modality in modalities.MODALITIES.items():
         assert modality.name == name and modality.default_n >= 1 and modality.a_run.endswith(" run")

@@ -24,6 +24,7 @@ from rediffuse.keys import need, need_positive_ints, opt
 from rediffuse.modalities.audio import AudioKeys
 from rediffuse.modalities.images import ImageKeys
 from rediffuse.modalities.points import PointKeys
+from rediffuse.modalities.table import TableKeys
 from rediffuse.modalities.text import TextKeys
 from rediffuse.objectives.consistency import ConsistencyKeys
 from rediffuse.objectives.gaussian import GaussianKeys
@@ -34,7 +35,8 @@ LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
-class TrainConfig(ConsistencyKeys, MaskedKeys, GaussianKeys, TextKeys, AudioKeys, ImageKeys, PointKeys):
+class TrainConfig(ConsistencyKeys, MaskedKeys, GaussianKeys, TableKeys, TextKeys, AudioKeys, ImageKeys,
+                  PointKeys):
     """Everything that defines a training run (JSON/TOML keys are these field names): the loop's keys here, and
     those of the objectives and kinds of data, inherited from their key groups."""
 
@@ -104,7 +106,7 @@ class TrainConfig(ConsistencyKeys, MaskedKeys, GaussianKeys, TextKeys, AudioKeys
         check(self)
 
 
-KEY_GROUPS = (GaussianKeys, ConsistencyKeys, MaskedKeys, PointKeys, ImageKeys, AudioKeys, TextKeys)
+KEY_GROUPS = (GaussianKeys, ConsistencyKeys, MaskedKeys, PointKeys, ImageKeys, AudioKeys, TextKeys, TableKeys)
 
 
 def key_groups() -> list[tuple[str, list[dataclasses.Field]]]:
@@ -139,8 +141,8 @@ def _type_ok(annotation: str, value: Any) -> bool:
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 # Fields that define the model and its data: a resumed run must keep them.
-IDENTITY = ("data", "objective", "num_points", "image_size", "clip_length", "sample_rate", "audio_representation", "tokens", "block_length", "mask_schedule", "net",
-            "net_kwargs", "schedule", "schedule_kwargs", "parameterization", "sigma_data", "conditional", "seed",
+IDENTITY = ("data", "objective", "num_points", "image_size", "clip_length", "sample_rate", "audio_representation",
+            "tokens", "block_length", "mask_schedule", "columns", "target", "net", "net_kwargs", "schedule", "schedule_kwargs", "parameterization", "sigma_data", "conditional", "seed",
             "batch_size")
 
 

@@ -142,7 +142,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def report_training(result: TrainResult, config: TrainConfig) -> None:
     why = {"done": "finished", "time": "stopped at the time budget", "interrupted": "interrupted"}[result.stopped]
-    unit = {"text": "windows"}.get(data_kind(config.data), data_kind(config.data))
+    unit = {"text": "windows", "table": "rows"}.get(data_kind(config.data), data_kind(config.data))
     print(f"{why} at step {result.step}; checkpoint {result.checkpoint} ({result.samples_per_s:.0f} {unit}/s)")
     if result.stopped != "done":
         print(f"continue with: {PROG} train --out {config.out} --resume")

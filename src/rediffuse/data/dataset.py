@@ -19,6 +19,8 @@ from rediffuse.audio.codec import MelCodec
 from rediffuse.data import toy2d
 from rediffuse.data.audio import is_audio_spec, load_audio
 from rediffuse.data.images import load_images
+from rediffuse.data.table_codec import TableCodec
+from rediffuse.data.tables import is_table_spec, load_table
 from rediffuse.data.text import TextSet, Vocabulary, load_text
 from rediffuse.errors import ConfigError
 
@@ -55,6 +57,9 @@ class DataOptions(Protocol):
     audio_representation: str
     tokens: str
     seed: int
+    columns: str | None
+    target: str | None
+    conditional: bool
 
 
 @dataclass
@@ -68,6 +73,7 @@ class Data:
     rate: int | None = None  # audio: the sample rate in Hz
     codec: dict | None = None  # audio learned as log-mel images: the codec's config (x holds the images)
     stream: "Stream | None" = None  # examples read from a Dataset batch by batch (x is then empty)
+    table: TableCodec | None = None  # tables: the schema and transforms x was encoded by
 
     @property
     def vocab(self) -> Vocabulary | None:
@@ -93,10 +99,12 @@ class Data:
 
 
 def data_kind(spec: str) -> str:
-    """'text' for text:PATH, 'audio' for audio:PATH and fsdd:PATH, 'points' for analytic presets and point files,
-    else 'images' (ConfigError for a missing data file)."""
+    """'text' for text:PATH, 'table' for table:..., 'audio' for audio:PATH and fsdd:PATH, 'points' for analytic
+    presets and point files, else 'images' (ConfigError for a missing data file)."""
     if spec.startswith("text:"):
         return "text"
+    if is_table_spec(spec):
+        return "table"
     if is_audio_spec(spec):
         return "audio"
     if Path(spec).suffix.lower() in (".npy", ".npz", ".csv") and not Path(spec).is_file():
@@ -173,8 +181,20 @@ def _load_images(config: DataOptions) -> Data:
     return Data(images.images.float().contiguous(), images.labels, "images")
 
 
+def _load_table(config: DataOptions) -> Data:
+    """table:... as rows encoded by a codec fitted to them (the target as labels for a conditional run)."""
+    table = load_table(config.data, config.columns, config.target)
+    try:
+        codec = TableCodec.fit(table, conditional=config.conditional)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    x, labels = codec.encode(table)
+    return Data(x, labels, "table", table=codec)
+
+
 LOADERS: dict[str, Callable[[DataOptions], Data]] = {"text": _load_text, "audio": _load_audio,
-                                                      "points": _load_points, "images": _load_images}
+                                                      "points": _load_points, "images": _load_images,
+                                                      "table": _load_table}
 
 
 def data_std(x: Tensor) -> float:

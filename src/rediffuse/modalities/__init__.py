@@ -1,4 +1,4 @@
-"""The kinds of data, one object each (`base.Modality`): points, images, audio and text, by name."""
+"""The kinds of data, one object each (`base.Modality`): points, images, audio, text and tables, by name."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from rediffuse.modalities.audio import Audio
 from rediffuse.modalities.base import Drawn, Extras, Modality
 from rediffuse.modalities.images import Images
 from rediffuse.modalities.points import Points
+from rediffuse.modalities.table import Table
 from rediffuse.modalities.text import Text
 
-MODALITIES: dict[str, Modality] = {m.name: m for m in (Points(), Images(), Audio(), Text())}
+MODALITIES: dict[str, Modality] = {m.name: m for m in (Points(), Images(), Audio(), Text(), Table())}
 
 
 def get(name: str) -> Modality:

@@ -11,10 +11,11 @@ from rediffuse.objectives.consistency import Consistency
 from rediffuse.objectives.base import Batch, Config, Draws, NoDraws, Objective, StepDraws, StepGenerators
 from rediffuse.objectives.gaussian import Gaussian
 from rediffuse.objectives.masked import Masked, MaskedLM
+from rediffuse.objectives.table import TableObjective
 
 OBJECTIVES: dict[str, Callable[[Config], Objective]] = {"gaussian": Gaussian, "masked": Masked,
                                                            "autoregressive": Autoregressive,
-                                                           "consistency": Consistency}
+                                                           "consistency": Consistency, "table": TableObjective}
 
 
 def get(config: Config) -> Objective:
@@ -32,4 +33,5 @@ def validate(config: Config) -> None:
 
 
 __all__ = ["OBJECTIVES", "Autoregressive", "Batch", "CausalLM", "Consistency", "Draws", "Gaussian", "Masked",
-           "MaskedLM", "NoDraws", "Objective", "StepDraws", "StepGenerators", "get", "validate"]
+           "MaskedLM", "NoDraws", "Objective", "StepDraws", "StepGenerators", "TableObjective", "get",
+           "validate"]

@@ -51,6 +51,8 @@ class Gaussian(Configured):
         c = self.config
         need(not c.data.startswith("text:"), f"text data {c.data!r} trains with --objective masked (masked token "
                                              "diffusion) or autoregressive, not Gaussian denoising")
+        need(not c.data.startswith("table:"), f"table data {c.data!r} trains with --objective table (numbers "
+                                              "and categories together), not Gaussian denoising")
         need(c.net in ("auto", *NETS), f"unknown net {c.net!r}; choose auto, {', '.join(NETS)}")
         need(c.schedule in schedules.SCHEDULES,
              f"unknown schedule {c.schedule!r}; choose one of {', '.join(schedules.SCHEDULES)}")
