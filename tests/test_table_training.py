@@ -4,13 +4,14 @@ CSV of the training file's schema; a conditional run samples its classes."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from helpers import assert_same_state
+from helpers import assert_one_line_error, assert_same_state
 from rediffuse import load
 from rediffuse.cli import main
 from rediffuse.config import TrainConfig
@@ -90,3 +91,19 @@ def test_a_conditional_run_draws_the_class_asked_and_the_prior_otherwise(conditi
     drawn, real = read_csv(conditional_run / "all.csv"), read_csv(conditional_run / "c.csv")
     shares = [np.bincount(t["band"], minlength=3) / len(t) for t in (real, drawn)]
     assert np.abs(shares[0] - shares[1]).max() < 0.06  # the classes drawn by their training frequencies
+
+
+def test_eval_scores_the_samples_beside_the_held_out_floor(tmp_path, capsys):
+    data = copula_csv(tmp_path / "c.csv", n=600)
+    train(TrainConfig(data=f"table:{data}@train", out=str(tmp_path / "run"), steps=200, target="band", **SETTINGS))
+    assert main(["eval", str(tmp_path / "run"), "--steps", "8"]) == 0
+    report = json.loads((tmp_path / "run" / "eval" / "eval.json").read_text())
+    assert report["rows"] == 300 and set(report["synthetic"]) == set(report["floor"])
+    assert {"shape_error_pct", "trend_error_pct", "c2st_auc", "dcr_share", "ml_roc_auc"} <= set(report["synthetic"])
+    assert 0 <= report["synthetic"]["dcr_share"] <= 1 and report["floor"]["ml_roc_auc"] > 0.8
+    assert (tmp_path / "run" / "eval" / "columns.png").is_file() and (tmp_path / "run" / "eval" / "trends.png").is_file()
+
+
+def test_eval_without_held_out_rows_is_a_one_line_error(conditional_run, capsys):
+    code = main(["eval", str(conditional_run / "run"), "--steps", "2"])
+    assert_one_line_error(capsys, code, 2, "has no held-out part")

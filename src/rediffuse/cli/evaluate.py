@@ -10,6 +10,7 @@ from rediffuse import distributed, modalities, runs, samplers
 from rediffuse.objectives import consistency as few_step
 from rediffuse.cli.common import finite_float, device_name
 from rediffuse.evaluation.evaluate import METRICS, evaluate
+from rediffuse.evaluation.tables.report import evaluate_table
 from rediffuse.evaluation.text import evaluate_text
 from rediffuse.errors import UsageError
 from rediffuse.distributed import DEVICE_HELP
@@ -28,7 +29,8 @@ def add_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
                    help=f"comma list from {','.join(METRICS)} (images; default all; audio without nll) or nelbo (text; "
                         "an autoregressive run reports its exact nll)")
     p.add_argument("--data", default=None, metavar="SPEC",
-                   help="text runs: the held-out text (default: the @heldout part of the run's text:PATH@train)")
+                   help="text and table runs: the held-out data (default: the @heldout part of the run's @train "
+                        "data)")
     p.add_argument("--draws", type=int, default=4, help="text runs: NELBO draws per window (default: 4)")
     p.add_argument("-n", type=int, default=None, help="samples (default: 10000 images, 1000 audio clips)")
     p.add_argument("--sampler", default=None, choices=sorted(samplers.SAMPLERS),
@@ -68,6 +70,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UsageError(f"--metrics for {kind} takes a comma list from {','.join(allowed)}, got {given!r}")
     if text and "nll" in metrics and info.bos_id is None:
         raise UsageError("--metrics nll needs an autoregressive run; a masked run reports its bound: --metrics nelbo")
+    if modality.eval_report == "table":  # every metric, on as many rows as the training part unless -n
+        if (args.n is not None and args.n < 1) or (args.steps is not None and args.steps < 1):
+            raise UsageError("-n and --steps must be >= 1")
+        evaluate_table(args.run, data=args.data, n=args.n, steps=args.steps, guidance=args.guidance,
+                       seed=args.seed, device=args.device)
+        print((args.run / "eval" / "eval.md").read_text(), end="")
+        print(args.run / "eval" / "eval.json")
+        return 0
     sampler, steps = few_step.default_sampler(info, 18)
     args.sampler = args.sampler or sampler
     args.steps = steps if args.steps is None else args.steps

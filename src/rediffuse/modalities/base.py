@@ -52,6 +52,7 @@ class Modality:
     default_n = 64  # samples drawn by `rediffuse sample` without -n
     eval_metrics: tuple[str, ...] = ()  # what `rediffuse eval` measures (empty: it does not evaluate this kind)
     eval_n = 10_000  # samples `rediffuse eval` draws by default
+    eval_report = "samples"  # how `rediffuse eval` measures it: samples (features), nelbo (text) or table
     mirrors = False  # whether --hflip may mirror examples left to right (images)
     windows = False  # whether training reads random windows of one long example (a text's token stream)
     preview_per_class = 0  # samples per class (per row) in a training preview; 0: no preview picture

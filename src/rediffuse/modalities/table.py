@@ -40,6 +40,8 @@ class Table(Modality):
     a_run = "a table run"
     keys = TableKeys
     default_n = 1000
+    eval_metrics = ("table",)  # every table metric at once (`evaluation.tables.report`)
+    eval_report = "table"
 
     def default_net(self, shape: Sequence[int], codec: dict | None) -> str:
         """The MLP over columns."""
