@@ -107,3 +107,27 @@ def test_eval_scores_the_samples_beside_the_held_out_floor(tmp_path, capsys):
 def test_eval_without_held_out_rows_is_a_one_line_error(conditional_run, capsys):
     code = main(["eval", str(conditional_run / "run"), "--steps", "2"])
     assert_one_line_error(capsys, code, 2, "has no held-out part")
+
+
+def test_edit_fills_the_empty_cells_and_keeps_the_rest(conditional_run, capsys):
+    rows = conditional_run / "rows.csv"
+    rows.write_text("income,age,band\n1200.50,,high\n,35,\n")
+    out = conditional_run / "filled"
+    assert main(["edit", str(conditional_run / "run"), "--input", str(rows), "-n", "3", "--steps", "8",
+                 "--out", str(out)]) == 0
+    filled = read_csv(out / "imputed.csv", "age:int")
+    assert len(filled) == 6
+    np.testing.assert_array_equal(filled["income"][:3], [1200.5] * 3)
+    assert [filled.schema.column("band").categories[c] for c in filled["band"][:3]] == ["high"] * 3
+    np.testing.assert_array_equal(filled["age"][3:], [35] * 3)
+    assert np.isfinite(filled["age"][:3]).all() and np.isfinite(filled["income"][3:]).all()
+
+
+@pytest.mark.parametrize("text, fragment", [("income,band,age\n1,high,3\n", "has the columns income, band, age"),
+                                            ("income,age,band\n1,3,huge\n", "category 'huge', which the run")])
+def test_edit_refuses_rows_of_another_table(conditional_run, capsys, text, fragment):
+    rows = conditional_run / "bad.csv"
+    rows.write_text(text)
+    code = main(["edit", str(conditional_run / "run"), "--input", str(rows), "--out", str(conditional_run / "x")])
+    assert_one_line_error(capsys, code, 2, fragment)
+    assert not (conditional_run / "x").exists()

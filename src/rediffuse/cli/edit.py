@@ -27,7 +27,9 @@ from rediffuse.cli.common import device_name, finite_float
 from rediffuse.cli.outputs import refuse_overwrite
 from rediffuse.config import resolve_device
 from rediffuse.distributed import DEVICE_HELP
-from rediffuse.errors import UsageError
+from rediffuse.data.table_types import Schema
+from rediffuse.data.tables import read_for_schema, write_csv
+from rediffuse.errors import ConfigError, UsageError
 from rediffuse.modalities import Extras
 from rediffuse.data.audio import fit_length, read_wav
 from rediffuse.io import atomic_write
@@ -202,8 +204,10 @@ def cmd_edit(args: argparse.Namespace) -> int:
     if args.n < 1 or args.batch_size < 1 or (args.steps is not None and args.steps < 1):
         raise UsageError("-n, --steps and --batch-size must be >= 1")
     run = Run(runs.open(args.run), resolve_device(args.device))
-    if not run.modality.gaussian:
+    if run.modality.edit_route == "template":
         return edit_text(run, args)
+    if run.modality.edit_route == "cells":
+        return edit_table(run, args)
     if args.input is None or args.infill is not None:
         raise UsageError("give --input FILE to edit (--infill is for text runs)")
     rate, shape = run.spec.data.rate, run.modality.delivered_shape(run.spec.data)
@@ -220,6 +224,30 @@ def cmd_edit(args: argparse.Namespace) -> int:
     full_mask = torch.zeros(shape, dtype=torch.bool) if mask is None else mask.expand(shape)
     for path in run.modality.write_edits(args.out, x, full_mask, edited, args.n, run.spec):
         print(path)
+    return 0
+
+
+def edit_table(run: Run, args: argparse.Namespace) -> int:
+    """A table run's edit: the empty cells of --input's rows filled, -n times per row, into OUT/imputed.csv."""
+    if args.input is None or args.input.suffix.lower() != ".csv":
+        raise UsageError(f"{run.modality.a_run} is edited by filling the empty cells of a CSV: give --input ROWS.csv "
+                         "with the run's columns")
+    if any(v is not None for v in (args.mask, args.box, args.missing, args.region, args.infill, args.label)):
+        raise UsageError("a table run fills the empty cells of --input (its target is a column there); drop --mask, "
+                         "--box, --missing, --region, --infill and --class")
+    schema = Schema.from_dict(run.spec.table["schema"])
+    try:
+        rows, empty = read_for_schema(args.input, schema)
+    except ConfigError as err:
+        raise UsageError(str(err)) from None
+    out = args.out / "imputed.csv"
+    refuse_overwrite([out], args.overwrite)
+    request = run.request(args.n, None, None, args.steps, args.guidance, args.seed, "default", args.batch_size)
+    run.modality.check_request(run.spec, request, None)
+    filled = run.modality.impute(run.opened.model(request.device), run.spec, rows, empty, request)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_csv(filled, out)
+    print(out)
     return 0
 
 

@@ -59,6 +59,23 @@ def read_csv(path: Path, overrides: str | None = None) -> Table:
     """A CSV file with a header row; kinds inferred per column, or given by `overrides` ('age:int,id:drop')."""
     if not path.is_file():
         raise ConfigError(f"table file {str(path)!r} does not exist; check the path after table:")
+    header, body = _rows(path)
+    kinds = parse_overrides(overrides, header)
+    cells = {name: [row[j].strip() for row in body] for j, name in enumerate(header)}
+    columns, values = [], {}
+    for name in header:
+        if kinds.get(name) == "drop":
+            continue
+        column, array = build_column(name, cells[name], kinds.get(name))
+        columns.append(column)
+        values[name] = array
+    if not columns:
+        raise ConfigError(f"{path}: every column was dropped; keep at least one")
+    return Table(Schema(tuple(columns)), values)
+
+
+def _rows(path: Path) -> tuple[list[str], list[list[str]]]:
+    """(the header, the data rows) of a UTF-8 CSV (ConfigError for a bad file)."""
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")
@@ -75,18 +92,7 @@ def read_csv(path: Path, overrides: str | None = None) -> Table:
                               "that row (quote fields holding commas)")
     if len(set(header)) != len(header):
         raise ConfigError(f"{path} repeats a column name in its header; give each column its own name")
-    kinds = parse_overrides(overrides, header)
-    cells = {name: [row[j].strip() for row in body] for j, name in enumerate(header)}
-    columns, values = [], {}
-    for name in header:
-        if kinds.get(name) == "drop":
-            continue
-        column, array = build_column(name, cells[name], kinds.get(name))
-        columns.append(column)
-        values[name] = array
-    if not columns:
-        raise ConfigError(f"{path}: every column was dropped; keep at least one")
-    return Table(Schema(tuple(columns)), values)
+    return header, body
 
 
 ALIASES = {"int": "integer", "num": "numeric", "float": "numeric", "cat": "categorical", "bool": "boolean"}
@@ -190,6 +196,35 @@ def _builtin(name: str) -> Table:
         columns.append(column)
         values[n] = array
     return Table(Schema(tuple(columns)), values)
+
+
+def read_for_schema(path: Path, schema: Schema) -> tuple[Table, dict[str, np.ndarray]]:
+    """Rows of a CSV in a run's schema, and per column where its cells are empty (to be filled); other missing
+    tokens are values as in training (ConfigError for other columns, or a category the run never saw)."""
+    if not path.is_file():
+        raise ConfigError(f"input file {str(path)!r} does not exist; give a CSV of rows with the run's columns")
+    header, body = _rows(path)
+    if header != schema.names:
+        raise ConfigError(f"{path} has the columns {', '.join(header)}; the run's table has "
+                          f"{', '.join(schema.names)} (in that order)")
+    values, empty = {}, {}
+    for j, column in enumerate(schema.columns):
+        cells = [row[j].strip() for row in body]
+        empty[column.name] = np.array([c == "" for c in cells])
+        if column.numeric:
+            bad = [c for c in cells if c and c not in MISSING and not _is_float(c)]
+            if bad:
+                raise ConfigError(f"column {column.name!r} holds numbers, got {bad[0]!r}; fix the cell")
+            values[column.name] = np.array([float(c) if c and c not in MISSING else np.nan for c in cells])
+            continue
+        code = {c: i for i, c in enumerate(column.categories)}
+        known = [c.lower() if column.kind == "boolean" else c for c in cells]
+        unseen = [c for c in known if c and c not in code]
+        if unseen:
+            raise ConfigError(f"column {column.name!r} has the category {unseen[0]!r}, which the run never saw; "
+                              f"use one of {', '.join(column.categories)} (or leave the cell empty to fill it)")
+        values[column.name] = np.array([code.get(c, 0) for c in known], dtype=np.int64)
+    return Table(schema, values), empty
 
 
 def write_csv(table: Table, path: Path) -> None:

@@ -53,6 +53,7 @@ class Modality:
     eval_metrics: tuple[str, ...] = ()  # what `rediffuse eval` measures (empty: it does not evaluate this kind)
     eval_n = 10_000  # samples `rediffuse eval` draws by default
     eval_report = "samples"  # how `rediffuse eval` measures it: samples (features), nelbo (text) or table
+    edit_route = "mask"  # how `rediffuse edit` takes its input: mask (a file and a mask), template (text), cells
     mirrors = False  # whether --hflip may mirror examples left to right (images)
     windows = False  # whether training reads random windows of one long example (a text's token stream)
     preview_per_class = 0  # samples per class (per row) in a training preview; 0: no preview picture

@@ -3,10 +3,12 @@ file's column names, kinds and categories."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -42,6 +44,7 @@ class Table(Modality):
     default_n = 1000
     eval_metrics = ("table",)  # every table metric at once (`evaluation.tables.report`)
     eval_report = "table"
+    edit_route = "cells"
 
     def default_net(self, shape: Sequence[int], codec: dict | None) -> str:
         """The MLP over columns."""
@@ -113,6 +116,42 @@ class Table(Modality):
         prior = torch.tensor(codec.prior, dtype=torch.float64, device=request.device)
         u = uniforms((len(idx), 1), gens, request.device)[:, 0]
         return categorical(prior.expand(len(idx), -1), uniform=u)
+
+    def impute(self, model: nn.Module, spec: Any, rows: Rows, empty: dict[str, np.ndarray],
+               request: SamplingRequest) -> Rows:
+        """Each row's empty cells drawn from the model given its other cells, request.n times per row (rows
+        repeated in order); the given cells kept as they are. A conditional run's empty target is drawn from the
+        training frequencies, a given one conditions the row."""
+        codec = TableCodec.from_dict(spec.table)
+        x, labels = codec.encode(rows)
+        columns = [c.name for c in codec.numbers] + [name for name, _ in codec.categories if "#" not in name]
+        columns += [c.name for c in codec.numbers if c.missing]  # a number's flag is redrawn with the number
+        missing = torch.from_numpy(np.stack([empty[name] for name in columns], 1))
+        per = request.n
+        x, missing = x.repeat_interleave(per, 0), missing.repeat_interleave(per, 0)
+        target = spec.table["schema"]["target"] if codec.conditional else None
+        open_label = None if target is None else torch.from_numpy(empty[target]).repeat_interleave(per, 0)
+        labels = None if labels is None else labels.repeat_interleave(per, 0)
+        out, drawn_labels = [], []
+        with torch.no_grad():
+            for first in range(0, len(x), request.batch_size):
+                idx = range(first, min(len(x), first + request.batch_size))
+                gens = generation.sample_generators(request.seed, idx, request.device)
+                cond = None
+                if labels is not None:
+                    prior = self._labels(dataclasses.replace(request, labels=None, n=len(x)), codec, idx, gens)
+                    cond = torch.where(open_label[first: idx.stop].to(prior.device), prior,
+                                       labels[first: idx.stop].to(prior.device))
+                out.append(sample_table(model, len(idx), request.steps or DEFAULT_STEPS, generator=gens, cond=cond,
+                                        guidance=request.guidance, null=spec.data.num_classes,
+                                        known=x[first: idx.stop], missing=missing[first: idx.stop],
+                                        device=request.device).cpu())
+                drawn_labels.append(None if cond is None else cond.cpu())
+        filled = codec.decode(torch.cat(out), None if labels is None else torch.cat(drawn_labels))
+        kept = {name: np.repeat(v, per, 0) for name, v in rows.values.items()}
+        open_cells = {name: np.repeat(e, per, 0) for name, e in empty.items()}
+        return Rows(rows.schema, {name: np.where(open_cells[name], filled[name], kept[name])
+                                  for name in rows.schema.names})
 
     def write(self, out: Path, drawn: Drawn, spec: Any, extras: Extras) -> list[Path]:
         """The rows as a CSV with the training file's names, kinds and categories."""

@@ -50,6 +50,7 @@ class Text(Modality):
     keys = TextKeys  # the config keys this kind of data reads
     windows = True
     default_n = 16
+    edit_route = "template"  # `rediffuse edit --infill TEMPLATE`
     eval_metrics = ("nelbo", "nll")  # an autoregressive run answers either with its exact NLL
 
     def check_keys(self, config: Any) -> None:
