@@ -101,7 +101,7 @@ def test_eval_scores_the_samples_beside_the_held_out_floor(tmp_path, capsys):
     assert report["rows"] == 300 and set(report["synthetic"]) == set(report["floor"])
     assert {"shape_error_pct", "trend_error_pct", "c2st_auc", "dcr_share", "ml_roc_auc"} <= set(report["synthetic"])
     assert 0 <= report["synthetic"]["dcr_share"] <= 1 and report["floor"]["ml_roc_auc"] > 0.8
-    assert (tmp_path / "run" / "eval" / "columns.png").is_file() and (tmp_path / "run" / "eval" / "trends.png").is_file()
+    assert all((tmp_path / "run" / "eval" / name).is_file() for name in ("columns.png", "trends.png"))
 
 
 def test_eval_without_held_out_rows_is_a_one_line_error(conditional_run, capsys):

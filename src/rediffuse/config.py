@@ -142,8 +142,8 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 # Fields that define the model and its data: a resumed run must keep them.
 IDENTITY = ("data", "objective", "num_points", "image_size", "clip_length", "sample_rate", "audio_representation",
-            "tokens", "block_length", "mask_schedule", "columns", "target", "net", "net_kwargs", "schedule", "schedule_kwargs", "parameterization", "sigma_data", "conditional", "seed",
-            "batch_size")
+            "tokens", "block_length", "mask_schedule", "columns", "target", "net", "net_kwargs", "schedule",
+            "schedule_kwargs", "parameterization", "sigma_data", "conditional", "seed", "batch_size")
 
 
 def _numbers(config: TrainConfig) -> list[tuple[str, float]]:

@@ -12,4 +12,5 @@ from rediffuse.nets.unet2d import UNet2D
 NETS: dict[str, type[nn.Module]] = {"mlp": MLP, "unet": UNet2D, "unet1d": UNet1D,
                                    "transformer": Transformer, "table-mlp": TableMLP}  # `--net NAME`
 
-__all__ = ["NETS", "ConditionEmbedding", "MLP", "NoiseEmbedding", "TableMLP", "Transformer", "UNet1D", "UNet2D", "sinusoidal_embedding"]
+__all__ = ["NETS", "ConditionEmbedding", "MLP", "NoiseEmbedding", "TableMLP", "Transformer", "UNet1D", "UNet2D",
+           "sinusoidal_embedding"]

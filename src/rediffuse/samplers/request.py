@@ -44,9 +44,9 @@ EDIT_METHODS = ("smc", "replace", "reconstruct", "repaint", "sdedit")
 class EditRequest:
     """How to edit inputs x [N, ...] (in the model's data space): redraw the `missing` part (True where to
     draw; broadcast over x) by `method` (smc: `particles` per sample, `twist`ed resampling, and for a conditional
-    model given no class, particles spread over the classes (None: 4, or one per class); repaint: `jump` and `resample`), or (sdedit) redraw
-    all of x from the level of `strength` in (0, 1]. The draw itself (sampler, steps, seed, labels, guidance,
-    device, batch size) is the SamplingRequest beside it."""
+    model given no class, particles spread over the classes (None: 4, or one per class); repaint: `jump` and
+    `resample`), or (sdedit) redraw all of x from the level of `strength` in (0, 1]. The draw itself (sampler,
+    steps, seed, labels, guidance, device, batch size) is the SamplingRequest beside it."""
 
     x: Tensor
     missing: Tensor | None = None

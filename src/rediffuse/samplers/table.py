@@ -1,14 +1,15 @@
-"""Drawing table rows by the joint reverse process of `core.table_diffusion`: ancestral steps on the numbers and
-masked-diffusion reveals on the categories at one time grid t_0 = 1 > t_1 > ... > t_K = 0.
+"""Drawing table rows by the joint reverse process of `core.table_diffusion` on one time grid t_0 = 1 > t_1 > ...
+> t_K = 0.
 
 From t to s < t: each masked category is revealed with probability (alpha_s - alpha_t) / (1 - alpha_t) =
 (t - s) / t, drawn from the model's distribution in float64 (Sahoo et al. 2024, eq. 7); the numbers take a Heun
 step of the probability-flow ODE dx/dsigma = (x - D(x, sigma)) / sigma (Karras et al. 2022, Algorithm 1), its
 second evaluation seeing the categories as revealed at s (2 network evaluations per step but the last). On an
-exact Gaussian, 40 such steps keep the variance within 3%, where DDPM's ancestral step loses 23%. Classifier-free guidance mixes D linearly and the log-probabilities as
-log p_null + w (log p_c - log p_null), renormalised. Imputation keeps given categories revealed from the start
-(exact for masked diffusion), puts given numbers on their own noising path and guides the missing numbers
-towards agreeing with them (reconstruction guidance; one backward pass per evaluation).
+exact Gaussian, 40 such steps keep the variance within 3%, where DDPM's ancestral step loses 23%.
+Classifier-free guidance mixes D linearly and the log-probabilities as log p_null + w (log p_c - log p_null),
+renormalised. Imputation keeps given categories revealed from the start (exact for masked diffusion), puts given
+numbers on their own noising path and guides the missing numbers towards agreeing with them (reconstruction
+guidance; one backward pass per evaluation).
 """
 
 from __future__ import annotations

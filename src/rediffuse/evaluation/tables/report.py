@@ -29,7 +29,8 @@ def score(train: Table, heldout: Table, rows: Table, target: str | None, seed: i
     fidelity = alpha_precision_beta_recall(train, rows)
     out = {"shape_error_pct": 100 * shapes.error, "trend_error_pct": 100 * trends.error,
            "alpha_precision": fidelity.alpha_precision, "beta_recall": fidelity.beta_recall,
-           "c2st_auc": classifier_two_sample(train, rows, seed=seed), "dcr_share": dcr_share(train, heldout, rows, seed)}
+           "c2st_auc": classifier_two_sample(train, rows, seed=seed),
+           "dcr_share": dcr_share(train, heldout, rows, seed)}
     if target is not None:
         efficiency = ml_efficiency(train, heldout, rows, target, seed=seed)
         out[f"ml_{efficiency.metric}"] = efficiency.synthetic
@@ -83,7 +84,8 @@ def markdown(report: dict[str, Any]) -> str:
     """The report as a Markdown table: each metric for the samples and for the held-out rows (the floor)."""
     lines = [f"# Evaluation of {report['run']}", "",
              f"{report['rows']} synthetic rows against the training rows of {report['data']}; the floor scores the "
-             "held-out real rows the same way (their DCR share is not defined: 0.5 is ideal).", "", "| metric | synthetic | held-out real (floor) |", "|---|---|---|"]
+             "held-out real rows the same way (their DCR share is not defined: 0.5 is ideal).", "",
+             "| metric | synthetic | held-out real (floor) |", "|---|---|---|"]
     for name, value in report["synthetic"].items():
         floor = report["floor"].get(name, np.nan)
         lines.append(f"| {name} | {value:.4f} | {floor:.4f} |")
