@@ -189,3 +189,20 @@ def test_imputation_keeps_given_cells_and_draws_the_conditionals():
     assert torch.allclose(share, JOINT[:, 0] / JOINT[:, 0].sum(), atol=0.03)
     assert abs(float(x[:, 1].mean()) - RHO * 1.5) < 0.1
     assert abs(float(x[:, 1].std()) - (1 - RHO**2) ** 0.5) < 0.06
+
+
+@pytest.mark.parametrize("name", ["table-mlp", "table-transformer"])
+def test_both_table_networks_rebuild_from_their_config_and_train_a_step(name):
+    from rediffuse.core.table_diffusion import TableDenoiser, table_loss
+    from rediffuse.nets import NETS
+
+    net = NETS[name].from_config(NETS[name](2, [3, 2], num_classes=4).config())
+    layout = Layout(2, (3, 2), (-1, 1))
+    x = torch.tensor([[0.5, -1.0, 2.0, 0.0], [1.5, 0.0, 1.0, 1.0]])
+    out = net(x, torch.zeros(2), torch.tensor([0, 4]))
+    assert out.shape == (2, 2 + 3 + 2) and torch.equal(out, torch.zeros_like(out))  # the output starts at zero
+    g = torch.Generator().manual_seed(0)
+    loss = table_loss(TableDenoiser(net, layout), x, torch.tensor([0.3, 0.9], dtype=torch.float64),
+                      torch.randn(2, 2, generator=g), torch.rand(2, 2, generator=g, dtype=torch.float64))
+    loss.mean().backward()
+    assert torch.isfinite(loss).all() and all(p.grad is not None for p in net.parameters() if p.requires_grad)

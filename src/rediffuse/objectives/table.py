@@ -23,7 +23,7 @@ from rediffuse.nets import NETS
 from rediffuse.objectives.base import Batch, Configured, StepDraws, StepGenerators
 from rediffuse.objectives.gaussian import build_net, dropped_labels, null_label
 
-TABLE_NETS = ("table-mlp",)
+TABLE_NETS = ("table-mlp", "table-transformer")
 
 
 @dataclass(frozen=True, eq=False)
