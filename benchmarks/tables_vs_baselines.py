@@ -2,7 +2,7 @@
 
     python benchmarks/tables_vs_baselines.py [--sets wine breast_cancer diabetes iris adult]
         [--adult ../shared/data/adult/adult.csv] [--seeds 0 1 2 3 4] [--minutes 2] [--adult-minutes 15]
-        [--sdv] [--ctgan-epochs 100] [--out table.md]
+        [--net auto|table-transformer] [--sdv] [--ctgan-epochs 100] [--out table.md]
 
 Each set is split by the project's rule (`table:...@train` / `@heldout`: the seeded permutation in halves) with its
 target column (the class; diabetes' disease progression is a number). Methods, each drawing as many rows as the
@@ -43,11 +43,12 @@ from rediffuse.train import train as train_run
 Fitted = Callable[[int, int], Table]  # (rows, seed) -> synthetic rows
 
 
-def ours(spec: str, target: str, minutes: float, seed: int, folder: Path) -> tuple[Fitted, float]:
-    """A table run trained for `minutes`; (its sampler, seconds of training)."""
+def ours(spec: str, target: str, minutes: float, seed: int, folder: Path, net: str = "auto"
+         ) -> tuple[Fitted, float]:
+    """A table run of `net` trained for `minutes`; (its sampler, seconds of training)."""
     started = time.perf_counter()
     config = TrainConfig(data=spec, objective="table", target=target, out=str(folder), steps=10**9, minutes=minutes,
-                         seed=seed, progress=False, log_every=1000, checkpoint_minutes=1e9)
+                         seed=seed, progress=False, log_every=1000, checkpoint_minutes=1e9, net=net)
     train_run(config)
     seconds = time.perf_counter() - started
     opened = runs.open(folder)
@@ -102,9 +103,10 @@ def benchmark_set(name: str, source: str, target: str, args: argparse.Namespace)
     train, heldout = (load_table(f"table:{source}@{part}", target=target) for part in ("train", "heldout"))
     n, minutes = len(train), args.adult_minutes if name == "adult" else args.minutes
     results: dict[str, list[tuple[dict[str, float], float, float]]] = {}
+    label = f"ours ({minutes:g} min)" if args.net == "auto" else f"ours, {args.net} ({minutes:g} min)"
     methods: dict[str, Callable[[int], tuple[Fitted, float]]] = {
-        f"ours ({minutes:g} min)": lambda seed: ours(f"table:{source}@train", target, minutes, seed,
-                                                     Path(tempfile.mkdtemp()) / "run")}
+        label: lambda seed: ours(f"table:{source}@train", target, minutes, seed, Path(tempfile.mkdtemp()) / "run",
+                                 args.net)}
     for label, make in BASELINES.items():
         methods[label] = lambda seed, make=make: ((lambda k, s: make(train, k, s)), 0.0)
     if args.sdv:
@@ -145,6 +147,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--minutes", type=float, default=2.0, help="our training minutes on the bundled sets")
     p.add_argument("--adult-minutes", type=float, default=15.0, help="our training minutes on adult")
+    p.add_argument("--net", default="auto", help="our network: auto (table-mlp) or table-transformer")
     p.add_argument("--sdv", action="store_true", help="also SDV's GaussianCopula and CTGAN (the bench extra)")
     p.add_argument("--ctgan-epochs", type=int, default=100)
     p.add_argument("--out", type=Path, default=None, help="also write the table here")
