@@ -188,11 +188,11 @@ def peer_repaint(run: rediffuse.Run, x: Tensor, missing: Tensor, steps: int, jum
 def edited(run: rediffuse.Run, x: Tensor, mask: Tensor, seed: int, twist: bool = True, marginal: bool = True,
            **options) -> Tensor:
     """run.edit(x, mask, ...) with SMC's twist and class marginalisation as chosen."""
-    request, edit = run._edit(x, mask, options.pop("method"), 1.0, None, options.pop("sampler", None),
-                              options.pop("steps"), 1.0, seed, options.pop("particles", None),
-                              options.pop("jump", 10), options.pop("resample", 10), 250, "cpu")
+    request, edit = run.edit_requests(x, mask, options.pop("method"), 1.0, None, options.pop("sampler", None),
+                                      options.pop("steps"), 1.0, seed, options.pop("particles", None),
+                                      options.pop("jump", 10), options.pop("resample", 10), 250, "cpu")
     edit = dataclasses.replace(edit, twist=twist, marginal=marginal)
-    return run.modality.edit(run.opened.model(request.device), run.spec, request, edit).samples
+    return run.modality.edit(run.model, run.spec, request, edit).samples
 
 
 def mnist_table(args: argparse.Namespace) -> list[str]:

@@ -155,7 +155,7 @@ class Run:
         kept bit for bit; or, method 'sdedit', all of x redrawn from the noise level of `strength` in (0, 1].
         Labels and guidance as in `sample`: a conditional model without `cond` edits with its null class, but for
         smc with its `particles` (default 4, or one per class) spread over the classes."""
-        request, edit = self._edit(x, missing, method, strength, cond, sampler, steps, guidance, seed, particles,
+        request, edit = self.edit_requests(x, missing, method, strength, cond, sampler, steps, guidance, seed, particles,
                                    jump, resample, batch_size, device)
         return self.modality.edit(self.opened.model(request.device), self.spec, request, edit).samples
 
@@ -166,15 +166,17 @@ class Run:
                    device: str | torch.device = "auto") -> Generator[Step, None, Drawn]:
         """`edit`'s reverse process as it runs, a Step per step and batch (SMC's states hold every particle);
         the generator returns the edited Drawn, and closing it stops the edit."""
-        request, edit = self._edit(x, missing, method, strength, cond, sampler, steps, guidance, seed, particles,
+        request, edit = self.edit_requests(x, missing, method, strength, cond, sampler, steps, guidance, seed, particles,
                                    jump, resample, batch_size, device)
         model = self.opened.model(request.device)
         return stream(lambda on_step: self.modality.edit(model, self.spec, request, edit, on_step=on_step))
 
-    def _edit(self, x: Tensor, missing: Tensor | None, method: str, strength: float, cond: Any,
-              sampler: str | None, steps: int | None, guidance: float, seed: int, particles: int | None, jump: int,
-              resample: int, batch_size: int, device: str | torch.device) -> tuple[SamplingRequest, EditRequest]:
-        """The checked requests of an edit (a conditional model without `cond` edits with its null class)."""
+    def edit_requests(self, x: Tensor, missing: Tensor | None, method: str, strength: float, cond: Any,
+                      sampler: str | None, steps: int | None, guidance: float, seed: int, particles: int | None,
+                      jump: int, resample: int, batch_size: int, device: str | torch.device
+                      ) -> tuple[SamplingRequest, EditRequest]:
+        """The checked requests of an edit, as `edit` makes them (a conditional model without `cond` gets its null
+        class, which SMC replaces by particles over the classes unless the EditRequest says otherwise)."""
         if not self.modality.gaussian:
             raise UsageError(f"{self.modality.a_run} has no Gaussian route to edit; fill a template with "
                              "`rediffuse edit RUN --infill TEMPLATE` or `sample(infill=...)`")
