@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rediffuse import checkpoint, viz
+from rediffuse import checkpoint, runs, viz
 from rediffuse.core import consistency_models as consistency
 from rediffuse.cli.app import main as cli
 from rediffuse.core.guidance import cfg_denoiser
@@ -84,7 +84,7 @@ def draw(ck: Path, n: int, sampler: str, steps: int, spacing: str = "default", p
     spacing 'few-step' is `few_step_grid`."""
     model, schedule, _ = load_run(ck)
     model = model if guidance == 1.0 else cfg_denoiser(model, guidance)
-    options = {k: v for k, v in run_sampling(run_info(ck), sampler, steps).items() if k != "sampler"}
+    options = {k: v for k, v in run_sampling(runs.open(ck).spec, sampler, steps).items() if k != "sampler"}
     if spacing == "few-step":
         options["sigmas"], spacing = few_step_grid(ck, steps), "default"
     started = time.perf_counter()

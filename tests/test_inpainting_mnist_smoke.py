@@ -25,7 +25,9 @@ def test_inpainting_mnist_smoke(tmp_path, monkeypatch):
                                      "--nfe", "12", "--out", str(out)])
     load_script("benchmarks/inpainting.py").main()
     rows = [r for r in out.read_text().splitlines()[2:] if r.startswith("| ")]
-    assert len(rows) == 10 and sum("diffusers RePaint" in r for r in rows) == 2
-    nfe = {r.split("|")[2].strip(): int(r.split("|")[3]) for r in rows[:5]}
-    assert nfe["smc (4 particles)"] == 12 and nfe["replace (Euler)"] == 12 and nfe["replace (Heun)"] == 11
+    assert len(rows) == 14 and sum("diffusers RePaint" in r for r in rows) == 2
+    nfe = {r.split("|")[2].strip(): int(r.split("|")[3]) for r in rows[:7]}
+    assert nfe["smc (twisted, 10 particles over the classes)"] == 10  # 10 particles x 1 step fit in 12
+    assert nfe["smc (twisted, 4 particles, null class)"] == nfe["smc (SMCDiff, 4 particles, null class)"] == 12
+    assert nfe["replace (Euler)"] == 12 and nfe["replace (Heun)"] == 11
     assert nfe["repaint (jump 5, resample 2)"] == nfe["diffusers RePaint (jump 5, resample 2)"] <= 12  # equal NFE
