@@ -28,6 +28,7 @@ from rediffuse.modalities.table import TableKeys
 from rediffuse.modalities.text import TextKeys
 from rediffuse.objectives.consistency import ConsistencyKeys
 from rediffuse.objectives.gaussian import GaussianKeys
+from rediffuse.objectives.block import BlockKeys
 from rediffuse.objectives.masked import MaskedKeys
 from rediffuse.tensorboard_log import LOGS, require_tensorboard
 
@@ -35,7 +36,7 @@ LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
-class TrainConfig(ConsistencyKeys, MaskedKeys, GaussianKeys, TableKeys, TextKeys, AudioKeys, ImageKeys,
+class TrainConfig(ConsistencyKeys, BlockKeys, MaskedKeys, GaussianKeys, TableKeys, TextKeys, AudioKeys, ImageKeys,
                   PointKeys):
     """Everything that defines a training run (JSON/TOML keys are these field names): the loop's keys here, and
     those of the objectives and kinds of data, inherited from their key groups."""
@@ -46,7 +47,8 @@ class TrainConfig(ConsistencyKeys, MaskedKeys, GaussianKeys, TableKeys, TextKeys
                                "either with @train or @heldout)")
     out: str = opt("runs/run", "run folder for checkpoints, logs and pictures")
     objective: str = opt("gaussian", "what is learned: gaussian (denoising diffusion), masked (masked "
-                                        "token diffusion of text), autoregressive (the causal text baseline) or "
+                                        "token diffusion of text), block (block diffusion of text), autoregressive (the "
+                                        "causal text baseline), table (rows of a table) or "
                                         "consistency (few-step tuning of a Gaussian run: `rediffuse distill`)")
     net: str = opt("auto", "network: mlp, unet, unet1d, transformer, or auto (mlp for points, unet for "
                             "images, unet1d for audio, transformer for text)")
@@ -106,7 +108,7 @@ class TrainConfig(ConsistencyKeys, MaskedKeys, GaussianKeys, TableKeys, TextKeys
         check(self)
 
 
-KEY_GROUPS = (GaussianKeys, ConsistencyKeys, MaskedKeys, PointKeys, ImageKeys, AudioKeys, TextKeys, TableKeys)
+KEY_GROUPS = (GaussianKeys, ConsistencyKeys, MaskedKeys, BlockKeys, PointKeys, ImageKeys, AudioKeys, TextKeys, TableKeys)
 
 
 def key_groups() -> list[tuple[str, list[dataclasses.Field]]]:

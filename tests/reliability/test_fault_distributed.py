@@ -250,3 +250,14 @@ def test_two_nodes_on_one_machine_train_like_one_process(tmp_path, one_process):
     assert [p.returncode for p in launchers] == [0, 0], outputs
     assert sum(o.count("finished at step 20") for o in outputs) == 1  # one rank 0 in all
     assert all(v < TOLERANCE for v in compare(one_process, out).values())
+
+
+def test_two_processes_train_a_conditional_table_run_like_one(tmp_path):
+    """A table run (numbers' noise, cells' masks, label dropout, all sliced per rank) through DDP: the same
+    mathematics as one process."""
+    config = dict(data="table:iris@train", objective="table", target="target", conditional=True, batch_size=32,
+                  steps=10, log_every=5, checkpoint_every=10, warmup_steps=2, progress=False,
+                  net_kwargs={"hidden": 32, "depth": 2, "emb_dim": 16})
+    train(TrainConfig(out=str(tmp_path / "one"), **config))
+    run(torchrun(2, "train", "--out", str(tmp_path / "two"), *flags(config)))
+    assert all(v < TOLERANCE for v in compare(tmp_path / "one", tmp_path / "two").values())

@@ -61,15 +61,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
                          "bench-samplers or rediffuse.evaluation.metrics")
     if info.consistency:
         allowed = tuple(m for m in allowed if m != "nll")  # a consistency function has no ODE to integrate
+    if text:  # a token run reports what it has: an autoregressive run its NLL, a diffusion run its bound
+        allowed = ("nll",) if info.bos_id is not None else ("nelbo",)
     given = args.metrics if args.metrics is not None else ",".join(allowed)
     metrics = [m.strip() for m in given.split(",") if m.strip()]
     bad = [m for m in metrics if m not in allowed]
+    if text and bad == ["nll"]:
+        raise UsageError("--metrics nll needs an autoregressive run; a diffusion run reports its bound: --metrics "
+                         "nelbo")
     if bad or not metrics:
         kind = modality.a_run + (" (a `distill` run has no bits/dim: evaluate its teacher)"
                                  if info.consistency else "")
         raise UsageError(f"--metrics for {kind} takes a comma list from {','.join(allowed)}, got {given!r}")
-    if text and "nll" in metrics and info.bos_id is None:
-        raise UsageError("--metrics nll needs an autoregressive run; a masked run reports its bound: --metrics nelbo")
     if modality.eval_report == "table":  # every metric, on as many rows as the training part unless -n
         if (args.n is not None and args.n < 1) or (args.steps is not None and args.steps < 1):
             raise UsageError("-n and --steps must be >= 1")

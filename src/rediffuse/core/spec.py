@@ -78,6 +78,7 @@ class ModelSpec(_ReadsLikeADict):
     vocab: dict[str, Any] | None = None
     mask_id: int | None = None
     bos_id: int | None = None
+    block: int | None = None  # a block-diffusion run's block length L'
     table: dict[str, Any] | None = None  # a table run's codec: schema and transforms (`data.table_codec`)
     extra: dict[str, Any] = field(default_factory=dict)  # keys of other writers (a pretrained folder's format)
 

@@ -2,9 +2,10 @@
 bits per character, with its standard error.
 
 The held-out part is cut into consecutive windows of the run's block length (a shorter tail is left out);
-each window gets `draws` Monte Carlo estimates of its NELBO (`rediffuse.core.masking.masked_nelbo`, times
-stratified over each batch of windows), so the mean is an unbiased estimate of the bound in nats per token and
-its standard error is the spread of the window-draw estimates over the square root of their number. Bits per
+each window gets `draws` Monte Carlo estimates of its NELBO (the model's `nelbo`: `core.masking`, or
+`core.block_diffusion` for block diffusion; times stratified over each batch of windows), so the mean is an
+unbiased estimate of the bound in nats per token and its standard error is the spread of the window-draw
+estimates over the square root of their number. Bits per
 character are nats per token / ln 2 times tokens per character of the part (1 for character tokens; for
 bytes the part's bytes over its characters, `TextSet.num_chars`). An autoregressive run (`CausalLM`) gets the
 exact NLL of the same windows, each scored from its BOS token (`nll_windows`), reported as `nll_bits_per_char`:
@@ -20,7 +21,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rediffuse.core import masking as masked
 from rediffuse.core.spec import ModelSpec
 from rediffuse.data.text import TextSet, Vocabulary, load_text
 from rediffuse.evaluation.report import write_report
@@ -40,10 +40,7 @@ def nelbo_estimates(model: nn.Module, tokens: Tensor, block_length: int, *, draw
     for k in range(draws):
         for start in range(0, windows, batch_size):
             x = x_all[start:start + batch_size].to(device)
-            t = masked.stratified_times(len(x), generator, device)
-            z = masked.mask(x, t, model.schedule, model.mask_id, generator)
-            out[k, start:start + len(x)] = masked.masked_nelbo(model(z, t), x, z, t, model.schedule,
-                                                               model.mask_id).to("cpu", f64)
+            out[k, start:start + len(x)] = model.nelbo(x, generator).to("cpu", f64)
     return out
 
 

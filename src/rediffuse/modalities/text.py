@@ -24,6 +24,7 @@ from rediffuse.io import atomic_write_text
 from rediffuse.modalities.base import Drawn, Extras, Modality, refuse_suffix
 from rediffuse.samplers import generation
 from rediffuse.samplers.autoregressive import sample_autoregressive
+from rediffuse.samplers.block import sample_blocks
 from rediffuse.samplers.generation import sample_generators
 from rediffuse.samplers.masked import ORDERS, sample_masked
 from rediffuse.samplers.request import Grid, OnStep, SamplingRequest, Step
@@ -100,12 +101,12 @@ class Text(Modality):
              on_step: OnStep | None = None, progress: Callable[[int], None] | None = None,
              world: generation.Ranks | None = None) -> Drawn:
         """The request's texts, filled in from its template; sample i from its (seed, i) generator."""
-        vocab = Vocabulary.from_dict(spec.vocab)
-        z = template(request, vocab, int(spec.net_config["max_len"]), int(spec.data.shape[0]))
-        causal = spec.bos_id is not None
+        vocab, context = Vocabulary.from_dict(spec.vocab), int(spec.net_config["max_len"])
+        causal, block = spec.bos_id is not None, spec.block
+        z = template(request, vocab, None if causal or block else context, int(spec.data.shape[0]))
         if causal:
             refuse_for_causal(request, None)
-        steps = len(z) if request.steps is None else request.steps
+        steps = (block or len(z)) if request.steps is None else request.steps
         rows = []
         with torch.no_grad():
             for first in range(0, request.n, request.batch_size):
@@ -115,7 +116,11 @@ class Text(Modality):
                 callback = None if on_step is None else _steps_to(on_step, first, vocab.mask_id, len(z), causal)
                 if causal:
                     start = int((z != vocab.mask_id).sum())
-                    x = sample_autoregressive(model, batch, start, generator=gens, callback=callback)
+                    x = sample_autoregressive(model, batch, start, generator=gens, callback=callback,
+                                              context=context)
+                elif block:
+                    x = sample_blocks(model, batch, steps, context=context, generator=gens, order=request.order,
+                                      callback=callback)
                 else:
                     x = sample_masked(model, batch, steps, schedule=model.schedule, mask_id=model.mask_id,
                                       generator=gens, order=request.order, callback=callback)
@@ -123,7 +128,8 @@ class Text(Modality):
                 if progress is not None:
                     progress(len(idx))
         settings = {"seed": request.seed, "order": "left-to-right", "length": len(z)} if causal else \
-            {"seed": request.seed, "steps": steps, "order": request.order, "length": len(z)}
+            {"seed": request.seed, "steps": steps, "order": request.order, "length": len(z),
+             **({"block": block, "steps_per": "block"} if block else {})}
         return Drawn(torch.cat(rows), None, start=z, settings=settings)
 
     def write(self, out: Path, drawn: Drawn, spec: dict[str, Any], extras: Extras) -> list[Path]:
@@ -152,8 +158,9 @@ def _encode(vocab: Vocabulary, text: str, flag: str) -> list[int]:
         raise UsageError(f"{flag}: {err}") from None
 
 
-def template(request: SamplingRequest, vocab: Vocabulary, max_len: int, default_length: int) -> Tensor:
-    """The ids [L] every sample starts from: the prompt or the infill template, mask ids where to fill."""
+def template(request: SamplingRequest, vocab: Vocabulary, max_len: int | None, default_length: int) -> Tensor:
+    """The ids [L] every sample starts from: the prompt or the infill template, mask ids where to fill; a length
+    above max_len is refused (None: a left-to-right sampler runs past the context)."""
     if request.prompt is not None and request.infill is not None:
         raise UsageError("--prompt and --infill exclude each other; put the prefix into the --infill template")
     if request.infill is not None:
@@ -170,7 +177,7 @@ def template(request: SamplingRequest, vocab: Vocabulary, max_len: int, default_
         if length < max(1, len(ids)):
             raise UsageError(f"--length {length} is shorter than the {len(ids)} tokens of the prompt; give "
                              f"--length {max(1, len(ids))} or more")
-    if length > max_len:
+    if max_len is not None and length > max_len:
         raise UsageError(f"--length {length} exceeds the network's max_len {max_len}; give at most {max_len}")
     z = torch.full((length,), vocab.mask_id, dtype=torch.long)
     z[: len(ids)] = torch.tensor(ids, dtype=torch.long)
@@ -194,6 +201,8 @@ def _steps_to(on_step: OnStep, first: int, mask_id: int, length: int, causal: bo
         z = info["z"]
         if causal:
             level, estimate = (length - 1 - info["k"]) / length, z
+        elif "estimate" in info:  # block by block: the share of the sequence still masked
+            level, estimate = float((z == mask_id).double().mean()), info["estimate"]
         else:
             level = float(info["s"])
             estimate = torch.where(z == mask_id, info["log_probs"].argmax(-1), z) if info["log_probs"].numel() else z

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rediffuse.nets.embedding import NoiseEmbedding
+from rediffuse.core.kv_cache import KVCache
 from rediffuse.nets.rotary import apply_rotary, rotary_tables
 
 NORMS = ("layer", "rms")
@@ -55,15 +56,27 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.proj = nn.Linear(dim, dim, bias=False)
 
-    def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor] | None) -> Tensor:
-        """Attend over x [B, L, dim]; ``rotary`` the (cos, sin) tables or None."""
+    def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor] | None, mask: Tensor | None = None,
+                past: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """Attend over x [B, L, dim] (and the cached keys and values `past`, each [B, heads, P, d], all visible);
+        ``rotary`` the (cos, sin) tables at x's positions or None; ``mask`` [L, L] (True: may attend) replaces
+        the causal rule among x's tokens. Returns the output and x's (keys, values)."""
         b, length, dim = x.shape
         q, k, v = self.qkv(x).view(b, length, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
         if rotary is not None:
             q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
-                                             is_causal=self.causal)
-        return self.proj(out.transpose(1, 2).reshape(b, length, dim))
+        new = (k, v)
+        causal = self.causal and mask is None
+        if past is not None:
+            if causal and length > 1:
+                mask, causal = torch.ones(length, length, dtype=torch.bool, device=x.device).tril(), False
+            if mask is not None:
+                seen = torch.ones(length, past[0].shape[2], dtype=torch.bool, device=x.device)
+                mask = torch.cat([seen, mask], 1)
+            k, v, causal = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2), False
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                             dropout_p=self.dropout if self.training else 0.0)
+        return self.proj(out.transpose(1, 2).reshape(b, length, dim)), new
 
 
 class Block(nn.Module):
@@ -79,14 +92,19 @@ class Block(nn.Module):
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.ada = nn.Linear(time_dim, 6 * dim) if time_dim else None  # zeroed by Transformer: identity at init
 
-    def forward(self, x: Tensor, emb: Tensor | None, rotary: tuple[Tensor, Tensor] | None) -> Tensor:
-        """Map x [B, L, dim] with the time embedding [B, time_dim] (or None) to [B, L, dim]."""
+    def forward(self, x: Tensor, emb: Tensor | None, rotary: tuple[Tensor, Tensor] | None,
+                mask: Tensor | None = None, past: tuple[Tensor, Tensor] | None = None
+                ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """Map x [B, L, dim] with the time embedding [B, time_dim] (or None) to [B, L, dim]; also x's attention
+        keys and values (`SelfAttention`)."""
         if self.ada is None or emb is None:
-            x = x + self.drop(self.attn(self.norm1(x), rotary))
-            return x + self.drop(self.mlp(self.norm2(x)))
+            out, kv = self.attn(self.norm1(x), rotary, mask, past)
+            x = x + self.drop(out)
+            return x + self.drop(self.mlp(self.norm2(x))), kv
         shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(emb)[:, None, :].chunk(6, dim=-1)
-        x = x + (1 + gate1) * self.drop(self.attn(modulate(self.norm1(x), shift1, scale1), rotary))
-        return x + (1 + gate2) * self.drop(self.mlp(modulate(self.norm2(x), shift2, scale2)))
+        out, kv = self.attn(modulate(self.norm1(x), shift1, scale1), rotary, mask, past)
+        x = x + (1 + gate1) * self.drop(out)
+        return x + (1 + gate2) * self.drop(self.mlp(modulate(self.norm2(x), shift2, scale2))), kv
 
 
 class Transformer(nn.Module):
@@ -165,25 +183,39 @@ class Transformer(nn.Module):
         """Build a model from ``config()`` output."""
         return cls(**config)
 
-    def forward(self, tokens: Tensor, c_noise: Tensor | float | None = None, cond: Tensor | None = None) -> Tensor:
-        """Logits [B, L, out_size] (float32) of token ids [B, L] at noise input c_noise ([B], a scalar or None)."""
+    def forward(self, tokens: Tensor, c_noise: Tensor | float | None = None, cond: Tensor | None = None, *,
+                positions: Tensor | None = None, mask: Tensor | None = None, cache: KVCache | None = None
+                ) -> Tensor:
+        """Logits [B, L, out_size] (float32) of token ids [B, L] at noise input c_noise ([B], a scalar or None).
+
+        ``positions`` [L] (default: after the cache's, else 0..L-1) place the tokens; ``mask`` [L, L] (True: may
+        attend) replaces the causal or bidirectional rule among them; with ``cache`` they also attend to every
+        cached token, and their keys and values join the cache when it is `recording`.
+        """
         if tokens.ndim != 2 or tokens.is_floating_point():
             raise ValueError(f"Transformer expects integer token ids [B, L], got {tokens.dtype} of shape "
                              f"{tuple(tokens.shape)}")
         b, length = tokens.shape
-        if length > self.max_len:
-            raise ValueError(f"sequence length {length} exceeds max_len {self.max_len}; build the network "
-                             "with a larger max_len or use shorter windows")
         if cond is not None:
             raise ValueError("the transformer has no class conditioning; pass cond=None")
+        if positions is None:
+            start = 0 if cache is None else cache.next_position
+            positions = torch.arange(start, start + length, device=tokens.device)
+        if int(positions.max()) >= self.max_len:
+            raise ValueError(f"sequence length {int(positions.max()) + 1} exceeds max_len {self.max_len}; build the "
+                             "network with a larger max_len or use shorter windows")
         h = self.embed(tokens)
         if self.pos is not None:
-            h = h + self.pos.weight[:length]
+            h = h + self.pos(positions)
         h = self.drop(h)
         emb = self._time_embedding(c_noise, b, tokens.device)
-        rotary = (self.rope_cos, self.rope_sin) if self.pos is None else None
-        for block in self.blocks:
-            h = block(h, emb, rotary)
+        rotary = None if self.pos is not None else (self.rope_cos[positions], self.rope_sin[positions])
+        for i, block in enumerate(self.blocks):
+            h, kv = block(h, emb, rotary, mask, None if cache is None else cache.layer(i))
+            if cache is not None and cache.recording:
+                cache.add(i, *kv)
+        if cache is not None and cache.recording:
+            cache.advance(positions)
         h = self.norm_out(h)
         if self.ada_out is not None and emb is not None:
             shift, scale = self.ada_out(emb)[:, None, :].chunk(2, dim=-1)

@@ -7,6 +7,7 @@ from typing import Callable
 
 from rediffuse.errors import ConfigError
 from rediffuse.objectives.autoregressive import Autoregressive, CausalLM
+from rediffuse.objectives.block import Block, BlockLM
 from rediffuse.objectives.consistency import Consistency
 from rediffuse.objectives.base import Batch, Config, Draws, NoDraws, Objective, StepDraws, StepGenerators
 from rediffuse.objectives.gaussian import Gaussian
@@ -14,7 +15,7 @@ from rediffuse.objectives.masked import Masked, MaskedLM
 from rediffuse.objectives.table import TableObjective
 
 OBJECTIVES: dict[str, Callable[[Config], Objective]] = {"gaussian": Gaussian, "masked": Masked,
-                                                           "autoregressive": Autoregressive,
+                                                           "autoregressive": Autoregressive, "block": Block,
                                                            "consistency": Consistency, "table": TableObjective}
 
 
@@ -32,6 +33,6 @@ def validate(config: Config) -> None:
     config.check()
 
 
-__all__ = ["OBJECTIVES", "Autoregressive", "Batch", "CausalLM", "Consistency", "Draws", "Gaussian", "Masked",
+__all__ = ["OBJECTIVES", "Autoregressive", "Batch", "Block", "BlockLM", "CausalLM", "Consistency", "Draws", "Gaussian", "Masked",
            "MaskedLM", "NoDraws", "Objective", "StepDraws", "StepGenerators", "TableObjective", "get",
            "validate"]

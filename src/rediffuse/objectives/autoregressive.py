@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from rediffuse.data.dataset import Data
 from rediffuse.data.text import Vocabulary
 from rediffuse.io import atomic_write_text
+from rediffuse.core.kv_cache import KVCache
 from rediffuse.core.spec import ModelSpec
 from rediffuse.objectives.base import Batch, NoDraws, StepGenerators
 from rediffuse.objectives.masked import PREVIEW_SAMPLES, Masked
@@ -41,6 +42,13 @@ class CausalLM(nn.Module):
         """Per-position next-token log-probabilities in float32; x[:, -1] is never read."""
         inputs = torch.cat([torch.full_like(x[:, :1], self.bos_id), x[:, :-1]], dim=1)
         return torch.log_softmax(self.net(inputs, None).float(), dim=-1)
+
+    def step(self, tokens: Tensor, cache: KVCache, bos: bool = False) -> Tensor:
+        """log p(next token | the cached tokens, tokens [B, k]) [B, V]; `bos` puts BOS first (a fresh cache)."""
+        if bos:
+            bos = torch.full((len(tokens), 1), self.bos_id, dtype=tokens.dtype, device=tokens.device)
+            tokens = torch.cat([bos, tokens], dim=1)
+        return torch.log_softmax(self.net(tokens, None, cache=cache)[:, -1].float(), dim=-1)
 
     def nll(self, x: Tensor) -> Tensor:
         """The exact negative log-likelihood [B] of each window x [B, L] in nats per token."""
@@ -74,7 +82,8 @@ class Autoregressive(Masked):
         """A text file (path with suffix .txt) of a few samples of one window, drawn left to right."""
         length = int(spec.data.shape[0])
         z = torch.full((PREVIEW_SAMPLES, length), model.bos_id, dtype=torch.long, device=device)
-        x = sample_autoregressive(model, z, 0, generator=sample_generators(0, range(PREVIEW_SAMPLES), device))
+        x = sample_autoregressive(model, z, 0, generator=sample_generators(0, range(PREVIEW_SAMPLES), device),
+                                  context=length)
         out = path.with_suffix(".txt")
         out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out, "\n=====\n".join(model.vocab.decode(row) for row in x.cpu()) + "\n")

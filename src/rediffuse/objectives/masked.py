@@ -62,6 +62,12 @@ class MaskedLM(nn.Module):
         c_noise = None if self.time_agnostic else t.float()
         return masked.subs_log_probs(self.net(z, c_noise).float(), z, self.mask_id)
 
+    def nelbo(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """A one-draw estimate [B] of the NELBO of windows x [B, L] in nats per token (t stratified)."""
+        t = masked.stratified_times(len(x), generator, x.device)
+        z = masked.mask(x, t, self.schedule, self.mask_id, generator)
+        return masked.masked_nelbo(self(z, t), x, z, t, self.schedule, self.mask_id)
+
 
 class Masked(Configured):
     """Masked token diffusion of text data (`--objective masked`)."""
