@@ -1,22 +1,28 @@
-"""Masked diffusion (ours) vs an autoregressive transformer of the same size, same text, same wall budget.
+"""Autoregressive, masked diffusion and block diffusion transformers of one size, same text, same wall budget.
 
-Both train on the `@train` part (first 90%) of one text for `--minutes` of wall time each, one after the other
+Every model trains on the `@train` part (first 90%) of one text for `--minutes` of wall time, one after the other
 in this process, alone on the machine, with the same transformer size (dim, depth, heads, block length), batch,
 learning rate (AdamW, 100 warmup steps, cosine decay over the budget, grad clip 1, EMA 0.999) and seed; only the
-objective differs: `masked` (bidirectional, the NELBO) vs `autoregressive` (causal, next-token cross-entropy
-with a BOS token). Then, on the `@heldout` part (last 10%):
-
-- held-out bits/char on its consecutive windows of the block length: ours the NELBO bound (4 draws per
-  window, with its standard error), the AR model its exact NLL (each window from BOS, the same quantity the
-  NELBO bounds);
+objective differs (`--models`):
+- `autoregressive`: causal, next-token cross-entropy from a BOS token;
+- `masked`: bidirectional, the MDLM NELBO (Sahoo et al. 2024);
+- `blockN`: block diffusion with blocks of N characters (BD3-LM, Arriola et al. 2025), its clipped masking rates
+  chosen by `--rates`: `search` trains a `--pilot-minutes` pilot with rates U[0, 1], scores every candidate
+  window by the variance of the training loss on 64 training windows (`rediffuse.evaluation.block_rates`) and
+  keeps the lowest; `full` trains with U[0, 1].
+Then, on the `@heldout` part (last 10%):
+- held-out bits/char on its consecutive windows of the block length: the diffusion models' NELBO bounds (4 draws
+  per window, with standard errors), the AR model's exact NLL (each window from BOS);
 - parameters, training steps and tokens/s (steps x batch x block length over the training wall time);
-- the wall time to draw `--samples` x block-length characters: ours with its default sampler (ancestral,
-  one reverse step per token), the AR model left to right (no key-value cache); float64 draws for both;
+- sampling: `--samples` x block-length characters, the wall time and characters per second, at the steps each
+  uses (masked: one reverse step per character; block: one per character of each block, with a key-value cache
+  of the finished blocks; AR: one token per call with a key-value cache); float64 draws for all;
 - generative perplexity: exp of the mean per-character NLL of the samples under the benchmark's own AR model;
 - character entropy: the unigram entropy in bits of all samples' characters, next to that of the same number
   of consecutive real held-out characters (a low-entropy sample can fake a good perplexity).
-
-The targets: ours / AR held-out ratio <= 1.10 and |entropy(samples) - entropy(real)| <= 0.1 bits.
+With `--curve-minutes M` each model also keeps a checkpoint every M minutes of training and reports the held-out
+figure of each (OUT/curves.png): with a long budget (hours), the data-constrained regime where text repeats for
+many epochs (Prabhudesai et al. 2025) shows whether diffusion overtakes AR.
 
 The reference point is nanoGPT's shakespeare-char "baby GPT" (Karpathy, nanoGPT README and
 config/train_shakespeare_char.py: 6 layers, 6 heads, 384 wide, block 256, batch 64, lr 1e-3, dropout 0.2 on a
@@ -24,12 +30,13 @@ GPU; on a CPU 4 layers, 4 heads, 128 wide, block 64, batch 12, no dropout, about
 The defaults here are that CPU model (dim 128, depth 4, heads 4, no dropout, lr 1e-3) with the block length 256 of
 the GPU recipe, so that 256-character samples are one window, and batch 16.
 
-Each model's results are written atomically to OUT/<objective>.json once it is trained and measured; a rerun
-with the same settings reuses them (so an interrupted benchmark resumes at the model it had not finished),
-`--fresh` starts over. OUT/table.md, OUT/results.json and OUT/samples-<objective>.txt hold the outcome.
+Each model's results are written atomically to OUT/<model>.json once it is trained and measured; a rerun with the
+same settings reuses them (so an interrupted benchmark resumes at the model it had not finished), `--fresh`
+starts over. OUT/table.md, OUT/results.json and OUT/samples-<model>.txt hold the outcome.
 
     python benchmarks/text_vs_autoregressive.py --data text:/work/shared/data/tinyshakespeare/input.txt \\
-        [--minutes 15] [--dim 128 --depth 4 --heads 4 --block-length 256 --batch-size 16 --lr 1e-3] \\
+        [--minutes 15] [--models autoregressive masked block4 block8 block16] [--rates search|full] \\
+        [--curve-minutes 10] [--dim 128 --depth 4 --heads 4 --block-length 256 --batch-size 16 --lr 1e-3] \\
         [--seed 0] [--out runs/text-bench]
     python benchmarks/text_vs_autoregressive.py --data text:input.txt --steps 20 --block-length 64  # smoke
 """
@@ -50,18 +57,35 @@ import torch
 
 import rediffuse
 from rediffuse.config import TrainConfig
-from rediffuse.data.text import load_text
+from rediffuse import checkpoint, runs
+from rediffuse.data.text import Vocabulary, load_text
 from rediffuse.errors import ConfigError, UsageError
-from rediffuse.evaluation.text import evaluate_text
+from rediffuse.evaluation.block_rates import loss_variance, lowest_variance, rate_windows
+from rediffuse.evaluation.text import evaluate_text, nelbo_estimates, nelbo_report, nll_windows
 from rediffuse.io import atomic_write_json, atomic_write_text
 from rediffuse.runs import load_model
 from rediffuse.train import train
 
-OBJECTIVES = ("masked", "autoregressive")
-LABELS = {"masked": "ours (masked diffusion)", "autoregressive": "AR transformer"}
-SHOWN = 4  # samples of each model written to OUT/samples-<objective>.txt
-COLUMNS = ("model", "held-out bits/char", "+- s.e.", "kind", "params", "steps", "tokens/s",
-           "sample time (s)", "gen. PPL (AR)", "char entropy (bits)")
+MODELS = ("autoregressive", "masked", "block4", "block8", "block16")
+SHOWN = 4  # samples of each model written to OUT/samples-<model>.txt
+PILOT_WINDOWS = 64  # training windows on which a pilot scores the candidate masking rates
+COLUMNS = ("model", "held-out bits/char", "+- s.e.", "kind", "params", "steps", "tokens/s", "sample steps",
+           "sample time (s)", "chars/s", "gen. PPL (AR)", "char entropy (bits)")
+
+
+def label(model: str, row: dict[str, Any] | None = None) -> str:
+    """A model's name in the table."""
+    if model == "autoregressive":
+        return "AR transformer"
+    if model == "masked":
+        return "masked diffusion (MDLM)"
+    rates = "" if row is None else f", rates U[{row['rates'][0]:g}, {row['rates'][1]:g}]"
+    return f"block diffusion, L' = {block_of(model)}{rates}"
+
+
+def block_of(model: str) -> int | None:
+    """N of a blockN model, None for the others."""
+    return int(model[5:]) if model.startswith("block") else None
 
 
 def entropy_bits(texts: list[str]) -> float:
@@ -71,17 +95,19 @@ def entropy_bits(texts: list[str]) -> float:
     return -sum(c / total * math.log2(c / total) for c in counts.values())
 
 
-def train_one(args: argparse.Namespace, objective: str, name: str | None = None,
-              overrides: dict[str, Any] | None = None) -> tuple[Path, dict[str, Any]]:
+def train_one(args: argparse.Namespace, objective: str, name: str, overrides: dict[str, Any] | None = None,
+              minutes: float | None = None) -> tuple[Path, dict[str, Any]]:
     """Train one objective under the shared settings (with config overrides) in OUT/name; (run, steps, tokens/s)."""
-    out = args.out / (name or objective)
+    out = args.out / name
     if out.exists():
         shutil.rmtree(out)  # a half-trained run of an earlier attempt: its budget would not be comparable
     values = dict(data=f"{args.data}@train", objective=objective, out=str(out), block_length=args.block_length,
                   batch_size=args.batch_size, lr=args.lr, lr_schedule="cosine", warmup_steps=100, seed=args.seed,
-                  steps=args.steps or 10**9, minutes=None if args.steps else args.minutes,
+                  steps=args.steps or 10**9, minutes=None if args.steps else (minutes or args.minutes),
                   checkpoint_every=10**9, log_every=50, progress=False,
                   net_kwargs={"dim": args.dim, "depth": args.depth, "heads": args.heads})
+    if args.curve_minutes and minutes is None:
+        values.update(checkpoint_minutes=args.curve_minutes, keep_last=10**6)
     values.update(overrides or {})
     started = time.perf_counter()
     result = train(TrainConfig.from_dict(values))
@@ -90,31 +116,68 @@ def train_one(args: argparse.Namespace, objective: str, name: str | None = None,
     return out, {"steps": result.step, "train_s": wall, "tokens_per_s": tokens / wall}
 
 
-def sample_one(run: Path, objective: str, args: argparse.Namespace) -> tuple[list[str], float]:
-    """args.samples texts of one block length from a run (ours: ancestral, one step per token); (texts, seconds)."""
+def search_rates(args: argparse.Namespace, block: int) -> tuple[float, float]:
+    """The clipped rates of the lowest loss variance, scored by a pilot run trained with rates U[0, 1]."""
+    run, _ = train_one(args, "block", f"pilot-block{block}", {"block_tokens": block}, minutes=args.pilot_minutes)
+    model = load_model(run)[0]
+    tokens = load_text(f"{args.data}@train").tokens
+    generator = torch.Generator().manual_seed(args.seed)
+    starts = torch.randint(0, len(tokens) - args.block_length, (PILOT_WINDOWS,), generator=generator)
+    windows = torch.stack([tokens[i:i + args.block_length] for i in starts.tolist()])
+    best = lowest_variance(loss_variance(model, windows, rate_windows(), seed=args.seed))
+    return best.low, best.high
+
+
+def sample_one(run: Path, model: str, args: argparse.Namespace) -> tuple[list[str], float, int]:
+    """args.samples texts of one block length from a run at its default steps; (texts, seconds, steps)."""
     opened = rediffuse.load(run, device="cpu")
+    steps = args.block_length if model == "masked" else None
     started = time.perf_counter()
-    x = opened.sample(args.samples, seed=args.seed, batch_size=args.samples, length=args.block_length,
-                      steps=args.block_length if objective == "masked" else None)
-    return opened.texts(x), time.perf_counter() - started
+    x = opened.sample(args.samples, seed=args.seed, batch_size=args.samples, length=args.block_length, steps=steps)
+    return opened.texts(x), time.perf_counter() - started, args.block_length
 
 
-def measure(args: argparse.Namespace, objective: str) -> dict[str, Any]:
-    """Train, evaluate and sample one objective (or reuse OUT/<objective>.json from the same settings)."""
-    saved = args.out / f"{objective}.json"
+@torch.no_grad()
+def curve(run: Path, args: argparse.Namespace) -> list[tuple[float, float]]:
+    """(training minutes, held-out bits/char) of every checkpoint of a run, oldest first."""
+    heldout, points = None, []
+    for folder in checkpoint.list_checkpoints(run):
+        opened = runs.open(folder)
+        if heldout is None:
+            heldout = load_text(f"{args.data}@heldout", vocab=Vocabulary.from_dict(opened.spec.vocab))
+        model = opened.model("cpu")
+        if hasattr(model, "nll"):
+            estimates = nll_windows(model, heldout.tokens, args.block_length)
+        else:
+            estimates = nelbo_estimates(model, heldout.tokens, args.block_length, draws=2, seed=args.seed)
+        report = nelbo_report(estimates, heldout, args.block_length)
+        minutes = float(checkpoint.read_manifest(folder)["meta"].get("elapsed", 0.0)) / 60
+        points.append((minutes, report["nelbo_bits_per_char"]))
+    return points
+
+
+def measure(args: argparse.Namespace, model: str) -> dict[str, Any]:
+    """Train, evaluate and sample one model (or reuse OUT/<model>.json from the same settings)."""
+    saved = args.out / f"{model}.json"
     if saved.is_file() and not args.fresh:
         row = json.loads(saved.read_text())
         if row.get("settings") == settings(args):
             return row
-    run, row = train_one(args, objective)
+    block, overrides, rates = block_of(model), {}, None
+    if block is not None:
+        rates = search_rates(args, block) if args.rates == "search" else (0.0, 1.0)
+        overrides = {"block_tokens": block, "mask_rate_min": rates[0], "mask_rate_max": rates[1]}
+    objective = "block" if block is not None else model
+    run, row = train_one(args, objective, model, overrides)
     report = evaluate_text(run)
-    name = "nelbo" if objective == "masked" else "nll"
+    name = "nll" if model == "autoregressive" else "nelbo"
     params = sum(p.numel() for p in load_model(run)[0].parameters())
-    texts, seconds = sample_one(run, objective, args)
-    row.update(objective=objective, run=str(run), bits_per_char=report[f"{name}_bits_per_char"],
+    texts, seconds, steps = sample_one(run, model, args)
+    row.update(objective=model, run=str(run), bits_per_char=report[f"{name}_bits_per_char"],
                stderr=report[f"{name}_bits_per_char_stderr"], kind="NELBO bound" if name == "nelbo" else "exact NLL",
-               params=params, sample_s=seconds, entropy_bits=entropy_bits(texts), texts=texts,
-               settings=settings(args))
+               params=params, sample_s=seconds, sample_steps=steps, chars_per_s=args.samples * args.block_length
+               / seconds, entropy_bits=entropy_bits(texts), texts=texts, rates=rates, settings=settings(args),
+               curve=curve(run, args) if args.curve_minutes else [])
     atomic_write_json(saved, row)
     return row
 
@@ -122,7 +185,7 @@ def measure(args: argparse.Namespace, objective: str) -> dict[str, Any]:
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     """The options that define a model's result (a saved result is reused only under the same ones)."""
     keys = ("data", "minutes", "steps", "dim", "depth", "heads", "block_length", "batch_size", "lr", "seed",
-            "samples")
+            "samples", "rates", "pilot_minutes", "curve_minutes")
     return {k: getattr(args, k) for k in keys}
 
 
@@ -135,25 +198,49 @@ def generative_perplexity(ar_run: Path, texts: list[str]) -> float:
 
 
 def table(rows: list[dict[str, Any]], real_entropy: float, args: argparse.Namespace) -> str:
-    """The markdown table, the real-text row and the target checks."""
+    """The markdown table, the real-text row and each diffusion model's ratio to AR."""
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in rows:
-        cells = [LABELS[r["objective"]], f"{r['bits_per_char']:.4f}", f"{r['stderr']:.4f}", r["kind"],
-                 f"{r['params']:,}", str(r["steps"]), f"{r['tokens_per_s']:.0f}", f"{r['sample_s']:.2f}",
-                 f"{r['gen_ppl']:.3f}", f"{r['entropy_bits']:.4f}"]
+        cells = [label(r["objective"], r), f"{r['bits_per_char']:.4f}", f"{r['stderr']:.4f}", r["kind"],
+                 f"{r['params']:,}", str(r["steps"]), f"{r['tokens_per_s']:.0f}", str(r["sample_steps"]),
+                 f"{r['sample_s']:.2f}", f"{r['chars_per_s']:.0f}", f"{r['gen_ppl']:.3f}", f"{r['entropy_bits']:.4f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    lines.append("| real held-out text | | | | | | | | | " + f"{real_entropy:.4f} |")
-    ours, base = rows
-    ratio = ours["bits_per_char"] / base["bits_per_char"]
-    gap = abs(ours["entropy_bits"] - real_entropy)
+    lines.append("| real held-out text |" + " |" * (len(COLUMNS) - 2) + f" {real_entropy:.4f} |")
     budget = f"{args.steps} steps" if args.steps else f"{args.minutes:g} minutes"
+    notes = []
+    base = rows[0]  # the AR model, always first
+    for r in rows[1:]:
+        ratio = r["bits_per_char"] / base["bits_per_char"]
+        gap = abs(r["entropy_bits"] - real_entropy)
+        notes.append(f"- {label(r['objective'])}: held-out ratio to AR {ratio:.4f}, "
+                     f"|entropy(samples) - entropy(real)| {gap:.4f} bits")
     return "\n".join([
         f"Same data ({args.data}), budget {budget} per model, dim {args.dim}, depth {args.depth}, heads "
         f"{args.heads}, block length {args.block_length}, batch {args.batch_size}, lr {args.lr:g}, seed "
-        f"{args.seed}; {args.samples} samples of {args.block_length} characters each.", "", *lines, "",
-        f"- ours / AR held-out ratio: {ratio:.4f} (target <= 1.10: {'met' if ratio <= 1.10 else 'not met'})",
-        f"- |entropy(ours' samples) - entropy(real)|: {gap:.4f} bits (target <= 0.1: "
-        f"{'met' if gap <= 0.1 else 'not met'})", ""])
+        f"{args.seed}; {args.samples} samples of {args.block_length} characters each.", "", *lines, "", *notes, ""])
+
+
+def plot_curves(rows: list[dict[str, Any]], path: Path) -> Path | None:
+    """Held-out bits/char against training minutes, one line per model (None without curves)."""
+    if not any(r["curve"] for r in rows):
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in rows:
+        if r["curve"]:
+            minutes, bits = zip(*r["curve"])
+            ax.plot(minutes, bits, marker="o", label=f"{label(r['objective'])} ({r['kind']})")
+    ax.set_xlabel("training minutes (this CPU, alone)")
+    ax.set_ylabel("held-out bits/char")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -162,6 +249,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data", required=True, metavar="text:PATH", help="the text (split @train / @heldout)")
     p.add_argument("--minutes", type=float, default=15.0, help="wall budget per model (default: 15)")
     p.add_argument("--steps", type=int, default=None, help="train each model this many steps instead (smoke runs)")
+    p.add_argument("--models", nargs="+", default=list(MODELS), help="autoregressive, masked and blockN models")
+    p.add_argument("--rates", choices=("search", "full"), default="search", help="block models' masking rates")
+    p.add_argument("--pilot-minutes", type=float, default=2.0, help="the rate search's pilot budget")
+    p.add_argument("--curve-minutes", type=float, default=None, help="a held-out point every M training minutes")
     p.add_argument("--dim", type=int, default=128)
     p.add_argument("--depth", type=int, default=4)
     p.add_argument("--heads", type=int, default=4)
@@ -172,13 +263,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
     p.add_argument("--out", type=Path, default=Path("runs/text-bench"))
-    p.add_argument("--fresh", action="store_true", help="retrain both models even if results are saved")
+    p.add_argument("--fresh", action="store_true", help="retrain every model even if results are saved")
     args = p.parse_args(argv)
     if not args.data.startswith("text:") or args.data.endswith(("@train", "@heldout")):
         p.error(f"--data must be text:PATH without a split suffix (the benchmark uses @train and @heldout), "
                 f"got {args.data!r}")
     if args.minutes <= 0 or (args.steps is not None and args.steps < 1) or args.samples < 1:
         p.error("--minutes must be > 0, --steps and --samples >= 1")
+    bad = [m for m in args.models if m not in ("autoregressive", "masked") and not
+           (m.startswith("block") and m[5:].isdigit() and int(m[5:]) >= 1 and args.block_length % int(m[5:]) == 0)]
+    if bad or "autoregressive" not in args.models:
+        p.error(f"--models takes autoregressive (always, the reference), masked and blockN with N dividing "
+                f"--block-length {args.block_length}; got {' '.join(bad) or 'no autoregressive'}")
     return args
 
 
@@ -186,8 +282,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the benchmark; print and write the table; the results."""
     args = parse(argv)
     torch.set_num_threads(args.threads)
-    rows = [measure(args, objective) for objective in OBJECTIVES]
-    ar_run = Path(rows[1]["run"])
+    models = ["autoregressive"] + [m for m in args.models if m != "autoregressive"]
+    rows = [measure(args, model) for model in models]
+    ar_run = Path(rows[0]["run"])
     for row in rows:
         row["gen_ppl"] = generative_perplexity(ar_run, row["texts"])
     heldout = load_text(f"{args.data}@heldout")
@@ -196,8 +293,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     atomic_write_text(args.out / "table.md", text)
     for row in rows:
         atomic_write_text(args.out / f"samples-{row['objective']}.txt", "\n=====\n".join(row["texts"][:SHOWN]) + "\n")
-    results = {"settings": settings(args), "real_entropy_bits": real_entropy, "rows": rows,
-               "ratio": rows[0]["bits_per_char"] / rows[1]["bits_per_char"]}
+    plot_curves(rows, args.out / "curves.png")
+    results = {"settings": settings(args), "real_entropy_bits": real_entropy, "rows": rows}
     atomic_write_json(args.out / "results.json", results)
     print(text)
     return results

@@ -1,4 +1,5 @@
-"""A smoke run of benchmarks/text_vs_autoregressive.py: both models train a few steps, get scored and tabled."""
+"""A smoke run of benchmarks/text_vs_autoregressive.py: AR, masked and block models train a few steps (the block
+model after its rate-search pilot), get scored, sampled, tabled and plotted."""
 
 from __future__ import annotations
 
@@ -19,22 +20,28 @@ def test_text_benchmark_smoke(tmp_path, capsys):
     path, _ = markov_text(tmp_path / "m.txt", n=3000)
     bench, out = load_benchmark(), tmp_path / "bench"
     argv = ["--data", f"text:{path}", "--steps", "3", "--dim", "16", "--depth", "1", "--heads", "2",
-            "--block-length", "16", "--batch-size", "4", "--samples", "3", "--out", str(out), "--threads", "1"]
+            "--block-length", "16", "--batch-size", "4", "--samples", "3", "--out", str(out), "--threads", "1",
+            "--models", "masked", "block4", "autoregressive", "--curve-minutes", "100"]
     results = bench.main(argv)
     printed = capsys.readouterr().out
     header = next(line for line in printed.splitlines() if line.startswith("| model"))
     assert [c.strip() for c in header.strip("|").split("|")] == list(bench.COLUMNS)
-    assert "ours / AR held-out ratio" in printed and "entropy(real)" in printed
+    assert printed.count("held-out ratio to AR") == 2 and "entropy(real)" in printed
     rows = {row["objective"]: row for row in results["rows"]}
-    assert set(rows) == {"masked", "autoregressive"} and rows["masked"]["params"] == rows["autoregressive"]["params"]
+    assert [row["objective"] for row in results["rows"]] == ["autoregressive", "masked", "block4"]
+    assert rows["masked"]["params"] == rows["autoregressive"]["params"] == rows["block4"]["params"]
+    low, high = rows["block4"]["rates"]
+    assert 0 <= low < high <= 1 and high - low >= 0.5 - 1e-9 and "rates U[" in printed
     for row in rows.values():
         assert row["steps"] == 3 and len(row["texts"]) == 3 and all(len(t) == 16 for t in row["texts"])
-        for key in ("bits_per_char", "stderr", "tokens_per_s", "sample_s", "gen_ppl", "entropy_bits"):
+        for key in ("bits_per_char", "stderr", "tokens_per_s", "sample_s", "chars_per_s", "gen_ppl",
+                    "entropy_bits"):
             assert math.isfinite(row[key]) and row[key] >= 0, key
-    assert math.isfinite(results["real_entropy_bits"]) and math.isfinite(results["ratio"])
-    assert (out / "table.md").read_text().strip() in printed
-    assert json.loads((out / "results.json").read_text())["rows"][0]["objective"] == "masked"
-    assert (out / "samples-autoregressive.txt").read_text().count("\n=====\n") == 2
-    stamp = (out / "masked.json").stat().st_mtime_ns
-    assert bench.main(argv)["rows"][0]["texts"] == rows["masked"]["texts"]  # the saved results are reused
-    assert (out / "masked.json").stat().st_mtime_ns == stamp
+        assert len(row["curve"]) == 1 and math.isfinite(row["curve"][0][1])  # the final checkpoint
+    assert math.isfinite(results["real_entropy_bits"])
+    assert (out / "table.md").read_text().strip() in printed and (out / "curves.png").stat().st_size > 0
+    assert json.loads((out / "results.json").read_text())["rows"][0]["objective"] == "autoregressive"
+    assert (out / "samples-block4.txt").read_text().count("\n=====\n") == 2
+    stamp = (out / "block4.json").stat().st_mtime_ns
+    assert bench.main(argv)["rows"][2]["texts"] == rows["block4"]["texts"]  # the saved results are reused
+    assert (out / "block4.json").stat().st_mtime_ns == stamp
