@@ -125,6 +125,7 @@ RULES = [
     ("evaluation", ("train", "cli", "tuning", "sampling", "api")),
     ("train", ("cli", "tuning", "evaluation", "sampling", "api")),
     ("sampling", ("train", "evaluation", "cli", "api")),
+    ("serve", ("train", "cli")),
 ]
 
 

@@ -252,12 +252,27 @@ def test_two_nodes_on_one_machine_train_like_one_process(tmp_path, one_process):
     assert all(v < TOLERANCE for v in compare(one_process, out).values())
 
 
+@pytest.mark.slow
 def test_two_processes_train_a_conditional_table_run_like_one(tmp_path):
     """A table run (numbers' noise, cells' masks, label dropout, all sliced per rank) through DDP: the same
     mathematics as one process."""
     config = dict(data="table:iris@train", objective="table", target="target", conditional=True, batch_size=32,
                   steps=10, log_every=5, checkpoint_every=10, warmup_steps=2, progress=False,
                   net_kwargs={"hidden": 32, "depth": 2, "emb_dim": 16})
+    train(TrainConfig(out=str(tmp_path / "one"), **config))
+    run(torchrun(2, "train", "--out", str(tmp_path / "two"), *flags(config)))
+    assert all(v < TOLERANCE for v in compare(tmp_path / "one", tmp_path / "two").values())
+
+
+@pytest.mark.slow
+def test_two_processes_train_a_block_diffusion_run_like_one(tmp_path):
+    """Block diffusion (per-block times and masks of the 2L-token pass, sliced per rank) through DDP."""
+    from helpers import markov_text
+
+    text, _ = markov_text(tmp_path / "m.txt", n=3000)
+    config = dict(data=f"text:{text}@train", objective="block", block_tokens=4, mask_rate_min=0.3,
+                  mask_rate_max=0.8, block_length=16, batch_size=8, steps=6, log_every=3, checkpoint_every=6,
+                  warmup_steps=2, progress=False, net_kwargs={"dim": 16, "depth": 1, "heads": 2})
     train(TrainConfig(out=str(tmp_path / "one"), **config))
     run(torchrun(2, "train", "--out", str(tmp_path / "two"), *flags(config)))
     assert all(v < TOLERANCE for v in compare(tmp_path / "one", tmp_path / "two").values())

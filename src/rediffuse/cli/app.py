@@ -16,12 +16,12 @@ from typing import Iterator, Sequence
 import torch
 
 from rediffuse import __version__
-from rediffuse.cli import distill, edit, evaluate, sample, train, tune
+from rediffuse.cli import distill, edit, evaluate, sample, serve, train, tune
 from rediffuse.cli.common import INTERRUPTED, PROG, thread_count
 from rediffuse.errors import ConfigError, ParseError, UsageError
 from rediffuse.threads import auto_threads, cpu_threads, governed
 
-VERBS = ("train", "sample", "edit", "invert", "demo", "distill", "eval", "bench-samplers", "tune-grid")
+VERBS = ("train", "sample", "edit", "invert", "demo", "distill", "eval", "bench-samplers", "tune-grid", "serve")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,6 +49,7 @@ def build_parser() -> _Parser:
     edit.add_parsers(verbs, common)
     evaluate.add_parser(verbs, common)
     tune.add_parsers(verbs, common)
+    serve.add_parser(verbs, common)
     return parser
 
 

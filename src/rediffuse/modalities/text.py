@@ -1,5 +1,7 @@
-"""Text (token ids [N, L]) from a masked-diffusion or an autoregressive run: samples as JSON lines or plain
-text, the reverse process of sample 0 as text, a PNG strip or a GIF.
+"""Text (token ids [N, L]) from a masked-diffusion, block-diffusion or autoregressive run: samples as JSON lines
+or plain text, the reverse process of sample 0 as text, a PNG strip or a GIF. Block-diffusion and autoregressive
+runs sample left to right with a key-value cache and may be asked for more than their training context
+(`--length`); a block run's `--steps` count per block.
 
 Sample i is drawn from its own generator seeded by (seed, i), so it does not depend on -n or the batch size.
 A prompt fixes a prefix; an infill template keeps every character except the blanks, which are filled. An
