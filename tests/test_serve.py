@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import IMAGE_NET, POINTS, tiny
+from helpers import AUDIO_NET, IMAGE_NET, POINTS, tiny, write_fsdd
 from rediffuse.config import TrainConfig
 from rediffuse.serve import Server, serve
 from rediffuse.train import train
@@ -28,7 +28,11 @@ def server(tmp_path_factory):
     digits = folder / "digits"
     train(TrainConfig(data="digits", out=str(digits), net="unet", net_kwargs=IMAGE_NET, steps=3, batch_size=8,
                       warmup_steps=1, progress=False))
-    running = Server([points, Path(text.out), digits], port=0)
+    write_fsdd(folder / "fsdd", digits=range(2), speakers=("ann",), indices=range(4), n=600)
+    speech = folder / "speech"
+    train(TrainConfig(data=f"fsdd:{folder / 'fsdd'}", out=str(speech), clip_length=512, net_kwargs=AUDIO_NET,
+                      steps=3, batch_size=8, warmup_steps=1, progress=False))
+    running = Server([points, Path(text.out), digits, speech], port=0)
     thread = threading.Thread(target=running.serve_forever, daemon=True)
     thread.start()
     yield running
@@ -61,7 +65,7 @@ def test_it_listens_on_loopback_and_lists_the_runs_and_the_page_needs_no_network
     assert server.httpd.server_address[0] == "127.0.0.1" and server.address.startswith("http://127.0.0.1:")
     status, body = request(server, "/api/runs")
     runs = json.loads(body)["runs"]
-    assert status == 200 and [r["kind"] for r in runs] == ["points", "text", "images"]
+    assert status == 200 and [r["kind"] for r in runs] == ["points", "text", "images", "audio"]
     assert "heun" in runs[0]["samplers"] and runs[1]["orders"] == ["random", "confidence"]
     status, page = request(server, "/")
     assert status == 200 and "<canvas" in page and "http://" not in page and "https://" not in page
@@ -83,8 +87,8 @@ def test_no_path_reaches_a_file(server, path):
     ("run=0&" + "x" * 5000, 414, "longer than 4096"),
     ("run=0&n=abc", 400, "n must be a whole number"),
     ("run=0&foo=1", 400, "unknown parameter 'foo'"),
-    ("run=7", 400, "run must be in 0..2"),
-    ("n=3", 400, "give run=0..2"),
+    ("run=7", 400, "run must be in 0..3"),
+    ("n=3", 400, "give run=0..3"),
     ("run=0&n=1&n=2", 400, "given 2 times"),
     ("run=0&guidance=nan", 400, "guidance must be in 0..20"),
     ("run=0&sampler=rm%20-rf", 400, "got sampler 'rm -rf'"),
@@ -156,10 +160,21 @@ def test_an_image_of_the_latest_generation_is_edited_under_a_mask(server):
                             ("mask=" + "f" * 16 + "&n=3", "unknown parameter 'n'")]:
         status, body = request(server, "/api/edit?run=2&sample=0&steps=4&" + query)
         assert status == 400 and fragment in json.loads(body)["error"], query
-    assert json.loads(request(server, "/api/edit?run=0&mask=ff")[1])["error"].startswith("the page edits image runs")
+    assert json.loads(request(server, "/api/edit?run=0&mask=ff")[1])["error"].startswith("the page edits image and audio runs")
     for method in ("replace", "smc"):
         status, body = request(server, f"/api/edit?run=2&sample=1&steps=4&method={method}&mask=ff000000000000ff")
         found = events(body)
         assert status == 200 and found[-1][0] == "done" and found[-1][1]["nfe"] > 0 and "singles" not in found[-1][1]
     status, body = request(server, "/api/edit?run=2&sample=3&steps=4&method=sdedit&strength=0.4")
     assert status == 200 and events(body)[-1][0] == "done"
+
+
+def test_a_region_of_the_latest_clip_is_redrawn(server):
+    status, body = request(server, "/api/generate?run=3&n=2&steps=3&sampler=euler")
+    assert status == 200 and len(events(body)[-1][1]["wavs"]) == 2
+    for region, fragment in [("", "region takes seconds as A:B"), ("0.2:9", "lies outside the 0.064 s clips")]:
+        status, body = request(server, f"/api/edit?run=3&sample=0&region={region}")
+        assert status == 400 and fragment in json.loads(body)["error"]
+    status, body = request(server, "/api/edit?run=3&sample=1&steps=3&method=replace&region=0.01:0.03")
+    done = events(body)[-1]
+    assert status == 200 and done[0] == "done" and len(done[1]["wavs"]) == 1

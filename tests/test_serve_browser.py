@@ -123,3 +123,18 @@ def test_a_painted_mask_edits_a_generated_image(page):
     WebDriverWait(page, WAIT_S).until(lambda b: finished(b) and "edit of sample 0" in
                                       b.find_element("id", "title-a").text)
     assert page.execute_script("return maskHex();") == "ffffffff00000000"
+
+
+def test_a_region_of_a_generated_clip_is_redrawn(page):
+    pick(page, 1, steps="6", n="2")
+    page.find_element("id", "generate").click()
+    WebDriverWait(page, WAIT_S).until(lambda b: finished(b))
+    assert page.find_element("id", "audio-edit").is_displayed()
+    region = page.find_element("id", "region")
+    region.clear()
+    region.send_keys("0.01:0.03")
+    Select(page.find_element("id", "method")).select_by_value("replace")
+    page.find_element("id", "edit").click()
+    WebDriverWait(page, WAIT_S).until(lambda b: finished(b) and "edit of sample" in
+                                      b.find_element("id", "title-a").text)
+    assert len(page.find_elements("css selector", "#audio-a audio")) == 1

@@ -133,14 +133,15 @@ def parse_params(query: str, runs: list[Any], limits: Any) -> Params:
                   length=_int(values, "length", 1, limits.length), infill=infill)
 
 
-EDIT_KEYS = ("run", "sample", "mask", "method", "strength", "steps", "seed", "class", "guidance")
+EDIT_KEYS = ("run", "sample", "mask", "region", "method", "strength", "steps", "seed", "class", "guidance")
 EDIT_METHODS = ("smc", "replace", "reconstruct", "repaint", "sdedit")
 
 
 @dataclass(frozen=True)
 class EditParams:
-    """One edit of an image of the run's latest generation: which sample, the mask (hex, one bit per pixel, row
-    by row, most significant bit first; set bits are redrawn), the method and its strength (sdedit)."""
+    """One edit of an image or clip of the run's latest generation: which sample, what to redraw (an image's mask:
+    hex, one bit per pixel, row by row, most significant bit first, set bits redrawn; a clip's region: samples
+    [start, end)), the method and its strength (sdedit)."""
 
     run: int
     sample: int
@@ -153,9 +154,14 @@ class EditParams:
     seed: int = 0
     cls: int | None = None
     guidance: float = 1.0
+    region: tuple[int, int] | None = None
 
     def pixels(self, shape: Any) -> torch.Tensor:
-        """The mask as a bool tensor of the image batch's shape [1, C, H, W]."""
+        """What to redraw as a bool tensor of the batch's shape ([1, C, H, W] images, [1, 1, L] clips)."""
+        if self.region is not None:
+            missing = torch.zeros(tuple(shape), dtype=torch.bool)
+            missing[..., self.region[0]:self.region[1]] = True
+            return missing
         bits = bin(int(self.mask, 16))[2:].zfill(len(self.mask) * 4)[: self.height * self.width]
         flat = torch.tensor([b == "1" for b in bits], dtype=torch.bool)
         return flat.reshape(1, 1, self.height, self.width).expand(*shape).clone()
@@ -192,20 +198,37 @@ def parse_edit(query: str, runs: list[Any], limits: Any) -> EditParams:
     if index is None:
         raise BadRequest(f"give run=0..{len(runs) - 1} (GET /api/runs lists them)")
     run = runs[index]
-    if run.modality.name != "images":
-        raise BadRequest(f"the page edits image runs; run {index} is {run.modality.a_run}")
-    height, width = (int(v) for v in run.spec.data.shape[-2:])
+    if run.modality.name not in ("images", "audio"):
+        raise BadRequest(f"the page edits image and audio runs; run {index} is {run.modality.a_run}")
     method = _one(values, "method") or "smc"
     if method not in EDIT_METHODS:
         raise BadRequest(f"method must be one of {', '.join(EDIT_METHODS)}, got {method[:40]!r}")
-    mask = (_one(values, "mask") or "").lower()
-    digits = -(-height * width // 4)
-    if method != "sdedit" and (len(mask) != digits or any(c not in "0123456789abcdef" for c in mask)):
-        raise BadRequest(f"mask must be {digits} hex digits (one bit per pixel of {height} x {width}), got "
-                         f"{len(mask)} characters")
+    mask, region, height, width = (_one(values, "mask") or "").lower(), None, 0, 0
+    if run.modality.name == "audio":
+        region = None if method == "sdedit" else _region(_one(values, "region") or "", run.spec)
+    else:
+        height, width = (int(v) for v in run.spec.data.shape[-2:])
+        digits = -(-height * width // 4)
+        if method != "sdedit" and (len(mask) != digits or any(c not in "0123456789abcdef" for c in mask)):
+            raise BadRequest(f"mask must be {digits} hex digits (one bit per pixel of {height} x {width}), got "
+                             f"{len(mask)} characters")
     classes = run.num_classes
     return EditParams(run=index, sample=_int(values, "sample", 0, limits.samples - 1, 0), mask=mask, height=height,
                       width=width, method=method, strength=_float(values, "strength", 0.01, 1.0, 0.5),
                       steps=_int(values, "steps", 1, limits.steps), seed=_int(values, "seed", 0, MAX_SEED, 0),
                       cls=_int(values, "class", 0, classes - 1) if classes else None,
-                      guidance=_float(values, "guidance", 0.0, MAX_GUIDANCE, 1.0))
+                      guidance=_float(values, "guidance", 0.0, MAX_GUIDANCE, 1.0), region=region)
+
+
+def _region(text: str, spec: Any) -> tuple[int, int]:
+    """The samples [start, end) of `region=A:B` seconds of an audio run's clips."""
+    rate = int(spec.data.rate)
+    length = int(spec.data.codec["length"]) if spec.data.codec else int(spec.data.shape[-1])
+    try:
+        start, end = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise BadRequest(f"region takes seconds as A:B, e.g. 0.30:0.55, got {text[:40]!r}") from None
+    if not 0 <= start < end <= length / rate:
+        raise BadRequest(f"region {text[:40]} lies outside the {length / rate:.3f} s clips; give 0 <= A < B <= "
+                         f"{length / rate:.3f}")
+    return round(start * rate), round(end * rate)

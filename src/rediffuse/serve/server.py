@@ -70,7 +70,7 @@ class Server:
         self.limits, self.device = limits, device
         self.lock = threading.Lock()
         self.last: Generation | None = None
-        self.latest: dict[int, Any] = {}  # an image run's latest samples, which the page may edit
+        self.latest: dict[int, Any] = {}  # an image or audio run's latest samples, which the page may edit
         self.httpd = ThreadingHTTPServer((host, port), handler(self))
         self.httpd.daemon_threads = True
 
@@ -101,11 +101,12 @@ class Server:
             batch_size=params.n, device=self.device, **params.text()))
 
     def edit(self, params: EditParams, send: Callable[[str, dict[str, Any]], None]) -> Generation:
-        """Redraw the masked pixels of one image of the run's latest generation (or all of it, sdedit)."""
+        """Redraw the masked pixels of one image (or a region of one clip) of the run's latest generation, or all
+        of it (sdedit)."""
         run, kept = self.runs[params.run], self.latest.get(params.run)
         if kept is None or params.sample >= len(kept):
             raise BadRequest(f"generate with run {params.run} first; sample {params.sample} is not among its "
-                             f"{0 if kept is None else len(kept)} latest images")
+                             f"{0 if kept is None else len(kept)} latest samples")
         x = kept[params.sample:params.sample + 1]
         missing = None if params.method == "sdedit" else params.pixels(x.shape)
         return self.stream(params, run, send, lambda: run.edit_steps(
@@ -140,7 +141,7 @@ class Server:
                     steps.close()  # the draw stops at its next step
                     return record
             record.done = True
-            if keep and kind == "images":
+            if keep and kind in ("images", "audio"):
                 self.latest[params.run] = drawn.samples
             result = finished(kind, run.spec, drawn.samples)
             if not keep:
@@ -209,8 +210,8 @@ def handler(server: Server) -> type[BaseHTTPRequestHandler]:
             try:
                 params = (parse_edit if edit else parse_params)(query, server.runs, server.limits)
                 run = server.runs[params.run]
-                if run.modality.name not in (("images",) if edit else SHOWN_KINDS):
-                    what = "image" if edit else "points, image, audio and text"
+                if run.modality.name not in (("images", "audio") if edit else SHOWN_KINDS):
+                    what = "image and audio" if edit else "points, image, audio and text"
                     raise BadRequest(f"the page {'edits' if edit else 'shows'} {what} runs; run {params.run} is "
                                      f"{run.modality.a_run}")
             except (BadRequest, UsageError) as err:
