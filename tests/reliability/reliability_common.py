@@ -64,7 +64,8 @@ def final(run_dir: Path) -> checkpoint.Checkpoint:
 def max_abs_diff(a: checkpoint.Checkpoint, b: checkpoint.Checkpoint, part: str) -> float:
     """The largest absolute difference between two checkpoints' tensors of one part (same names required)."""
     assert a.tensors[part].keys() == b.tensors[part].keys(), part
-    return max(float((v.double() - b.tensors[part][k].double()).abs().max()) for k, v in a.tensors[part].items())
+    return max(float((v.double() - b.tensors[part][k].double()).abs().max()) if v.numel() else 0.0
+               for k, v in a.tensors[part].items())
 
 
 def assert_bit_equal(a: checkpoint.Checkpoint, b: checkpoint.Checkpoint,
