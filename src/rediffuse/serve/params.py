@@ -65,18 +65,35 @@ def _one(values: dict[str, list[str]], key: str) -> str | None:
     return found[0]
 
 
-def _int(values: dict[str, list[str]], key: str, low: int, high: int, default: int | None = None) -> int | None:
-    """An integer in [low, high] (or the default when absent)."""
+def _number(values: dict[str, list[str]], key: str, low: float, high: float, default: Any = None,
+            kind: type = int) -> Any:
+    """A whole number (kind int) or a number (float) in [low, high], or the default when absent."""
     raw = _one(values, key)
     if raw is None or raw == "":
         return default
+    what = "a whole number" if kind is int else "a number"
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
-        raise BadRequest(f"{key} must be a whole number in {low}..{high}, got {raw[:40]!r}") from None
+        raise BadRequest(f"{key} must be {what} in {low:g}..{high:g}, got {raw[:40]!r}") from None
     if not low <= value <= high:
-        raise BadRequest(f"{key} must be in {low}..{high}, got {value}")
+        raise BadRequest(f"{key} must be in {low:g}..{high:g}, got {value:g}")
     return value
+
+
+def _query(query: str, keys: tuple[str, ...], runs: list[Any]) -> tuple[dict[str, list[str]], int]:
+    """The query's values (known keys only) and its run index; BadRequest naming the first problem."""
+    try:
+        values = parse_qs(query, keep_blank_values=True, max_num_fields=len(keys) * 2, errors="strict")
+    except (ValueError, UnicodeDecodeError) as err:
+        raise BadRequest(f"malformed query: {' '.join(str(err).split())[:80]}") from None
+    unknown = sorted(set(values) - set(keys))
+    if unknown:
+        raise BadRequest(f"unknown parameter {unknown[0][:40]!r}; this request takes {', '.join(keys)}")
+    index = _number(values, "run", 0, len(runs) - 1)
+    if index is None:
+        raise BadRequest(f"give run=0..{len(runs) - 1} (GET /api/runs lists them)")
+    return values, index
 
 
 def allowed_samplers(run: Any) -> list[str]:
@@ -89,32 +106,16 @@ def allowed_samplers(run: Any) -> list[str]:
 
 def parse_params(query: str, runs: list[Any], limits: Any) -> Params:
     """The Params of a query string; BadRequest naming the first problem."""
-    try:
-        values = parse_qs(query, keep_blank_values=True, strict_parsing=False, max_num_fields=len(KEYS) * 2,
-                          errors="strict")
-    except (ValueError, UnicodeDecodeError) as err:
-        raise BadRequest(f"malformed query: {' '.join(str(err).split())[:80]}") from None
-    unknown = sorted(set(values) - set(KEYS))
-    if unknown:
-        raise BadRequest(f"unknown parameter {unknown[0][:40]!r}; the page sends {', '.join(KEYS)}")
-    run_index = _int(values, "run", 0, len(runs) - 1)
-    if run_index is None:
-        raise BadRequest(f"give run=0..{len(runs) - 1} (GET /api/runs lists them)")
+    values, run_index = _query(query, KEYS, runs)
     run = runs[run_index]
     points = run.modality.name == "points"
-    n = _int(values, "n", 1, limits.points if points else limits.samples, 1)
-    steps = _int(values, "steps", 1, limits.steps)
+    n = _number(values, "n", 1, limits.points if points else limits.samples, 1)
+    steps = _number(values, "steps", 1, limits.steps)
     classes = run.num_classes
-    cls = _int(values, "class", 0, (classes or 1) - 1) if classes else None
+    cls = _number(values, "class", 0, (classes or 1) - 1) if classes else None
     if not classes and _one(values, "class") not in (None, ""):
         raise BadRequest(f"run {run_index} has no classes; drop class")
-    guidance_raw = _one(values, "guidance") or "1"
-    try:
-        guidance = float(guidance_raw)
-    except ValueError:
-        raise BadRequest(f"guidance must be a number in 0..{MAX_GUIDANCE:g}, got {guidance_raw[:40]!r}") from None
-    if not 0.0 <= guidance <= MAX_GUIDANCE:
-        raise BadRequest(f"guidance must be in 0..{MAX_GUIDANCE:g}, got {guidance:g}")
+    guidance = _number(values, "guidance", 0.0, MAX_GUIDANCE, 1.0, float)
     prompt, infill = _one(values, "prompt") or None, _one(values, "infill") or None
     for name, given in (("prompt", prompt), ("infill template", infill)):
         if given is not None and len(given) > limits.prompt:
@@ -128,9 +129,9 @@ def parse_params(query: str, runs: list[Any], limits: Any) -> Params:
         raise BadRequest(f"run {run_index} samples with {', '.join(allowed) or 'its own sampler (drop sampler)'}; "
                          f"got sampler {sampler[:40]!r}")
     return Params(run=run_index, n=n, steps=steps, sampler=sampler, guidance=guidance,
-                  seed=_int(values, "seed", 0, MAX_SEED, 0), cls=cls, spacing=spacing,
+                  seed=_number(values, "seed", 0, MAX_SEED, 0), cls=cls, spacing=spacing,
                   order=_one(values, "order") or "random", prompt=prompt,
-                  length=_int(values, "length", 1, limits.length), infill=infill)
+                  length=_number(values, "length", 1, limits.length), infill=infill)
 
 
 EDIT_KEYS = ("run", "sample", "mask", "region", "method", "strength", "steps", "seed", "class", "guidance")
@@ -171,32 +172,9 @@ class EditParams:
         return self.steps or 18
 
 
-def _float(values: dict[str, list[str]], key: str, low: float, high: float, default: float) -> float:
-    """A number in [low, high] (or the default when absent)."""
-    raw = _one(values, key)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise BadRequest(f"{key} must be a number in {low:g}..{high:g}, got {raw[:40]!r}") from None
-    if not low <= value <= high:
-        raise BadRequest(f"{key} must be in {low:g}..{high:g}, got {value:g}")
-    return value
-
-
 def parse_edit(query: str, runs: list[Any], limits: Any) -> EditParams:
     """The EditParams of a query string; BadRequest naming the first problem."""
-    try:
-        values = parse_qs(query, keep_blank_values=True, max_num_fields=len(EDIT_KEYS) * 2, errors="strict")
-    except (ValueError, UnicodeDecodeError) as err:
-        raise BadRequest(f"malformed query: {' '.join(str(err).split())[:80]}") from None
-    unknown = sorted(set(values) - set(EDIT_KEYS))
-    if unknown:
-        raise BadRequest(f"unknown parameter {unknown[0][:40]!r}; an edit takes {', '.join(EDIT_KEYS)}")
-    index = _int(values, "run", 0, len(runs) - 1)
-    if index is None:
-        raise BadRequest(f"give run=0..{len(runs) - 1} (GET /api/runs lists them)")
+    values, index = _query(query, EDIT_KEYS, runs)
     run = runs[index]
     if run.modality.name not in ("images", "audio"):
         raise BadRequest(f"the page edits image and audio runs; run {index} is {run.modality.a_run}")
@@ -213,11 +191,11 @@ def parse_edit(query: str, runs: list[Any], limits: Any) -> EditParams:
             raise BadRequest(f"mask must be {digits} hex digits (one bit per pixel of {height} x {width}), got "
                              f"{len(mask)} characters")
     classes = run.num_classes
-    return EditParams(run=index, sample=_int(values, "sample", 0, limits.samples - 1, 0), mask=mask, height=height,
-                      width=width, method=method, strength=_float(values, "strength", 0.01, 1.0, 0.5),
-                      steps=_int(values, "steps", 1, limits.steps), seed=_int(values, "seed", 0, MAX_SEED, 0),
-                      cls=_int(values, "class", 0, classes - 1) if classes else None,
-                      guidance=_float(values, "guidance", 0.0, MAX_GUIDANCE, 1.0), region=region)
+    return EditParams(run=index, sample=_number(values, "sample", 0, limits.samples - 1, 0), mask=mask, height=height,
+                      width=width, method=method, strength=_number(values, "strength", 0.01, 1.0, 0.5, float),
+                      steps=_number(values, "steps", 1, limits.steps), seed=_number(values, "seed", 0, MAX_SEED, 0),
+                      cls=_number(values, "class", 0, classes - 1) if classes else None,
+                      guidance=_number(values, "guidance", 0.0, MAX_GUIDANCE, 1.0, float), region=region)
 
 
 def _region(text: str, spec: Any) -> tuple[int, int]:
