@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import AUDIO_NET, IMAGE_NET, POINTS, tiny, write_fsdd
+from helpers import AUDIO_NET, IMAGE_NET, POINTS, STUDENT, tiny, write_fsdd
+from rediffuse.cli import main
 from rediffuse.config import TrainConfig
 from rediffuse.serve import Server, serve
 from rediffuse.train import train
@@ -32,7 +33,10 @@ def server(tmp_path_factory):
     speech = folder / "speech"
     train(TrainConfig(data=f"fsdd:{folder / 'fsdd'}", out=str(speech), clip_length=512, net_kwargs=AUDIO_NET,
                       steps=3, batch_size=8, warmup_steps=1, progress=False))
-    running = Server([points, Path(text.out), digits, speech], port=0)
+    student = folder / "student"
+    assert main(["distill", str(points), "--out", str(student), "--steps", "5", *STUDENT]) == 0
+    (points / "grids.json").write_text(json.dumps({"ipndm": {"5": {}}, "dpmpp-2m": {"4": {}, "6": {}}}))
+    running = Server([points, Path(text.out), digits, speech, student], port=0)
     thread = threading.Thread(target=running.serve_forever, daemon=True)
     thread.start()
     yield running
@@ -65,7 +69,10 @@ def test_it_listens_on_loopback_and_lists_the_runs_and_the_page_needs_no_network
     assert server.httpd.server_address[0] == "127.0.0.1" and server.address.startswith("http://127.0.0.1:")
     status, body = request(server, "/api/runs")
     runs = json.loads(body)["runs"]
-    assert status == 200 and [r["kind"] for r in runs] == ["points", "text", "images", "audio"]
+    assert status == 200 and [r["kind"] for r in runs] == ["points", "text", "images", "audio", "points"]
+    assert runs[0]["tuned"] == [{"sampler": "ipndm", "steps": 5}, {"sampler": "dpmpp-2m", "steps": 4},
+                                {"sampler": "dpmpp-2m", "steps": 6}]  # tuned plans are sampler choices
+    assert runs[4]["samplers"] == ["consistency"] and runs[4]["default"] == {"sampler": "consistency", "steps": 2}
     assert "heun" in runs[0]["samplers"] and runs[1]["orders"] == ["random", "confidence"]
     status, page = request(server, "/")
     assert status == 200 and "<canvas" in page and "http://" not in page and "https://" not in page
@@ -87,8 +94,9 @@ def test_no_path_reaches_a_file(server, path):
     ("run=0&" + "x" * 5000, 414, "longer than 4096"),
     ("run=0&n=abc", 400, "n must be a whole number"),
     ("run=0&foo=1", 400, "unknown parameter 'foo'"),
-    ("run=7", 400, "run must be in 0..3"),
-    ("n=3", 400, "give run=0..3"),
+    ("run=7", 400, "run must be in 0..4"),
+    ("n=3", 400, "give run=0..4"),
+    ("run=4&sampler=heun", 400, "samples with consistency"),
     ("run=0&n=1&n=2", 400, "given 2 times"),
     ("run=0&guidance=nan", 400, "guidance must be in 0..20"),
     ("run=0&sampler=rm%20-rf", 400, "got sampler 'rm -rf'"),
@@ -178,3 +186,9 @@ def test_a_region_of_the_latest_clip_is_redrawn(server):
     status, body = request(server, "/api/edit?run=3&sample=1&steps=3&method=replace&region=0.01:0.03")
     done = events(body)[-1]
     assert status == 200 and done[0] == "done" and len(done[1]["wavs"]) == 1
+
+
+def test_a_few_step_student_streams_its_two_steps(server):
+    status, body = request(server, "/api/generate?run=4&n=100&sampler=consistency&steps=2")
+    found = events(body)
+    assert status == 200 and found[-1][0] == "done" and found[-1][1]["nfe"] == 2 and len(found[-1][1]["xy"]) == 100
