@@ -8,7 +8,9 @@ from urllib.parse import parse_qs
 
 import torch
 
+from rediffuse.objectives.consistency import default_sampler
 from rediffuse.samplers import SAMPLERS
+from rediffuse.sampling.run import DEFAULT_STEPS
 
 KEYS = ("run", "n", "steps", "sampler", "guidance", "seed", "class", "spacing", "order", "prompt", "length",
         "infill")
@@ -48,7 +50,7 @@ class Params:
         """About how many steps the draw reports (to thin the frames)."""
         spec = run.spec
         if run.modality.gaussian:
-            return self.steps or (2 if spec.consistency else 18)
+            return self.steps or default_sampler(spec, DEFAULT_STEPS)[1]
         length = len(self.infill) if self.infill else self.length or int(spec.data.shape[0])
         if spec.block:
             return (self.steps or spec.block) * -(-length // spec.block)
