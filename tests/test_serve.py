@@ -72,7 +72,8 @@ def test_it_listens_on_loopback_and_lists_the_runs_and_the_page_needs_no_network
     assert status == 200 and [r["kind"] for r in runs] == ["points", "text", "images", "audio", "points"]
     assert runs[0]["tuned"] == [{"sampler": "ipndm", "steps": 5}, {"sampler": "dpmpp-2m", "steps": 4},
                                 {"sampler": "dpmpp-2m", "steps": 6}]  # tuned plans are sampler choices
-    assert runs[4]["samplers"] == ["consistency"] and runs[4]["default"] == {"sampler": "consistency", "steps": 2}
+    assert runs[4]["samplers"] == ["consistency"] and runs[4]["default"] == {"sampler": "consistency", "steps": 2,
+                                                                                "guidance": 1.0}
     assert "heun" in runs[0]["samplers"] and runs[1]["orders"] == ["random", "confidence"]
     status, page = request(server, "/")
     assert status == 200 and "<canvas" in page and "http://" not in page and "https://" not in page

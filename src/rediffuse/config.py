@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from rediffuse import modalities
+from rediffuse import modalities, samplers
+from rediffuse.core import schedules
 from rediffuse.distributed import DEVICE_HELP, pick_device
 from rediffuse.errors import ConfigError
 from rediffuse.keys import need, need_positive_ints, opt
@@ -30,6 +31,7 @@ from rediffuse.objectives.consistency import ConsistencyKeys
 from rediffuse.objectives.gaussian import GaussianKeys
 from rediffuse.objectives.block import BlockKeys
 from rediffuse.objectives.masked import MaskedKeys
+from rediffuse.presets import RECOMMENDED
 from rediffuse.tensorboard_log import LOGS, require_tensorboard
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -82,6 +84,9 @@ class TrainConfig(ConsistencyKeys, BlockKeys, MaskedKeys, GaussianKeys, TableKey
     max_bad_steps: int = opt(20, "stop after this many steps in a row with a non-finite loss or gradient "
                                   "(each such step is skipped)")
     progress: bool = opt(True, "show a progress bar on a terminal")
+    sampling: dict = opt({}, "the run's recommended sampling, e.g. {sampler = \"heun\", steps = 18, guidance = 2}: "
+                             "what `rediffuse sample`, eval and serve use where their flags are not given (a "
+                             "preset fills it with what its benchmark measured)")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
@@ -179,6 +184,7 @@ def check(config: TrainConfig) -> None:
         value = getattr(config, name)
         need(value is None or 0 < value < math.inf, f"{name} must be a positive number, got {value}")
     need(isinstance(config.net_kwargs, dict), "net_kwargs must be a table (dict)")
+    check_sampling(config.sampling)
     need(config.log in LOGS, f"unknown log {config.log!r}; choose one of {', '.join(LOGS)}")
     if config.log == "tensorboard":
         require_tensorboard()
@@ -188,6 +194,24 @@ def check(config: TrainConfig) -> None:
     need(config.precision != "fp16" or device.type == "cuda",
          f"precision fp16 needs a CUDA device (it trains with a dynamic loss scale there), and this run's device "
          f"is {device.type}; use --precision fp32 or bf16")
+
+
+def check_sampling(values: Any) -> None:
+    """ConfigError naming the first bad entry of a recommended sampling table."""
+    need(isinstance(values, dict), "sampling must be a table (dict)")
+    bad = sorted(set(values) - set(RECOMMENDED))
+    need(not bad, f"unknown sampling key {bad[0] if bad else ''!r}; the keys are {', '.join(RECOMMENDED)}")
+    sampler, steps = values.get("sampler", "heun"), values.get("steps", 1)
+    need(sampler in samplers.SAMPLERS, f"unknown sampling.sampler {sampler!r}; choose one of "
+                                       f"{', '.join(sorted(samplers.SAMPLERS))}")
+    need(isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1,
+         f"sampling.steps must be an integer >= 1, got {steps!r}")
+    spacing = values.get("spacing", "default")
+    need(spacing in (*schedules.SPACINGS, "tuned"), f"unknown sampling.spacing {spacing!r}; choose one of "
+                                                   f"{', '.join((*schedules.SPACINGS, 'tuned'))}")
+    guidance = values.get("guidance", 1.0)
+    need(isinstance(guidance, (int, float)) and not isinstance(guidance, bool) and 0 <= guidance < math.inf,
+         f"sampling.guidance must be a finite number >= 0, got {guidance!r}")
 
 
 def resolve_device(name: str) -> torch.device:

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
 from rediffuse import distributed, modalities, runs, samplers
-from rediffuse.objectives import consistency as few_step
-from rediffuse.cli.common import finite_float, device_name
+from rediffuse.cli.common import PROG, finite_float, device_name
 from rediffuse.evaluation.evaluate import METRICS, evaluate
 from rediffuse.evaluation.tables.report import evaluate_table
 from rediffuse.evaluation.text import evaluate_text
 from rediffuse.errors import UsageError
+from rediffuse.sampling.recommended import choose
 from rediffuse.distributed import DEVICE_HELP
 
 
@@ -34,9 +35,12 @@ def add_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--draws", type=int, default=4, help="text runs: NELBO draws per window (default: 4)")
     p.add_argument("-n", type=int, default=None, help="samples (default: 10000 images, 1000 audio clips)")
     p.add_argument("--sampler", default=None, choices=sorted(samplers.SAMPLERS),
-                   help="sampler (default: heun; consistency for a `distill` run)")
-    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: 18; a `distill` run: 2)")
-    p.add_argument("--guidance", type=finite_float, default=1.0, help="classifier-free guidance scale (default: 1)")
+                   help="sampler (default: the run's recommended sampling, else heun; consistency for a `distill` "
+                        "run)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="sampler steps (default: the run's recommended, else 18; a `distill` run: 2)")
+    p.add_argument("--guidance", type=finite_float, default=None,
+                   help="classifier-free guidance scale (default: the run's recommended, else 1)")
     p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="samples per batch (default: 500; text runs: windows per batch, default 64)")
@@ -52,7 +56,8 @@ def add_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     if not args.run.is_dir():
         raise UsageError(f"run folder {str(args.run)!r} does not exist; give the --out folder of a training run")
-    info = runs.open(args.run).spec
+    opened = runs.open(args.run)
+    info = opened.spec
     modality = modalities.of(info)
     text = not modality.gaussian  # a token run: its held-out NELBO or NLL
     allowed = modality.eval_metrics
@@ -76,14 +81,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if modality.eval_report == "table":  # every metric, on as many rows as the training part unless -n
         if (args.n is not None and args.n < 1) or (args.steps is not None and args.steps < 1):
             raise UsageError("-n and --steps must be >= 1")
-        evaluate_table(args.run, data=args.data, n=args.n, steps=args.steps, guidance=args.guidance,
+        evaluate_table(args.run, data=args.data, n=args.n, steps=args.steps,
+                       guidance=1.0 if args.guidance is None else args.guidance,
                        seed=args.seed, device=args.device)
         print((args.run / "eval" / "eval.md").read_text(), end="")
         print(args.run / "eval" / "eval.json")
         return 0
-    sampler, steps = few_step.default_sampler(info, 18)
-    args.sampler = args.sampler or sampler
-    args.steps = steps if args.steps is None else args.steps
+    chosen = choose(info, opened.config.sampling, args.sampler, args.steps, "default", args.guidance, 18)
+    args.sampler, args.steps, args.guidance = chosen.sampler, chosen.steps, chosen.guidance
+    if chosen.recommended and not text:
+        print(f"{PROG}: sampling with {chosen.describe()}", file=sys.stderr)
     if args.n is None:
         args.n = modality.eval_n
     if args.batch_size is None:

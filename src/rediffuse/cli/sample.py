@@ -42,12 +42,12 @@ def add_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
 
 def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", default=None, choices=sorted(samplers.SAMPLERS),
-                   help="points, image and audio runs: the sampler (default: heun; consistency for a "
-                        "`distill` run)")
+                   help="points, image and audio runs: the sampler (default: the run's recommended sampling, "
+                        "else heun; consistency for a `distill` run)")
     p.add_argument("--steps", type=int, default=None,
-                   help="number of noise levels (default: 20; a `distill` run: 2; text runs: reverse steps, "
-                        "default the length)")
-    p.add_argument("--spacing", default="default", choices=[*schedules.SPACINGS, "tuned"],
+                   help="number of noise levels (default: the run's recommended, else 20; a `distill` run: 2; "
+                        "text runs: reverse steps, default the length)")
+    p.add_argument("--spacing", default=None, choices=[*schedules.SPACINGS, "tuned"],
                    help="sigma grid (default: the schedule's own; tuned: from `rediffuse tune-grid`)")
     p.add_argument("-n", "--num", type=int, default=None, dest="n",
                    help="number of samples (default: 5000 points, 64 images, 30 clips or 16 texts)")
@@ -57,7 +57,8 @@ def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
                         "(default: RUN/samples.npy, .png, samples/ or .jsonl)")
     p.add_argument("--seed", type=int, default=0, help="seed; sample i depends only on (seed, i)")
     p.add_argument("--class", type=int, dest="label", default=None, help="class label (conditional runs)")
-    p.add_argument("--guidance", type=finite_float, default=1.0, help="classifier-free guidance scale (1 = none)")
+    p.add_argument("--guidance", type=finite_float, default=None,
+                   help="classifier-free guidance scale (1 = none; default: the run's recommended, else 1)")
     p.add_argument("--device", type=device_name, default="auto", help=DEVICE_HELP)
     p.add_argument("--batch-size", type=int, default=1000, help="samples per batch (default: 1000)")
     p.add_argument("--trajectory", type=Path, default=None, help="also write a GIF of the reverse process")
@@ -90,6 +91,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     modality.check_out(out)
     trajectory = [] if args.trajectory is None else [args.trajectory]
     refuse_overwrite(modality.outputs(out, request.n, request.labels) + trajectory, args.overwrite)
+    if modality.gaussian and distributed.is_main_process():  # under torchrun rank 0 talks
+        chosen = run.choice(args.sampler, args.steps, args.spacing, args.guidance)
+        print(f"{PROG}: drawing {request.n} samples with {chosen.describe()}", file=sys.stderr)
     with distributed.session(str(request.device)) as world:  # under torchrun the ranks split the batches
         request = dataclasses.replace(request, device=world.device(str(request.device)))
         bar = tqdm(total=request.n, desc="sampling", unit="sample", file=sys.stderr,

@@ -26,11 +26,12 @@ from rediffuse.core.denoisers import Denoiser
 from rediffuse.distributed import pick_device
 from rediffuse.errors import UsageError
 from rediffuse.modalities import Drawn, Modality
-from rediffuse.objectives.consistency import default_sampler, run_grid
+from rediffuse.objectives.consistency import run_grid
 from rediffuse.runs import OpenRun, open as open_run
 from rediffuse.samplers import generation
 from rediffuse.samplers.inversion import SOLVERS, invert
 from rediffuse.samplers.request import EDIT_METHODS, EditRequest, Grid, OnStep, SamplingRequest, Step
+from rediffuse.sampling.recommended import Choice, choose
 from rediffuse.sampling.stream import stream
 from rediffuse.tuning.grids import load_plan
 
@@ -87,23 +88,30 @@ class Run:
         """The noise schedule of a Gaussian run (None for a text run)."""
         return getattr(self.denoiser, "schedule", None)
 
+    def choice(self, sampler: str | None = None, steps: int | None = None, spacing: str | None = None,
+               guidance: float | None = None) -> Choice:
+        """A Gaussian draw's settings: those given, then the run's recommended sampling, then its default."""
+        return choose(self.spec, getattr(self.config, "sampling", None), sampler, steps, spacing, guidance,
+                      DEFAULT_STEPS)
+
     def request(self, n: int | None = None, cond: int | Sequence[int] | Tensor | None = None,
-                sampler: str | None = None, steps: int | None = None, guidance: float = 1.0, seed: int = 0,
-                spacing: str = "default", batch_size: int = 1000, device: str | torch.device | None = None,
+                sampler: str | None = None, steps: int | None = None, guidance: float | None = None, seed: int = 0,
+                spacing: str | None = None, batch_size: int = 1000, device: str | torch.device | None = None,
                 flags: tuple[str, str, str] = API_FLAGS, **text: Any) -> SamplingRequest:
         """A checked request with the run's defaults filled in: n (the modality's count), the labels (every
-        class in turn for a conditional model when cond is None), sampler and steps; `text` holds order,
-        prompt, infill, blank and length."""
+        class in turn for a conditional model when cond is None), sampler, steps, spacing and guidance (`choice`);
+        `text` holds order, prompt, infill, blank and length."""
         n = self.modality.default_n if n is None else n
         if n < 1 or batch_size < 1 or (steps is not None and steps < 1):
             raise UsageError(f"the number of samples, --steps and --batch-size must be >= 1, got {n}, {steps} "
                              f"and {batch_size}")
         if self.modality.gaussian:
+            chosen = self.choice(sampler, steps, spacing, guidance)
+            sampler, steps, spacing, guidance = chosen.sampler, chosen.steps, chosen.spacing, chosen.guidance
             labels = labels_for(n, cond, self.num_classes, guidance, flags)
-            default, default_steps = default_sampler(self.spec, DEFAULT_STEPS)
-            sampler, steps = sampler or default, default_steps if steps is None else steps
         else:  # labels a text run cannot take are refused by its check_request
             labels = None if cond is None else torch.as_tensor(cond)
+            spacing, guidance = spacing or "default", 1.0 if guidance is None else guidance
         where = self.device if device is None else pick_device(str(device))
         return SamplingRequest(n=n, sampler=sampler, steps=steps, spacing=spacing, seed=seed, batch_size=batch_size,
                                labels=labels, guidance=guidance, device=where, **text)
@@ -125,8 +133,8 @@ class Run:
         return dataclasses.replace(drawn, settings={"sampler": request.sampler, "steps": request.steps})
 
     def sample(self, n: int | None = None, cond: int | Sequence[int] | Tensor | None = None,
-               sampler: str | None = None, steps: int | None = None, guidance: float = 1.0, seed: int = 0,
-               spacing: str = "default", batch_size: int = 1000, device: str | torch.device = "auto",
+               sampler: str | None = None, steps: int | None = None, guidance: float | None = None, seed: int = 0,
+               spacing: str | None = None, batch_size: int = 1000, device: str | torch.device = "auto",
                **text: Any) -> Tensor:
         """n samples [n, ...] on the CPU: labels `cond` (one class for all, one per sample, or every class in
         turn when None for a conditional model), `guidance` > 1 for classifier-free guidance; a text run's
@@ -136,8 +144,8 @@ class Run:
         return self.draw(request).samples
 
     def sample_steps(self, n: int | None = None, cond: int | Sequence[int] | Tensor | None = None,
-                     sampler: str | None = None, steps: int | None = None, guidance: float = 1.0, seed: int = 0,
-                     spacing: str = "default", batch_size: int = 1000, device: str | torch.device = "auto",
+                     sampler: str | None = None, steps: int | None = None, guidance: float | None = None, seed: int = 0,
+                     spacing: str | None = None, batch_size: int = 1000, device: str | torch.device = "auto",
                      **text: Any) -> Generator[Step, None, Drawn]:
         """`sample`'s reverse process as it runs: a Step per sampler step and batch (its level, the current
         samples and the model's estimate of the clean data); the generator returns the Drawn samples, and

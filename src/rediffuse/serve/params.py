@@ -8,9 +8,7 @@ from urllib.parse import parse_qs
 
 import torch
 
-from rediffuse.objectives.consistency import default_sampler
 from rediffuse.samplers import SAMPLERS
-from rediffuse.sampling.run import DEFAULT_STEPS
 
 KEYS = ("run", "n", "steps", "sampler", "guidance", "seed", "class", "spacing", "order", "prompt", "length",
         "infill")
@@ -31,7 +29,7 @@ class Params:
     n: int
     steps: int | None = None
     sampler: str | None = None
-    guidance: float = 1.0
+    guidance: float | None = None  # None: the run's recommended guidance, else 1
     seed: int = 0
     cls: int | None = None
     spacing: str = "default"
@@ -50,7 +48,7 @@ class Params:
         """About how many steps the draw reports (to thin the frames)."""
         spec = run.spec
         if run.modality.gaussian:
-            return self.steps or default_sampler(spec, DEFAULT_STEPS)[1]
+            return run.choice(self.sampler, self.steps).steps
         length = len(self.infill) if self.infill else self.length or int(spec.data.shape[0])
         if spec.block:
             return (self.steps or spec.block) * -(-length // spec.block)
@@ -117,7 +115,7 @@ def parse_params(query: str, runs: list[Any], limits: Any) -> Params:
     cls = _number(values, "class", 0, (classes or 1) - 1) if classes else None
     if not classes and _one(values, "class") not in (None, ""):
         raise BadRequest(f"run {run_index} has no classes; drop class")
-    guidance = _number(values, "guidance", 0.0, MAX_GUIDANCE, 1.0, float)
+    guidance = _number(values, "guidance", 0.0, MAX_GUIDANCE, None, float)
     prompt, infill = _one(values, "prompt") or None, _one(values, "infill") or None
     for name, given in (("prompt", prompt), ("infill template", infill)):
         if given is not None and len(given) > limits.prompt:

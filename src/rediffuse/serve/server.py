@@ -23,8 +23,7 @@ from typing import Any, Callable, Generator
 from urllib.parse import urlsplit
 
 from rediffuse.errors import UsageError
-from rediffuse.objectives.consistency import default_sampler
-from rediffuse.sampling.run import DEFAULT_STEPS, Run, load
+from rediffuse.sampling.run import Run, load
 from rediffuse.serve.frames import finished, frame, thin
 from rediffuse.serve.params import BadRequest, EditParams, Params, allowed_samplers, parse_edit, parse_params
 from rediffuse.tuning.grids import GRIDS_FILE
@@ -160,9 +159,9 @@ def describe_run(index: int, name: str, run: Run, limits: Limits) -> dict[str, A
     out: dict[str, Any] = {"index": index, "name": name, "kind": kind, "shown": kind in SHOWN_KINDS,
                            "classes": run.num_classes, "most": limits.points if kind == "points" else limits.samples}
     if run.modality.gaussian:
-        sampler, steps = default_sampler(spec, DEFAULT_STEPS)
+        chosen = run.choice()  # the run's recommended sampling, else its default
         out["samplers"] = allowed_samplers(run)
-        out["default"] = {"sampler": sampler, "steps": steps}
+        out["default"] = {"sampler": chosen.sampler, "steps": chosen.steps, "guidance": chosen.guidance}
         grids = run.path / GRIDS_FILE
         saved = json.loads(grids.read_text()) if grids.is_file() else {}
         out["tuned"] = [{"sampler": s, "steps": int(k)} for s, entries in saved.items() for k in entries]
