@@ -63,6 +63,12 @@ def test_eval_of_an_audio_run_reports_accuracy_fd_is_and_the_floor(tmp_path, mon
         assert {"fd", "class_accuracy", "inception_score", "modified_inception_score"} <= set(report[row])
     assert report["heldout_real"]["n"] == 30 and 1 <= report["heldout_real"]["inception_score"] <= 10
     assert "inception_score" in (run / "eval" / "eval.md").read_text()
+    second = report["second"]  # the second opinion, of another family, and the level and silence
+    assert second["kind"] == "logistic regression on MFCC statistics" and second["heldout_accuracy"] == 1.0
+    assert {"fd", "recall", "class_accuracy"} <= set(second["samples"]) and second["heldout_real"]["n"] == 30
+    real = report["levels"]["heldout_real"]  # tones of amplitude 0.5 filling the 512 samples of the run's clips
+    assert real["peak"] == pytest.approx(0.5, rel=0.01) and real["silence_db"] > -1
+    assert "Second opinion" in (run / "eval" / "eval.md").read_text()
     capsys.readouterr()
     assert main(["eval", str(run), "--metrics", "nll"]) == 2
     assert "an audio run takes a comma list from fd,prdc,acc,is" in capsys.readouterr().err

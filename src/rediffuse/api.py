@@ -53,8 +53,9 @@ def fit(data: Any, out: str | Path | None = None, *, callbacks: Sequence[Callabl
         if isinstance(data, torch.utils.data.DataLoader) and "batch_size" not in config and data.batch_size:
             values["batch_size"] = int(data.batch_size)
         if values.get("audio_representation", "waveform") != "waveform":
-            raise ConfigError("audio_representation 'mel' reads audio files (fsdd:PATH, audio:PATH); for clips in "
-                              "memory encode them with rediffuse.audio.codec.MelCodec and fit the images")
+            raise ConfigError(f"audio_representation {values['audio_representation']!r} reads audio files "
+                              "(fsdd:PATH, audio:PATH); for clips in memory encode them with "
+                              "rediffuse.audio.codec.MelCodec and fit the images")
         given = from_python(data, rate=int(values.get("sample_rate", 8000)))
         values["data"] = describe(given)
         if "conditional" not in values and given.labels is not None:

@@ -285,4 +285,4 @@ def pretrained_config(spec: ModelSpec, path: Path) -> TrainConfig:
     data = spec.data
     return TrainConfig(data=str(data.spec or path), net=spec.net, parameterization=spec.parameterization,
                        conditional=data.num_classes is not None,
-                       audio_representation="mel" if data.codec else "waveform")
+                       audio_representation=data.codec.get("frequency", "mel") if data.codec else "waveform")

@@ -23,18 +23,21 @@ from torch import Tensor
 
 from rediffuse.audio.spectral import griffin_lim, mel_filterbank, mel_to_power, stft_power
 
-REPRESENTATIONS = ("waveform", "mel")
+REPRESENTATIONS = ("waveform", "mel", "linear")
 
 
 @dataclass(frozen=True)
 class MelCodec:
-    """Waveforms [N, 1, L] <-> log-mel images [N, 1, n_mels, L / hop] at `rate` Hz."""
+    """Waveforms [N, 1, L] <-> log-mel images [N, 1, n_mels, L / hop] at `rate` Hz; with frequency 'linear',
+    log-magnitude images of the STFT's own bins [N, 1, n_fft / 2, L / hop] (the Nyquist bin dropped): no mel
+    inversion, twice the rows."""
 
     rate: int
     length: int
     n_fft: int = 256
     hop: int = 128
     n_mels: int = 64
+    frequency: str = "mel"  # or "linear"
     floor: float = 1e-9  # mel power of silence (the -1 of the image): FSDD speech sits 80-120 dB above it
     top_db: float = 130.0  # dB above the floor that map to +1
     iters: int = 32  # Griffin-Lim iterations when decoding
@@ -47,11 +50,18 @@ class MelCodec:
         if self.n_fft < self.hop or self.n_mels < 1 or self.n_mels > self.n_fft // 2 + 1:
             raise ValueError(f"need n_fft >= hop and 1 <= n_mels <= n_fft // 2 + 1, got n_fft {self.n_fft}, "
                              f"hop {self.hop}, n_mels {self.n_mels}")
+        if self.frequency not in ("mel", "linear"):
+            raise ValueError(f"unknown frequency scale {self.frequency!r}; choose mel or linear")
+
+    @property
+    def rows(self) -> int:
+        """Image rows: mel bands, or the STFT bins below Nyquist."""
+        return self.n_mels if self.frequency == "mel" else self.n_fft // 2
 
     @property
     def shape(self) -> tuple[int, int, int]:
         """The shape of one encoded clip."""
-        return (1, self.n_mels, self.length // self.hop)
+        return (1, self.rows, self.length // self.hop)
 
     def config(self) -> dict[str, Any]:
         """The codec as JSON (what a run's spec stores)."""
@@ -61,17 +71,25 @@ class MelCodec:
         return mel_filterbank(self.n_fft, self.n_mels, self.rate).to(like.device, like.dtype)
 
     def encode(self, x: Tensor) -> Tensor:
-        """Log-mel images [N, 1, n_mels, frames] in [-1, 1] of waveforms x [N, 1, L]."""
-        mel = torch.einsum("bft,fm->bmt", stft_power(x.reshape(len(x), -1), self.n_fft, self.hop), self._bank(x))
-        db = 10.0 * torch.log10(mel[:, :, :-1] / self.floor + 1.0)
+        """Images [N, 1, rows, frames] in [-1, 1] of waveforms x [N, 1, L]."""
+        power = stft_power(x.reshape(len(x), -1), self.n_fft, self.hop)
+        if self.frequency == "mel":
+            power = torch.einsum("bft,fm->bmt", power, self._bank(x))
+        db = 10.0 * torch.log10(power[:, : self.rows, :-1] / self.floor + 1.0)
         return (2.0 * db / self.top_db - 1.0).clamp(-1.0, 1.0).unsqueeze(1)
 
+    def power(self, images: Tensor) -> Tensor:
+        """The linear-frequency power [N, n_fft / 2 + 1, frames + 1] images stand for (values clamped to
+        [-1, 1]; the dropped last frame and Nyquist bin are silence)."""
+        db = (images.reshape(len(images), self.rows, -1).float().clamp(-1.0, 1.0) + 1.0) * self.top_db / 2
+        power = F.pad(self.floor * (10.0 ** (db / 10.0) - 1.0), (0, 1))
+        if self.frequency == "mel":
+            return mel_to_power(power, self._bank(power))
+        return F.pad(power, (0, 0, 0, 1))
+
     def decode(self, images: Tensor) -> Tensor:
-        """Waveforms [N, 1, L] in [-1, 1] of log-mel images [N, 1, n_mels, frames] (values clamped to [-1, 1])."""
-        db = (images.reshape(len(images), self.n_mels, -1).float().clamp(-1.0, 1.0) + 1.0) * self.top_db / 2
-        mel = F.pad(self.floor * (10.0 ** (db / 10.0) - 1.0), (0, 1))  # the dropped last frame: silence
-        power = mel_to_power(mel, self._bank(mel))
-        x = griffin_lim(power.sqrt(), self.n_fft, self.hop, self.length, self.iters)
+        """Waveforms [N, 1, L] in [-1, 1] of images [N, 1, rows, frames] (phase by fast Griffin-Lim)."""
+        x = griffin_lim(self.power(images).sqrt(), self.n_fft, self.hop, self.length, self.iters)
         return x.clamp(-1.0, 1.0).unsqueeze(1)
 
 

@@ -54,6 +54,16 @@ def log_mel(x: Tensor, rate: int, n_fft: int = N_FFT, hop: int = HOP, n_mels: in
     return 10.0 * torch.log10(mel.clamp(min=1e-10))
 
 
+def centre_fit(x: Tensor, length: int) -> Tensor:
+    """Clips [B, L] (or [B, 1, L]) as float [B, length]: centre-cropped, or zero-padded equally on both sides."""
+    x = x.reshape(len(x), -1).float()
+    if x.shape[1] > length:
+        start = (x.shape[1] - length) // 2
+        return x[:, start: start + length]
+    left = (length - x.shape[1]) // 2
+    return F.pad(x, (left, length - x.shape[1] - left))
+
+
 def log_mel_image(x: Tensor, rate: int, size: int = N_MELS, hop: int = HOP) -> Tensor:
     """Square log-mel images [B, 1, size, size] in [-1, 1] of waveforms x [B, 1, L] or [B, L].
 
@@ -61,14 +71,7 @@ def log_mel_image(x: Tensor, rate: int, size: int = N_MELS, hop: int = HOP) -> T
     each image is in dB below its own maximum, clamped at TOP_DB and mapped linearly onto [-1, 1]
     (so loudness does not matter).
     """
-    x = x.reshape(len(x), -1).float()
-    target = size * hop
-    if x.shape[1] > target:
-        start = (x.shape[1] - target) // 2
-        x = x[:, start: start + target]
-    elif x.shape[1] < target:
-        left = (target - x.shape[1]) // 2
-        x = F.pad(x, (left, target - x.shape[1] - left))
+    x = centre_fit(x, size * hop)
     db = log_mel(x, rate, 2 * hop, hop, size)[:, :, :size]
     db = torch.maximum(db - db.amax(dim=(1, 2), keepdim=True), torch.tensor(-TOP_DB, device=db.device))
     return (db / (TOP_DB / 2) + 1.0).unsqueeze(1)

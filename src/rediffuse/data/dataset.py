@@ -156,11 +156,12 @@ def _load_text(config: DataOptions) -> Data:
 
 
 def _load_audio(config: DataOptions) -> Data:
-    """Clips as waveforms, or as log-mel images for audio_representation 'mel'."""
+    """Clips as waveforms, or as log-mel (or log linear-frequency) images for audio_representation 'mel'
+    ('linear')."""
     audio = load_audio(config.data, length=config.clip_length, rate=config.sample_rate)
     if config.audio_representation == "waveform":
         return Data(audio.x, audio.labels, "audio", rate=audio.rate)
-    codec = MelCodec(rate=audio.rate, length=config.clip_length)
+    codec = MelCodec(rate=audio.rate, length=config.clip_length, frequency=config.audio_representation)
     images = torch.cat([codec.encode(part) for part in audio.x.split(256)])
     return Data(images, audio.labels, "audio", rate=audio.rate, codec=codec.config())
 

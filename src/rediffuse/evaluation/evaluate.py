@@ -29,6 +29,7 @@ from rediffuse.core.guidance import cfg_denoiser
 from rediffuse.objectives.consistency import run_sampling
 from rediffuse.samplers.generation import generate, require_finite
 from rediffuse.evaluation.report import write_report
+from rediffuse.evaluation.audio_opinion import audio_markdown, audio_report
 from rediffuse.io import atomic_write_arrays
 from rediffuse.evaluation.likelihood import bits_per_dim
 from rediffuse.evaluation.metrics import frechet_distance, inception_score, modified_inception_score, prdc
@@ -83,14 +84,17 @@ def inception_features(weights: str, data_spec: str, image_size: int | None) -> 
     return load_inception(weights), split, {"kind": "inception", "weights": weights}
 
 
+def at_fsdd_rate(x: Tensor, rate: int | None) -> Tensor:
+    """Clips [N, 1, L] at `rate` Hz resampled to the 8 kHz the spoken-digit classifiers hear."""
+    if rate == FSDD_RATE:
+        return x
+    clips = [resample_to(clip.reshape(-1).numpy(), rate, FSDD_RATE) for clip in x.cpu()]
+    return torch.from_numpy(np.stack(clips)).unsqueeze(1)
+
+
 def classifier_inputs(x: Tensor, kind: str, rate: int | None) -> Tensor:
     """What the classifier of `kind` reads: images as they are; clips [N, 1, L] as log-mel images at 8 kHz."""
-    if kind != "fsdd":
-        return x
-    if rate != FSDD_RATE:
-        clips = [resample_to(clip.reshape(-1).numpy(), rate, FSDD_RATE) for clip in x.cpu()]
-        x = torch.from_numpy(np.stack(clips))
-    return log_mel_image(x, FSDD_RATE)
+    return x if kind != "fsdd" else log_mel_image(at_fsdd_rate(x, rate), FSDD_RATE)
 
 
 def cached_samples(run_dir: Path, denoiser: Callable, schedule: Any, shape: Sequence[int], n: int,
@@ -180,7 +184,10 @@ def evaluate(run_dir: str | Path, *, metrics: Sequence[str] = METRICS, n: int = 
                        guidance=guidance)
         x, cond = cached_samples(run_dir, denoiser, schedule, info.shape, n, info.num_classes, options,
                                  run_sampling(spec, sampler, steps))
-        x = classifier_inputs(modality.deliver(info, x), kind, info.rate)
+        delivered = modality.deliver(info, x)
+        x = classifier_inputs(delivered, kind, info.rate)
+        if kind == "fsdd":  # a second classifier of another family, and the clips' level and silence
+            report.update(audio_report(data_path, at_fsdd_rate(delivered, info.rate), cond))
         report["samples"] = sample_metrics(classifier, x, cond, real_feats, sample_side)
         held = len(split.heldout_x)
         report["samples_at_heldout_n"] = sample_metrics(classifier, x[:held], None if cond is None else cond[:held],
@@ -218,6 +225,7 @@ def markdown(report: dict[str, Any]) -> str:
             if key in report:
                 lines.append(f"| {label} | " + " | ".join(
                     f"{report[key][k]:.4g}" if k in report[key] else "-" for k in present) + " |")
+    lines += audio_markdown(report)
     if "nll" in report:
         r = report["nll"]
         lines += ["", f"Bits/dim on {r['images']} held-out images ({r['estimator']}): "

@@ -35,8 +35,9 @@ class AudioKeys:
     clip_length: int = opt(8192, "audio data: samples per clip (longer clips are centre-cropped, shorter "
                                  "zero-padded)")
     sample_rate: int = opt(8000, "audio data: the sample rate in Hz (other files are resampled, polyphase)")
-    audio_representation: str = opt("waveform", "audio data: what the model learns, waveform (a 1-D UNet) or "
-                                                "mel (log-mel images for a 2-D UNet, decoded by Griffin-Lim)")
+    audio_representation: str = opt("waveform", "audio data: what the model learns, waveform (a 1-D UNet), "
+                                                "mel (log-mel images for a 2-D UNet, decoded by Griffin-Lim) or "
+                                                "linear (log-magnitude images of the STFT bins, twice the rows)")
 
 
 class Audio(GaussianModality):

@@ -163,8 +163,8 @@ class Run:
         kept bit for bit; or, method 'sdedit', all of x redrawn from the noise level of `strength` in (0, 1].
         Labels and guidance as in `sample`: a conditional model without `cond` edits with its null class, but for
         smc with its `particles` (default 4, or one per class) spread over the classes."""
-        request, edit = self.edit_requests(x, missing, method, strength, cond, sampler, steps, guidance, seed, particles,
-                                   jump, resample, batch_size, device)
+        request, edit = self.edit_requests(x, missing, method, strength, cond, sampler, steps, guidance, seed,
+                                           particles, jump, resample, batch_size, device)
         return self.modality.edit(self.opened.model(request.device), self.spec, request, edit).samples
 
     def edit_steps(self, x: Tensor, missing: Tensor | None = None, method: str = "smc", *, strength: float = 1.0,
@@ -174,8 +174,8 @@ class Run:
                    device: str | torch.device = "auto") -> Generator[Step, None, Drawn]:
         """`edit`'s reverse process as it runs, a Step per step and batch (SMC's states hold every particle);
         the generator returns the edited Drawn, and closing it stops the edit."""
-        request, edit = self.edit_requests(x, missing, method, strength, cond, sampler, steps, guidance, seed, particles,
-                                   jump, resample, batch_size, device)
+        request, edit = self.edit_requests(x, missing, method, strength, cond, sampler, steps, guidance, seed,
+                                           particles, jump, resample, batch_size, device)
         model = self.opened.model(request.device)
         return stream(lambda on_step: self.modality.edit(model, self.spec, request, edit, on_step=on_step))
 

@@ -1,0 +1,76 @@
+"""What `rediffuse eval` adds for spoken digits beside the project's classifier: a second classifier of another
+family fitted on clean `@train` recordings (`features.cepstral`), and the level and silence of the clips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from rediffuse.audio.spectral import centre_fit
+from rediffuse.data.audio import load_fsdd
+from rediffuse.evaluation.features.cepstral import LENGTH, RATE, CepstralClassifier, train_cepstral
+from rediffuse.evaluation.metrics import frechet_distance, levels, prdc
+
+SECOND = "logistic regression on MFCC statistics"
+
+
+def fsdd_clips(path: str | Path, part: str) -> tuple[Tensor, Tensor]:
+    """(clips [N, 1, LENGTH] at 8 kHz, digit labels [N]) of one FSDD part."""
+    data = load_fsdd(path, part, length=LENGTH, rate=RATE)
+    assert data.labels is not None  # FSDD labels every recording
+    return data.x, data.labels
+
+
+def second_classifier(path: str | Path) -> tuple[CepstralClassifier, Tensor, tuple[Tensor, Tensor]]:
+    """(the classifier fitted on `@train`, its features of the training clips, the held-out (clips, labels))."""
+    train_x, train_y = fsdd_clips(path, "train")
+    heldout = fsdd_clips(path, "heldout")
+    model = train_cepstral(train_x, train_y, heldout)
+    return model, model.features(train_x), heldout
+
+
+def scores(model: CepstralClassifier, clips: Tensor, labels: Tensor | None, real: Tensor) -> dict[str, float]:
+    """FD, precision/recall/density/coverage against the training features, and class accuracy."""
+    feats = model.features(clips)
+    out = {"n": float(len(clips)), "fd": frechet_distance(feats, real), **prdc(real, feats, k=5)}
+    if labels is not None:
+        out["class_accuracy"] = model.accuracy(clips, labels)
+    return out
+
+
+def audio_report(path: str | Path, clips: Tensor, labels: Tensor | None) -> dict[str, Any]:
+    """The second opinion on 8 kHz sample clips [N, 1, L] (labels: the classes asked for) and the level and
+    silence of the samples and of the held-out recordings (centre-fitted to the samples' length), as report
+    entries."""
+    model, real, (held_x, held_y) = second_classifier(path)
+    n = len(held_x)
+    second = {"kind": SECOND, "heldout_accuracy": model.heldout_accuracy,
+              "samples": scores(model, clips, labels, real),
+              "samples_at_heldout_n": scores(model, clips[:n], None if labels is None else labels[:n], real),
+              "heldout_real": scores(model, held_x, held_y, real)}
+    real = centre_fit(held_x, clips.shape[-1]).unsqueeze(1)  # the recordings at the samples' length
+    return {"second": second, "levels": {"samples": levels(clips).to_dict(), "heldout_real": levels(real).to_dict()}}
+
+
+def audio_markdown(report: dict[str, Any]) -> list[str]:
+    """Markdown lines for the second opinion and the levels (nothing when the report has neither)."""
+    lines: list[str] = []
+    if "second" in report:
+        s = report["second"]
+        keys = ["n", "fd", "precision", "recall", "density", "coverage", "class_accuracy"]
+        lines += ["", f"Second opinion: {s['kind']}, fitted on clean @train recordings (held-out accuracy "
+                      f"{s['heldout_accuracy']:.3f}).", "",
+                  "| set | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+        for key, label in (("samples", "model samples"), ("samples_at_heldout_n", "model samples, first N_heldout"),
+                           ("heldout_real", "held-out real data (floor)")):
+            lines.append(f"| {label} | " + " | ".join(f"{s[key][k]:.4g}" if k in s[key] else "-" for k in keys)
+                         + " |")
+    if "levels" in report:
+        lv = report["levels"]
+        lines += ["", "| clips | median RMS | median peak | quietest quarter of frames (dB below loudest) |",
+                  "|---|---|---|---|"]
+        for key, label in (("samples", "model samples"), ("heldout_real", "held-out recordings")):
+            lines.append(f"| {label} | {lv[key]['rms']:.4f} | {lv[key]['peak']:.3f} | {lv[key]['silence_db']:.1f} |")
+    return lines

@@ -1,0 +1,42 @@
+"""How loud clips are and how silent their pauses: the first things a listener hears (issue 41)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor
+
+FRAME = 256  # samples per frame (32 ms at 8 kHz)
+FLOOR_DB = -120.0  # frame energies below this many dB under the loudest frame count as this
+
+
+@dataclass(frozen=True)
+class Levels:
+    """Medians over clips: RMS, peak |sample|, and the quietest quarter of frames in dB below the loudest frame."""
+
+    rms: float
+    peak: float
+    silence_db: float
+
+    def to_dict(self) -> dict[str, float]:
+        """The figures as a JSON-ready dict."""
+        return asdict(self)
+
+
+def frame_db(clips: Tensor, frame: int = FRAME) -> Tensor:
+    """Each frame's mean energy in dB below its clip's loudest frame [N, frames], floored at FLOOR_DB (a silent
+    clip is all FLOOR_DB)."""
+    x = clips.reshape(len(clips), -1).double()
+    energy = x[:, : x.shape[1] // frame * frame].reshape(len(x), -1, frame).square().mean(-1)
+    loudest = energy.amax(1, keepdim=True)
+    ratio = torch.where(loudest > 0, energy / loudest.clamp(min=1e-300), torch.zeros_like(energy))
+    return (10.0 * torch.log10(ratio.clamp(min=1e-300))).clamp(min=FLOOR_DB)
+
+
+def levels(clips: Tensor) -> Levels:
+    """The level and silence figures of clips [N, 1, L] or [N, L]."""
+    x = clips.reshape(len(clips), -1).double()
+    quietest_quarter = frame_db(x).quantile(0.25, dim=1)
+    return Levels(rms=float(x.square().mean(1).sqrt().median()), peak=float(x.abs().amax(1).median()),
+                  silence_db=float(quietest_quarter.median()))
