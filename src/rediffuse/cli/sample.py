@@ -92,6 +92,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     trajectory = [] if args.trajectory is None else [args.trajectory]
     refuse_overwrite(modality.outputs(out, request.n, request.labels) + trajectory, args.overwrite)
     if modality.gaussian and distributed.is_main_process():  # under torchrun rank 0 talks
+        run.grid(request)  # a missing tuned plan is named before the line below
         chosen = run.choice(args.sampler, args.steps, args.spacing, args.guidance)
         print(f"{PROG}: drawing {request.n} samples with {chosen.describe()}", file=sys.stderr)
     with distributed.session(str(request.device)) as world:  # under torchrun the ranks split the batches
