@@ -3,6 +3,7 @@
     python benchmarks/tables_vs_baselines.py [--sets wine breast_cancer diabetes iris adult]
         [--adult ../shared/data/adult/adult.csv] [--seeds 0 1 2 3 4] [--epochs 2000] [--adult-minutes 15]
         [--net auto|table-transformer] [--sdv] [--sdv-seeds 0 1 2 3 4] [--ctgan-epochs 300] [--out table.md]
+        [--only ours SDV ...] [--threads 2]
 
 Each set is split by the project's rule (`table:...@train` / `@heldout`: the seeded permutation in halves) with its
 target column (the class; diabetes' disease progression is a number). Methods, each drawing as many rows as the
@@ -15,6 +16,8 @@ training half:
 - with `--sdv` (the optional `bench` extra): SDV's GaussianCopulaSynthesizer and CTGANSynthesizer
   (`--ctgan-epochs`), on `--sdv-seeds` (CTGAN's default 300 epochs take minutes on adult);
 - the floor: the held-out real rows themselves.
+`--only` keeps the methods whose names start with one of its words (for example `--only SDV` to add SDV's rows to
+an earlier run's table without retraining ours).
 Every metric of `rediffuse.evaluation.tables.report.score` (shape and trend errors in percent against the training
 rows, alpha-precision, beta-recall, the classifier two-sample AUC, ML efficiency on the held-out rows, the DCR share)
 as mean +- standard deviation over the seeds, with fit and sampling seconds. Run it alone: the times are this
@@ -121,6 +124,8 @@ def benchmark_set(name: str, source: str, target: str, args: argparse.Namespace)
         methods[label] = lambda seed, make=make: ((lambda k, s: make(train, k, s)), 0.0)
     sdv = sdv_methods(train, args.ctgan_epochs) if args.sdv else {}
     methods.update(sdv)
+    if args.only:
+        methods = {k: v for k, v in methods.items() if any(k.lower().startswith(w.lower()) for w in args.only)}
     for label, fit in methods.items():
         for seed in args.sdv_seeds if label in sdv else args.seeds:
             draw, fit_seconds = fit(seed)
@@ -162,8 +167,10 @@ def main() -> None:
     p.add_argument("--sdv-seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="seeds of the SDV methods")
     p.add_argument("--ctgan-epochs", type=int, default=300)
     p.add_argument("--out", type=Path, default=None, help="also write the table here")
+    p.add_argument("--only", nargs="+", default=None, help="only the methods whose names start with these words")
+    p.add_argument("--threads", type=int, default=2, help="torch threads")
     args = p.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     lines = ["| set | method | shape err % | trend err % | alpha-precision | beta-recall | C2ST AUC | DCR share | "
              "ML (AUC or RMSE) | fit s | sample s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in args.sets:

@@ -14,6 +14,7 @@ from helpers import assert_one_line_error
 from rediffuse.cli import main
 from rediffuse.core.table_diffusion import Layout, sigma_of
 from rediffuse.data.table_codec import TableCodec
+from rediffuse.data.table_types import Table
 from rediffuse.data.tables import holdout_part, load_table, read_csv, write_csv
 from rediffuse.errors import ConfigError
 from rediffuse.samplers.table import sample_table
@@ -126,6 +127,19 @@ def test_the_codec_maps_numbers_to_normal_scores_and_back():
     back = codec.decode(x)
     np.testing.assert_allclose(back["x"], table["x"], rtol=1e-3)  # x holds float32 normal scores
     np.testing.assert_array_equal(back["c"], table["c"])
+
+
+def test_decoded_numbers_are_the_numbers_a_csv_writes():
+    rng = np.random.default_rng(1)
+    table = read_csv_from_columns({"cm": np.round(rng.normal(5, 1, 200), 1), "n": rng.integers(0, 90, 200)})
+    assert table.schema.column("cm").decimals == 1 and table.schema.column("n").kind == "integer"
+    codec = TableCodec.fit(table)
+    z = rng.normal(size=500)
+    for name in ("cm", "n"):
+        drawn = codec.from_normal(name, z)
+        written = np.array([float(cell) for cell in Table(table.schema, {name: drawn}).cells(name)])
+        np.testing.assert_array_equal(drawn, written)  # one decimal (or whole), as the file wrote them
+        assert len(np.unique(drawn)) > 5  # rounded, not collapsed
 
 
 def read_csv_from_columns(columns: dict[str, np.ndarray]) -> object:

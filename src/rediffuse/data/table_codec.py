@@ -4,8 +4,9 @@
 The transform (as TabDDPM, Kotelnikov et al. 2023, uses scikit-learn's QuantileTransformer): a value's empirical
 CDF p, interpolated between the training quantiles at `REFERENCES` probabilities (the mean of the interpolations
 from below and above, so ties map to their midpoint), then z = Phi^-1(p) with p clipped to [1e-7, 1 - 1e-7]. The
-inverse interpolates Phi(z) back through the quantiles; integers are rounded. The codec is plain JSON in the model
-spec, so loading a run needs neither the CSV nor scikit-learn.
+inverse interpolates Phi(z) back through the quantiles and rounds as the file wrote the numbers (so the rows in
+memory are the rows a CSV gets). The codec is plain JSON in the model spec, so loading a run needs neither the CSV
+nor scikit-learn.
 """
 
 from __future__ import annotations
@@ -122,10 +123,9 @@ class TableCodec:
         return np.where(np.isnan(v), 0.0, z)
 
     def from_normal(self, name: str, z: np.ndarray) -> np.ndarray:
-        """A numeric column's values of normal scores (integers rounded)."""
+        """A numeric column's values of normal scores, rounded as the file wrote them."""
         q = np.asarray(self.quantiles[name])
-        v = np.interp(ndtr(z), np.linspace(0, 1, len(q)), q)
-        return np.rint(v) if self.schema.column(name).kind == "integer" else v
+        return self.schema.column(name).as_written(np.interp(ndtr(z), np.linspace(0, 1, len(q)), q))
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form."""

@@ -33,6 +33,12 @@ class Column:
         """Whether the column holds numbers (numeric or integer)."""
         return self.kind in NUMERIC_KINDS
 
+    def as_written(self, v: np.ndarray) -> np.ndarray:
+        """Numbers rounded as the file wrote them: integers whole, decimals to the column's `decimals` (NaN kept)."""
+        if self.kind == "integer":
+            return np.rint(v)
+        return v if self.decimals is None else np.round(v, self.decimals)
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON form."""
         return {"name": self.name, "kind": self.kind, "categories": list(self.categories),

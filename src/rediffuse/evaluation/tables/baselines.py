@@ -108,7 +108,7 @@ def smote(train: Table, n: int, seed: int, k: int = 5) -> Table:
         a, b = train[column.name][base], train[column.name][other]
         if column.numeric:
             mixed = np.where(np.isnan(a) | np.isnan(b), a, a + lam * (b - a))
-            values[column.name] = np.round(mixed) if column.kind == "integer" else mixed
+            values[column.name] = column.as_written(mixed)
         else:
             values[column.name] = np.where(rng.uniform(size=n) < lam, b, a)
     return Table(train.schema, values)
