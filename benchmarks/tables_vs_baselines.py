@@ -3,7 +3,7 @@
     python benchmarks/tables_vs_baselines.py [--sets wine breast_cancer diabetes iris adult]
         [--adult ../shared/data/adult/adult.csv] [--seeds 0 1 2 3 4] [--epochs 2000] [--adult-minutes 15]
         [--net auto|table-transformer] [--sdv] [--sdv-seeds 0 1 2 3 4] [--ctgan-epochs 300] [--out table.md]
-        [--only ours SDV ...] [--threads 2]
+        [--only ours SDV ...] [--threads 2] [--epochs-for iris=5000]
 
 Each set is split by the project's rule (`table:...@train` / `@heldout`: the seeded permutation in halves) with its
 target column (the class; diabetes' disease progression is a number). Methods, each drawing as many rows as the
@@ -113,8 +113,9 @@ def benchmark_set(name: str, source: str, target: str, args: argparse.Namespace)
     if name == "adult":
         budget, said = (10**9, args.adult_minutes), f"{args.adult_minutes:g} min"
     else:
-        steps = math.ceil(args.epochs * n / TrainConfig.batch_size)
-        budget, said = (steps, None), f"{args.epochs:g} epochs = {steps} steps"
+        epochs = dict((k, float(v)) for k, v in (e.split("=") for e in args.epochs_for)).get(name, args.epochs)
+        steps = math.ceil(epochs * n / TrainConfig.batch_size)
+        budget, said = (steps, None), f"{epochs:g} epochs = {steps} steps"
     results: dict[str, list[tuple[dict[str, float], float, float]]] = {}
     label = f"ours ({said})" if args.net == "auto" else f"ours, {args.net} ({said})"
     methods: dict[str, Callable[[int], tuple[Fitted, float]]] = {
@@ -161,6 +162,8 @@ def main() -> None:
     p.add_argument("--adult", default="../shared/data/adult/adult.csv", help="the UCI Adult CSV")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--epochs", type=float, default=2000.0, help="our passes over the rows on the bundled sets")
+    p.add_argument("--epochs-for", nargs="+", default=[], metavar="SET=EPOCHS",
+                   help="another number of passes for some bundled sets, e.g. iris=5000")
     p.add_argument("--adult-minutes", type=float, default=15.0, help="our training minutes on adult")
     p.add_argument("--net", default="auto", help="our network: auto (table-mlp) or table-transformer")
     p.add_argument("--sdv", action="store_true", help="also SDV's GaussianCopula and CTGAN (the bench extra)")
