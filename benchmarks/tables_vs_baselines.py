@@ -2,8 +2,8 @@
 
     python benchmarks/tables_vs_baselines.py [--sets wine breast_cancer diabetes iris adult]
         [--adult ../shared/data/adult/adult.csv] [--seeds 0 1 2 3 4] [--epochs 2000] [--adult-minutes 15]
-        [--net auto|table-transformer] [--sdv] [--sdv-seeds 0 1 2 3 4] [--ctgan-epochs 300] [--out table.md]
-        [--only ours SDV ...] [--threads 2] [--epochs-for iris=5000]
+        [--net auto|table-transformer] [--mask-power 1] [--sdv] [--sdv-seeds 0 1 2 3 4] [--ctgan-epochs 300]
+        [--out table.md] [--only ours SDV ...] [--threads 2] [--epochs-for iris=5000]
 
 Each set is split by the project's rule (`table:...@train` / `@heldout`: the seeded permutation in halves) with its
 target column (the class; diabetes' disease progression is a number). Methods, each drawing as many rows as the
@@ -50,13 +50,15 @@ Fitted = Callable[[int, int], Table]  # (rows, seed) -> synthetic rows
 Budget = tuple[int, float | None]  # (steps, minutes or None)
 
 
-def ours(spec: str, target: str, budget: Budget, seed: int, folder: Path, net: str = "auto"
+def ours(spec: str, target: str, budget: Budget, seed: int, folder: Path, net: str = "auto", mask_power: float = 1.0
          ) -> tuple[Fitted, float]:
-    """A table run of `net` trained for `budget` (steps, minutes); (its sampler, seconds of training)."""
+    """A table run of `net` trained for `budget` (steps, minutes) with the categories' mask power; (its sampler,
+    seconds of training)."""
     started = time.perf_counter()
     steps, minutes = budget
     config = TrainConfig(data=spec, objective="table", target=target, out=str(folder), steps=steps, minutes=minutes,
-                         seed=seed, progress=False, log_every=1000, checkpoint_minutes=1e9, net=net)
+                         seed=seed, progress=False, log_every=1000, checkpoint_minutes=1e9, net=net,
+                         table_mask_power=mask_power)
     train_run(config)
     seconds = time.perf_counter() - started
     opened = runs.open(folder)
@@ -118,9 +120,10 @@ def benchmark_set(name: str, source: str, target: str, args: argparse.Namespace)
         budget, said = (steps, None), f"{epochs:g} epochs = {steps} steps"
     results: dict[str, list[tuple[dict[str, float], float, float]]] = {}
     label = f"ours ({said})" if args.net == "auto" else f"ours, {args.net} ({said})"
+    label = label if args.mask_power == 1 else f"{label[:-1]}, mask power {args.mask_power:g})"
     methods: dict[str, Callable[[int], tuple[Fitted, float]]] = {
         label: lambda seed: ours(f"table:{source}@train", target, budget, seed, Path(tempfile.mkdtemp()) / "run",
-                                 args.net)}
+                                 args.net, args.mask_power)}
     for label, make in BASELINES.items():
         methods[label] = lambda seed, make=make: ((lambda k, s: make(train, k, s)), 0.0)
     sdv = sdv_methods(train, args.ctgan_epochs) if args.sdv else {}
@@ -166,6 +169,7 @@ def main() -> None:
                    help="another number of passes for some bundled sets, e.g. iris=5000")
     p.add_argument("--adult-minutes", type=float, default=15.0, help="our training minutes on adult")
     p.add_argument("--net", default="auto", help="our network: auto (table-mlp) or table-transformer")
+    p.add_argument("--mask-power", type=float, default=1.0, help="our categories' schedule: masked share t^p")
     p.add_argument("--sdv", action="store_true", help="also SDV's GaussianCopula and CTGAN (the bench extra)")
     p.add_argument("--sdv-seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="seeds of the SDV methods")
     p.add_argument("--ctgan-epochs", type=int, default=300)

@@ -4,8 +4,11 @@ both driven by one time t in [0, 1] (as TabDiff, Shi et al. 2025, with fixed rat
 - Numbers: sigma(t) = (s_min^(1/rho) + t (s_max^(1/rho) - s_min^(1/rho)))^rho, rho = 7, s_min = 0.002, s_max = 80
   (Karras et al. 2022's grid as a function of t); the data are normal scores, so sigma_data = 1 and the EDM
   preconditioning (c_skip, c_out, c_in, c_noise = ln(sigma) / 4) makes the loss ||F - F*||^2 with unit weight.
-- Categories: alpha(t) = 1 - t, each cell masked with probability t; the loss is the NELBO term of masked
-  diffusion, -log p(x | z_t) / t on masked cells (Sahoo et al. 2024, MDLM, eq. 10 with alpha' / (1 - alpha) = -1/t).
+- Categories: alpha(t) = 1 - t^p, each cell masked with probability t^p (p = 1 by default: linear, MDLM's; p is
+  the categories' schedule against the numbers'); the loss is the NELBO term of masked diffusion,
+  -log p(x | z_t) p / t on masked cells (Sahoo et al. 2024, MDLM, eq. 10 with -alpha' / (1 - alpha) = p / t). With
+  exact conditionals its expectation over t is the data's entropy for every p (the NELBO does not depend on the
+  schedule, only on its ends).
 - A number's missing cell (its flag says missing) adds no loss: its value is undefined.
 """
 
@@ -49,9 +52,9 @@ class Layout:
 class TableDenoiser(nn.Module):
     """(D(x_num, sigma), log-probabilities of each categorical column) from a network over noisy rows."""
 
-    def __init__(self, net: nn.Module, layout: Layout) -> None:
+    def __init__(self, net: nn.Module, layout: Layout, mask_power: float = 1.0) -> None:
         super().__init__()
-        self.net, self.layout = net, layout
+        self.net, self.layout, self.mask_power = net, layout, float(mask_power)
 
     def forward(self, numbers: Tensor, codes: Tensor, t: Tensor, cond: Tensor | None = None
                 ) -> tuple[Tensor, list[Tensor]]:
@@ -65,12 +68,13 @@ class TableDenoiser(nn.Module):
         return d, [F.log_softmax(lg, 1) for lg in self.layout.logits(out)]
 
 
-def noised(x: Tensor, layout: Layout, t: Tensor, noise: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
-    """(numbers + sigma(t) noise, codes masked where u < t) of clean rows x at times t [B] (u [B, c] uniform)."""
+def noised(x: Tensor, layout: Layout, t: Tensor, noise: Tensor, u: Tensor, mask_power: float = 1.0
+           ) -> tuple[Tensor, Tensor]:
+    """(numbers + sigma(t) noise, codes masked where u < t^p) of clean rows x at times t [B] (u [B, c] uniform)."""
     numbers, codes = layout.split(x)
     sigma = sigma_of(t).to(x.dtype)[:, None]
     masks = torch.tensor(layout.cardinalities, device=x.device).expand_as(codes)
-    return numbers + sigma * noise, torch.where(u < t[:, None].to(u.dtype), masks, codes)
+    return numbers + sigma * noise, torch.where(u < t[:, None].to(u.dtype) ** mask_power, masks, codes)
 
 
 def table_loss(model: TableDenoiser, x: Tensor, t: Tensor, noise: Tensor, u: Tensor,
@@ -79,7 +83,8 @@ def table_loss(model: TableDenoiser, x: Tensor, t: Tensor, noise: Tensor, u: Ten
     categories' masked NELBO (mean over columns), at times t [B]."""
     layout = model.layout
     numbers, codes = layout.split(x)
-    noisy, masked = noised(x, layout, t, noise, u)
+    power = getattr(model, "mask_power", 1.0)
+    noisy, masked = noised(x, layout, t, noise, u, power)
     d, log_probs = model(noisy, masked, t, cond)
     sigma = sigma_of(t).to(x.dtype)[:, None]
     weight = (sigma**2 + 1) / sigma**2  # lambda(sigma) c_out^2 = 1: D's error in F's units
@@ -92,7 +97,7 @@ def table_loss(model: TableDenoiser, x: Tensor, t: Tensor, noise: Tensor, u: Ten
     if layout.cardinalities:
         nll = torch.stack([-lp.gather(1, codes[:, j: j + 1])[:, 0] for j, lp in enumerate(log_probs)], 1)
         is_masked = (masked == torch.tensor(layout.cardinalities, device=x.device)).to(nll.dtype)
-        loss = loss + (nll * is_masked).sum(1) / t.to(nll.dtype) / len(layout.cardinalities)
+        loss = loss + (nll * is_masked).sum(1) * power / t.to(nll.dtype) / len(layout.cardinalities)
     return loss
 
 

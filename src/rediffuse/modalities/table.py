@@ -33,6 +33,8 @@ class TableKeys:
     columns: str | None = opt(None, "tables: column kinds, e.g. 'age:int,zip:cat,id:drop' (num, int, cat, "
                                     "bool, drop); the rest inferred")
     target: str | None = opt(None, "tables: the target column (the class of a --conditional run)")
+    table_mask_power: float = opt(1.0, "tables: category cells are masked with probability t^p at time t (1: "
+                                       "linear, as MDLM; above 1 categories stay clean longer than numbers)")
 
 
 class Table(Modality):

@@ -50,9 +50,11 @@ class TableObjective(Configured):
         need(c.net in ("auto", *TABLE_NETS), f"the table objective trains {', '.join(TABLE_NETS)}, got net "
                                              f"{c.net!r}; use --net auto")
         need(0 <= c.label_dropout < 1, f"label_dropout must be in [0, 1), got {c.label_dropout}")
+        need(0 < c.table_mask_power <= 10, f"table_mask_power must be in (0, 10], got {c.table_mask_power}")
 
     def spec(self, data: Data) -> ModelSpec:
-        """The network over the table's columns, the codec (schema and transforms) and the data."""
+        """The network over the table's columns, the codec (schema and transforms) with the categories' mask power,
+        and the data."""
         c, codec = self.config, data.table
         if codec is None:
             raise ConfigError(f"the table objective trains on tables, got {data.kind} data {c.data!r}; use "
@@ -62,7 +64,7 @@ class TableObjective(Configured):
         net_config = {**c.net_kwargs, "numbers": layout.numbers, "cardinalities": list(layout.cardinalities),
                       "num_classes": codec.num_classes}
         info = DataInfo("table", tuple(data.shape), codec.num_classes, c.data)
-        return ModelSpec(net, net_config, info, table=codec.to_dict())
+        return ModelSpec(net, net_config, info, table={**codec.to_dict(), "mask_power": c.table_mask_power})
 
     def build(self, spec: ModelSpec) -> nn.Module:
         """The network of a spec."""
@@ -71,8 +73,8 @@ class TableObjective(Configured):
         return build_net(spec.net, spec.net_config)
 
     def model(self, spec: ModelSpec, net: nn.Module) -> TableDenoiser:
-        """The denoiser of rows around net, laid out by the spec's codec."""
-        return TableDenoiser(net, TableCodec.from_dict(spec.table).layout())
+        """The denoiser of rows around net, laid out by the spec's codec, with its categories' schedule."""
+        return TableDenoiser(net, TableCodec.from_dict(spec.table).layout(), spec.table.get("mask_power", 1.0))
 
     def draw(self, model: TableDenoiser, batch: Batch, generators: StepGenerators) -> TableDraws:
         """Stratified t (CPU stream "time"), noise ("noise"), cell uniforms ("mask") and label dropout."""

@@ -55,6 +55,7 @@ def sample_table(model: TableDenoiser, n: int, steps: int, *, generator: Generat
         codes = torch.where(missing[:, layout.numbers:], codes, known[:, layout.numbers:].round().long())
         path = noise_like(torch.empty_like(numbers), generator)
     times = torch.linspace(1, 0, steps + 1, dtype=torch.float64).tolist()
+    power = getattr(model, "mask_power", 1.0)
     keep = (lambda v, _: v) if known is None else \
         (lambda v, sig: torch.where(missing[:, : layout.numbers], v, known[:, : layout.numbers] + sig * path))
     evaluate = (lambda v, c, at: guided(model, v, c, _times(n, at, device), cond, guidance, null)) if known is None \
@@ -65,7 +66,7 @@ def sample_table(model: TableDenoiser, n: int, steps: int, *, generator: Generat
         d, log_probs = evaluate(numbers, codes, t)
         if callback is not None:
             callback({"i": i, "x": torch.cat([numbers, codes.to(numbers.dtype)], 1), "t": t, "denoised": d})
-        codes = _reveal(codes, log_probs, mask_ids, (t - s) / t, generator)
+        codes = _reveal(codes, log_probs, mask_ids, 1 - (s / t) ** power, generator)  # masked share t^p
         slope = (numbers - d) / sigma
         moved = numbers + (target - sigma) * slope
         if target > 0:  # Heun's correction, the categories as revealed at s
