@@ -2,8 +2,8 @@
 
     python benchmarks/tables_vs_baselines.py [--sets wine breast_cancer diabetes iris adult]
         [--adult ../shared/data/adult/adult.csv] [--seeds 0 1 2 3 4] [--epochs 2000] [--adult-minutes 15]
-        [--net auto|table-transformer] [--mask-power 1] [--sdv] [--sdv-seeds 0 1 2 3 4] [--ctgan-epochs 300]
-        [--out table.md] [--only ours SDV ...] [--threads 2] [--epochs-for iris=5000]
+        [--adult-steps 0] [--net auto|table-transformer] [--mask-power 1] [--sdv] [--sdv-seeds 0 1 2 3 4]
+        [--ctgan-epochs 300] [--out table.md] [--only ours SDV ...] [--threads 2] [--epochs-for iris=5000]
 
 Each set is split by the project's rule (`table:...@train` / `@heldout`: the seeded permutation in halves) with its
 target column (the class; diabetes' disease progression is a number). Methods, each drawing as many rows as the
@@ -112,7 +112,9 @@ def benchmark_set(name: str, source: str, target: str, args: argparse.Namespace)
     """The table rows of one data set."""
     train, heldout = (load_table(f"table:{source}@{part}", target=target) for part in ("train", "heldout"))
     n = len(train)
-    if name == "adult":
+    if name == "adult" and args.adult_steps:
+        budget, said = (args.adult_steps, None), f"{args.adult_steps} steps"
+    elif name == "adult":
         budget, said = (10**9, args.adult_minutes), f"{args.adult_minutes:g} min"
     else:
         epochs = dict((k, float(v)) for k, v in (e.split("=") for e in args.epochs_for)).get(name, args.epochs)
@@ -168,6 +170,7 @@ def main() -> None:
     p.add_argument("--epochs-for", nargs="+", default=[], metavar="SET=EPOCHS",
                    help="another number of passes for some bundled sets, e.g. iris=5000")
     p.add_argument("--adult-minutes", type=float, default=15.0, help="our training minutes on adult")
+    p.add_argument("--adult-steps", type=int, default=0, help="train ours on adult for steps instead of minutes")
     p.add_argument("--net", default="auto", help="our network: auto (table-mlp) or table-transformer")
     p.add_argument("--mask-power", type=float, default=1.0, help="our categories' schedule: masked share t^p")
     p.add_argument("--sdv", action="store_true", help="also SDV's GaussianCopula and CTGAN (the bench extra)")
