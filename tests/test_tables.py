@@ -161,6 +161,7 @@ class ExactRows(torch.nn.Module):
     """The exact model of rows (x0, x1) ~ N(0, [[1, RHO], [RHO, 1]]) beside (a, b) ~ JOINT, independent."""
 
     layout = Layout(2, (3, 2), (-1, -1))
+    mask_power = 1.0
 
     def forward(self, numbers, codes, t, cond=None):
         cov = torch.tensor([[1.0, RHO], [RHO, 1.0]], dtype=torch.float64)

@@ -83,7 +83,7 @@ def table_loss(model: TableDenoiser, x: Tensor, t: Tensor, noise: Tensor, u: Ten
     categories' masked NELBO (mean over columns), at times t [B]."""
     layout = model.layout
     numbers, codes = layout.split(x)
-    power = getattr(model, "mask_power", 1.0)
+    power = model.mask_power
     noisy, masked = noised(x, layout, t, noise, u, power)
     d, log_probs = model(noisy, masked, t, cond)
     sigma = sigma_of(t).to(x.dtype)[:, None]

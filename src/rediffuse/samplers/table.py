@@ -55,7 +55,7 @@ def sample_table(model: TableDenoiser, n: int, steps: int, *, generator: Generat
         codes = torch.where(missing[:, layout.numbers:], codes, known[:, layout.numbers:].round().long())
         path = noise_like(torch.empty_like(numbers), generator)
     times = torch.linspace(1, 0, steps + 1, dtype=torch.float64).tolist()
-    power = getattr(model, "mask_power", 1.0)
+    power = model.mask_power
     keep = (lambda v, _: v) if known is None else \
         (lambda v, sig: torch.where(missing[:, : layout.numbers], v, known[:, : layout.numbers] + sig * path))
     evaluate = (lambda v, c, at: guided(model, v, c, _times(n, at, device), cond, guidance, null)) if known is None \
