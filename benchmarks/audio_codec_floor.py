@@ -7,7 +7,8 @@ clips are scored by the project's FSDD classifier and by the second classifier o
 that classifier's real floor (the untouched held-out recordings), and by their level and silence, with the
 decoding cost per clip (alone on the machine, `--threads`). Variants (`--variants`):
 - `mel-gN` / `linear-gN`: 64 log-mel bands (mel inverted by non-negative least squares) or the 128 STFT bins
-  below Nyquist, phase by N iterations of fast Griffin-Lim (Perraudin et al. 2013);
+  below Nyquist, phase by N iterations of fast Griffin-Lim (Perraudin et al. 2013) from zero phase;
+- `mel-pN` / `linear-pN`: the same from the phase of gradient heap integration (Průša et al. 2017), N >= 0;
 - `mel-phase` / `linear-phase`: the decoded magnitude with the recording's own phase: the ceiling of any
   phase-aware or learned inverse (what phase reconstruction costs, apart from the magnitude);
 - with `--image-noise S`, every image also gets Gaussian noise of std S first: a model's error, which the
@@ -33,17 +34,20 @@ from rediffuse.evaluation.features import extract_features, load_or_train_classi
 from rediffuse.evaluation.metrics import levels
 from rediffuse.io import atomic_write_json, atomic_write_text
 
-VARIANTS = ("mel-g32", "mel-g128", "linear-g32", "linear-g128", "mel-phase", "linear-phase")
+VARIANTS = ("mel-g32", "mel-g128", "mel-p0", "mel-p32", "linear-g32", "linear-g128", "linear-p32", "mel-phase",
+            "linear-phase")
 
 
 def codec_of(variant: str) -> tuple[MelCodec, bool]:
     """(the codec a variant names, whether it keeps the recording's phase)."""
     frequency, _, inverse = variant.partition("-")
-    known = inverse == "phase" or (inverse[:1] == "g" and inverse[1:].isdigit())
+    known = inverse == "phase" or (inverse[:1] in ("g", "p") and inverse[1:].isdigit())
     if frequency not in ("mel", "linear") or not known:
-        raise SystemExit(f"unknown variant {variant!r}; use mel-gN, linear-gN, mel-phase or linear-phase")
+        raise SystemExit(f"unknown variant {variant!r}; use mel-gN, mel-pN, linear-gN, linear-pN, mel-phase or "
+                         "linear-phase")
     iters = 32 if inverse == "phase" else int(inverse[1:])
-    return MelCodec(rate=8000, length=8192, frequency=frequency, iters=iters), inverse == "phase"
+    phase = "pghi" if inverse[:1] == "p" and inverse[1:].isdigit() else "zero"
+    return MelCodec(rate=8000, length=8192, frequency=frequency, iters=iters, phase=phase), inverse == "phase"
 
 
 def with_true_phase(codec: MelCodec, images: torch.Tensor, clips: torch.Tensor) -> torch.Tensor:

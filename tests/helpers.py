@@ -230,3 +230,14 @@ def random_inception_state(seed: int = 0) -> dict[str, torch.Tensor]:
         else:  # bn.bias, running_mean
             state[k] = 0.1 * torch.randn(shape, generator=g)
     return state
+
+
+def voice(amplitude: float = 0.2, start: float = 0.25, stop: float = 0.75) -> torch.Tensor:
+    """A 140 Hz voice with ten harmonics and vibrato [1, 1, 8192], sounding between start and stop (fractions of
+    the clip) under a Hann envelope, exact zeros elsewhere: a spoken word in a trimmed, padded recording."""
+    t = torch.arange(8192, dtype=torch.float64) / 8000
+    phase = 2 * math.pi * (140 * t - 10 / (6 * math.pi) * torch.cos(6 * math.pi * t))
+    a, b = int(start * 8192), int(stop * 8192)
+    envelope = torch.zeros(8192, dtype=torch.float64)
+    envelope[a:b] = torch.hann_window(b - a, periodic=False, dtype=torch.float64)
+    return (amplitude * envelope * sum(torch.sin(k * phase) / k for k in range(1, 11))).float().view(1, 1, -1)

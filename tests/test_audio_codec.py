@@ -14,7 +14,7 @@ from rediffuse.audio.codec import MelCodec, codec_from_config, to_waveforms
 from rediffuse.cli import main
 from rediffuse.audio.spectral import griffin_lim, mel_filterbank, mel_to_power, stft_power
 from rediffuse.evaluation.metrics import frame_db
-from helpers import assert_one_line_error, write_fsdd
+from helpers import assert_one_line_error, voice, write_fsdd
 
 RATE = 8000
 
@@ -50,17 +50,6 @@ def test_a_tone_keeps_its_frequency_through_the_round_trip(freq):
     assert abs(peak_hz(back) - freq) <= 0.62 * (1 + freq / 700) * 33
     rms = float(back.square().mean().sqrt() / tone(freq).square().mean().sqrt())
     assert 0.8 < rms < 1.25  # loudness is kept (measured 0.99-1.08), not renormalised
-
-
-def voice(amplitude: float = 0.2, start: float = 0.25, stop: float = 0.75) -> torch.Tensor:
-    """A 140 Hz voice with ten harmonics and vibrato [1, 1, 8192], sounding between start and stop (fractions of
-    the clip) under a Hann envelope, exact zeros elsewhere: a spoken word in a trimmed, padded recording."""
-    t = torch.arange(8192, dtype=torch.float64) / RATE
-    phase = 2 * math.pi * (140 * t - 10 / (6 * math.pi) * torch.cos(6 * math.pi * t))
-    a, b = int(start * 8192), int(stop * 8192)
-    envelope = torch.zeros(8192, dtype=torch.float64)
-    envelope[a:b] = torch.hann_window(b - a, periodic=False, dtype=torch.float64)
-    return (amplitude * envelope * sum(torch.sin(k * phase) / k for k in range(1, 11))).float().view(1, 1, -1)
 
 
 def test_the_round_trip_re_encodes_to_nearly_the_same_image():
@@ -134,6 +123,20 @@ def test_codec_config_round_trips_and_bad_lengths_are_named():
     assert to_waveforms({"kind": "audio"}, x) is x  # a waveform run's samples are its clips
     with pytest.raises(ValueError, match="multiple of its hop 128.*--clip-length 8192"):
         MelCodec(rate=RATE, length=8200)
+
+
+def test_centring_makes_the_images_zero_mean_and_decodes_the_same_sound():
+    """New runs learn images less their mean (EDM's scalings assume zero-mean data); the codec adds it back."""
+    plain = MelCodec(rate=RATE, length=8192)
+    x = torch.cat([voice(0.2, 0.1, 0.5), voice(0.1, 0.4, 0.9)])
+    codec, images = plain.centred(plain.encode(x))
+    assert abs(codec.offset - float(plain.encode(x).mean())) < 1e-4 and codec.offset < -0.3  # mostly silence
+    assert abs(float(images.mean())) < 1e-4
+    assert torch.allclose(codec.encode(x), images, atol=1e-6)  # the run encodes new clips the same way
+    assert torch.equal(codec.decode(images), plain.decode(images + codec.offset))
+    assert codec_from_config(json.loads(json.dumps(codec.config()))) == codec
+    old = {k: v for k, v in codec.config().items() if k != "offset"}  # a run from before centring
+    assert codec_from_config(old).offset == 0.0
 
 
 def test_linear_images_hold_the_stft_bins_below_nyquist():

@@ -4,7 +4,8 @@ A clip [1, L] becomes a log-mel image [1, n_mels, L / hop]: the mel power of a H
 centred frames, the last frame dropped), in dB above a fixed floor, mapped affinely so that silence is -1 and
 `top_db` above the floor is +1. Decoding inverts each step: dB to mel power, mel to linear power by non-negative
 least squares (`rediffuse.audio.spectral.mel_to_power`), and the phase by fast Griffin-Lim
-(`rediffuse.audio.spectral.griffin_lim`). The images are what the denoiser learns; the waveforms are what users
+(`rediffuse.audio.spectral.griffin_lim`), from zero or from phase gradient heap integration
+(`rediffuse.audio.phase.pghi`). The images are what the denoiser learns; the waveforms are what users
 hear and the evaluation classifies.
 
 The floor sits far below speech (1e-9, 130 dB to +1; runs before issue 41 kept 1e-5 and 90 dB in their spec):
@@ -14,13 +15,14 @@ a model's small error at the -1 of silence then decodes to sound about 100 dB be
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rediffuse.audio.phase import pghi
 from rediffuse.audio.spectral import griffin_lim, mel_filterbank, mel_to_power, stft_power
 
 REPRESENTATIONS = ("waveform", "mel", "linear")
@@ -41,6 +43,8 @@ class MelCodec:
     floor: float = 1e-9  # mel power of silence (the -1 of the image): FSDD speech sits 80-120 dB above it
     top_db: float = 130.0  # dB above the floor that map to +1
     iters: int = 32  # Griffin-Lim iterations when decoding
+    phase: str = "zero"  # Griffin-Lim's first phase: "zero", or "pghi" (heap integration of the magnitude)
+    offset: float = 0.0  # subtracted from every image value: new runs take their training images' mean
 
     def __post_init__(self) -> None:
         if self.length % self.hop:
@@ -52,6 +56,8 @@ class MelCodec:
                              f"hop {self.hop}, n_mels {self.n_mels}")
         if self.frequency not in ("mel", "linear"):
             raise ValueError(f"unknown frequency scale {self.frequency!r}; choose mel or linear")
+        if self.phase not in ("zero", "pghi"):
+            raise ValueError(f"unknown starting phase {self.phase!r}; choose zero or pghi")
 
     @property
     def rows(self) -> int:
@@ -63,6 +69,12 @@ class MelCodec:
         """The shape of one encoded clip."""
         return (1, self.rows, self.length // self.hop)
 
+    def centred(self, images: Tensor) -> tuple[MelCodec, Tensor]:
+        """(this codec offset by the mean of images it encoded, the images less that mean): zero-mean data, as
+        the scalings of EDM's preconditioning are derived for (Karras et al. 2022, section 5)."""
+        mean = round(float(images.double().mean()) + self.offset, 4)
+        return replace(self, offset=mean), images - (mean - self.offset)
+
     def config(self) -> dict[str, Any]:
         """The codec as JSON (what a run's spec stores)."""
         return {"kind": "mel", **asdict(self)}
@@ -71,17 +83,18 @@ class MelCodec:
         return mel_filterbank(self.n_fft, self.n_mels, self.rate).to(like.device, like.dtype)
 
     def encode(self, x: Tensor) -> Tensor:
-        """Images [N, 1, rows, frames] in [-1, 1] of waveforms x [N, 1, L]."""
+        """Images [N, 1, rows, frames] in [-1, 1] (less the offset) of waveforms x [N, 1, L]."""
         power = stft_power(x.reshape(len(x), -1), self.n_fft, self.hop)
         if self.frequency == "mel":
             power = torch.einsum("bft,fm->bmt", power, self._bank(x))
         db = 10.0 * torch.log10(power[:, : self.rows, :-1] / self.floor + 1.0)
-        return (2.0 * db / self.top_db - 1.0).clamp(-1.0, 1.0).unsqueeze(1)
+        return (2.0 * db / self.top_db - 1.0).clamp(-1.0, 1.0).unsqueeze(1) - self.offset
 
     def power(self, images: Tensor) -> Tensor:
-        """The linear-frequency power [N, n_fft / 2 + 1, frames + 1] images stand for (values clamped to
-        [-1, 1]; the dropped last frame and Nyquist bin are silence)."""
-        db = (images.reshape(len(images), self.rows, -1).float().clamp(-1.0, 1.0) + 1.0) * self.top_db / 2
+        """The linear-frequency power [N, n_fft / 2 + 1, frames + 1] images stand for (values plus the offset
+        clamped to [-1, 1]; the dropped last frame and Nyquist bin are silence)."""
+        values = images.reshape(len(images), self.rows, -1).float() + self.offset
+        db = (values.clamp(-1.0, 1.0) + 1.0) * self.top_db / 2
         power = F.pad(self.floor * (10.0 ** (db / 10.0) - 1.0), (0, 1))
         if self.frequency == "mel":
             return mel_to_power(power, self._bank(power))
@@ -89,7 +102,9 @@ class MelCodec:
 
     def decode(self, images: Tensor) -> Tensor:
         """Waveforms [N, 1, L] in [-1, 1] of images [N, 1, rows, frames] (phase by fast Griffin-Lim)."""
-        x = griffin_lim(self.power(images).sqrt(), self.n_fft, self.hop, self.length, self.iters)
+        magnitude = self.power(images).sqrt()
+        start = pghi(magnitude, self.n_fft, self.hop) if self.phase == "pghi" else None
+        x = griffin_lim(magnitude, self.n_fft, self.hop, self.length, self.iters, phase=start)
         return x.clamp(-1.0, 1.0).unsqueeze(1)
 
 

@@ -85,15 +85,17 @@ def spectrogram_db(x: Tensor, n_fft: int = 256, hop: int = 64) -> Tensor:
 
 
 def griffin_lim(magnitude: Tensor, n_fft: int, hop: int, length: int, iters: int = 32,
-                momentum: float = 0.99) -> Tensor:
+                momentum: float = 0.99, phase: Tensor | None = None) -> Tensor:
     """Waveforms [B, length] whose STFT magnitude approximates `magnitude` [B, n_fft // 2 + 1, frames].
 
     Griffin & Lim 1984 with the momentum of Perraudin, Balazs & Sondergaard 2013 ("A fast Griffin-Lim
-    algorithm", alpha = 0.99), from zero phase, so the result is deterministic; the same Hann window and
-    centred frames as `stft_power`.
+    algorithm", alpha = 0.99), from `phase` (default zero, so the result is deterministic); the same Hann
+    window and centred frames as `stft_power`.
     """
     window = torch.hann_window(n_fft, dtype=magnitude.dtype, device=magnitude.device)
     spec = magnitude.to(torch.complex64 if magnitude.dtype == torch.float32 else torch.complex128)
+    if phase is not None:
+        spec = spec * torch.exp(1j * phase.to(magnitude.dtype))
     previous = torch.zeros_like(spec)
     for _ in range(iters):
         x = torch.istft(spec, n_fft, hop, window=window, center=True, length=length)
