@@ -12,6 +12,13 @@ import torch
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Every test starts on one thread, whatever an earlier one left (`--threads auto` then looks at no load)."""
+    torch.set_num_threads(1)
+    yield
+
+
 @pytest.fixture(scope="module", params=["ring8", "mix16d"])
 def problem(request):
     """(mixture, 24 samples at SIGMA_MAX, their DOP853 endpoints at SIGMA_END) on the ring8 and mix16d presets."""

@@ -69,6 +69,7 @@ def _distilled_ring_student(guide, mixture, sd, schedule, gen):
                               exact=ExactRingByClass(mixture), num_classes=k, guide=guide)
 
 
+@pytest.mark.slow  # about 50 s on this machine: `make test-all` runs it
 def test_guidance_baked_in_maps_noise_to_the_guided_ode_endpoint():
     """Distilled from the exact ring's guided denoiser (w = 2), the student sampled unguided in 1 and 2 steps
     lands close to the guided ODE's endpoints (DOP853), far closer than the guided teacher's own DDIM, and

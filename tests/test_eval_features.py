@@ -57,6 +57,7 @@ def test_a_classifier_trained_on_the_runs_own_labels_scores_it_and_is_cached(fol
     capsys.readouterr()
 
 
+@pytest.mark.slow  # about 20 s on this machine: `make test-all` runs it
 def test_inception_features_from_a_weights_file(tmp_path):
     run = make_folder_run(tmp_path, 8)  # 16 images: Inception reads 299 x 299 (a third of a second each here)
     weights = tmp_path / "inception.safetensors"

@@ -99,6 +99,7 @@ def test_teleported_sampler_matches_the_ode_and_skips_calls():
     assert (out - ref).abs().max() < 1e-3
 
 
+@pytest.mark.slow  # about 20 s on this machine: `make test-all` runs it
 def test_teleported_tuned_grid_beats_the_plain_tuned_grid_at_five_evaluations():
     m = analytic.preset("mix16d")
     d = m.denoiser()
