@@ -139,6 +139,19 @@ def test_centring_makes_the_images_zero_mean_and_decodes_the_same_sound():
     assert codec_from_config(old).offset == 0.0
 
 
+def test_eval_hands_a_centred_runs_images_to_the_decoder_unclamped(tmp_path):
+    """A centred run's loud image values lie above 1; eval must score what `sample` writes, not clamp them."""
+    from rediffuse.core.schedules import get
+    from rediffuse.evaluation.evaluate import cached_samples
+
+    codec = MelCodec(rate=RATE, length=8192, offset=-0.56)
+    loud = codec.encode(voice(0.2, 0.0, 1.0))
+    assert float(loud.max()) > 1.0
+    x, _ = cached_samples(tmp_path, lambda x, sigma, cond=None: loud.expand(len(x), -1, -1, -1), get("edm"),
+                          codec.shape, 2, None, dict(sampler="euler", steps=2, seed=0, batch_size=2))
+    assert torch.allclose(x, loud.expand(2, -1, -1, -1), atol=1e-5)
+
+
 def test_linear_images_hold_the_stft_bins_below_nyquist():
     codec = MelCodec(rate=RATE, length=8192, frequency="linear")
     image = codec.encode(tone(1000.0))

@@ -162,7 +162,7 @@ def _load_audio(config: DataOptions) -> Data:
     if config.audio_representation == "waveform":
         return Data(audio.x, audio.labels, "audio", rate=audio.rate)
     codec = MelCodec(rate=audio.rate, length=config.clip_length, frequency=config.audio_representation)
-    images = torch.cat([codec.encode(part) for part in audio.x.split(256)])
+    codec, images = codec.centred(torch.cat([codec.encode(part) for part in audio.x.split(256)]))
     return Data(images, audio.labels, "audio", rate=audio.rate, codec=codec.config())
 
 

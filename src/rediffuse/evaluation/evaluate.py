@@ -114,7 +114,7 @@ def cached_samples(run_dir: Path, denoiser: Callable, schedule: Any, shape: Sequ
     with tqdm(total=n, desc="sampling", disable=None if distributed.is_main_process() else True) as bar:
         x = generate(den, schedule, shape, n=n, cond=cond, progress=bar.update, world=distributed.current(),
                      **gen_options)
-    x = require_finite(x.cpu(), "sampling for the evaluation").clamp(-1, 1)
+    x = require_finite(x.cpu(), "sampling for the evaluation")  # the modality's deliver() bounds it
     if distributed.is_main_process():
         atomic_write_arrays(path, samples=x.numpy())
     return x, cond
