@@ -6,8 +6,8 @@ cosine decay over the budget (learning rate: the preset's 2e-3 for ours, 1e-3 fo
 EMA 0.999:
 
 - ours: `rediffuse train --preset fsdd-fast` (a class-conditional patched 2-D UNet on 64 x 64 log-mel images,
-  EDM), sampled as `rediffuse sample` samples it: with the run's recommended sampling, the preset's (Euler
-  ancestral, 18 steps, guidance 2: 36 network evaluations), and
+  EDM), sampled as `rediffuse sample` samples it: with the run's recommended sampling, the preset's
+  (DPM-Solver++(2M) SDE with eta 0.25, 18 steps, guidance 2: 36 network evaluations), and
   decoded to clips by Griffin-Lim (included in the real-time factor);
 - the peer a user would pick: diffusers' `UNet1DModel` shaped as Dance Diffusion's network (Evans et al.,
   Harmonai 2022: full-rate residual conv blocks, factor-2 cubic down-sampling per level, attention in the deep

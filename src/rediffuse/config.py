@@ -212,6 +212,12 @@ def check_sampling(values: Any) -> None:
     guidance = values.get("guidance", 1.0)
     need(isinstance(guidance, (int, float)) and not isinstance(guidance, bool) and 0 <= guidance < math.inf,
          f"sampling.guidance must be a finite number >= 0, got {guidance!r}")
+    eta = values.get("eta", 0.0)
+    need(isinstance(eta, (int, float)) and not isinstance(eta, bool) and 0 <= eta <= 1,
+         f"sampling.eta must be a number between 0 and 1, got {eta!r}")
+    takers = ", ".join(n for n in samplers.SAMPLERS if samplers.takes_eta(n))
+    need("eta" not in values or samplers.takes_eta(sampler),
+         f"sampling.eta needs a sampler that takes it ({takers}), not {sampler!r}")
 
 
 def resolve_device(name: str) -> torch.device:

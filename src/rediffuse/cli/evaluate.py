@@ -41,6 +41,9 @@ def add_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
                    help="sampler steps (default: the run's recommended, else 18; a `distill` run: 2)")
     p.add_argument("--guidance", type=finite_float, default=None,
                    help="classifier-free guidance scale (default: the run's recommended, else 1)")
+    p.add_argument("--eta", type=finite_float, default=None,
+                   help="the fresh noise of ddim, euler-ancestral and dpmpp-2m-sde, 0 (none: the ODE) to 1 (the "
+                        "full posterior's) (default: the run's recommended, else the sampler's own)")
     p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="samples per batch (default: 500; text runs: windows per batch, default 64)")
@@ -87,8 +90,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print((args.run / "eval" / "eval.md").read_text(), end="")
         print(args.run / "eval" / "eval.json")
         return 0
-    chosen = choose(info, opened.config.sampling, args.sampler, args.steps, "default", args.guidance, 18)
-    args.sampler, args.steps, args.guidance = chosen.sampler, chosen.steps, chosen.guidance
+    chosen = choose(info, opened.config.sampling, args.sampler, args.steps, "default", args.guidance, 18, args.eta)
+    args.sampler, args.steps, args.guidance, args.eta = chosen.sampler, chosen.steps, chosen.guidance, chosen.eta
     if chosen.recommended and not text:
         print(f"{PROG}: sampling with {chosen.describe()}", file=sys.stderr)
     if args.n is None:
@@ -106,7 +109,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     with distributed.session(args.device) as world:  # under torchrun the ranks split the sample batches
         evaluate(args.run, metrics=metrics, n=args.n, sampler=args.sampler, steps=args.steps, seed=args.seed,
                  guidance=args.guidance, batch_size=args.batch_size, nll_n=args.nll_n,
-                 device=str(world.device(args.device)), features=args.features)
+                 device=str(world.device(args.device)), features=args.features, eta=args.eta)
         if distributed.is_main_process():
             print((args.run / "eval" / "eval.md").read_text(), end="")
             print(args.run / "eval" / "eval.json")

@@ -59,6 +59,9 @@ def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--class", type=int, dest="label", default=None, help="class label (conditional runs)")
     p.add_argument("--guidance", type=finite_float, default=None,
                    help="classifier-free guidance scale (1 = none; default: the run's recommended, else 1)")
+    p.add_argument("--eta", type=finite_float, default=None,
+                   help="the fresh noise of ddim, euler-ancestral and dpmpp-2m-sde, 0 (none: the ODE) to 1 (the "
+                        "full posterior's) (default: the run's recommended, else the sampler's own)")
     p.add_argument("--device", type=device_name, default="auto", help=DEVICE_HELP)
     p.add_argument("--batch-size", type=int, default=1000, help="samples per batch (default: 1000)")
     p.add_argument("--trajectory", type=Path, default=None, help="also write a GIF of the reverse process")
@@ -85,7 +88,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     modality = run.modality
     text = dict(order=args.order, prompt=args.prompt, infill=args.infill, blank=args.blank, length=args.length)
     request = run.request(args.n, args.label, args.sampler, args.steps, args.guidance, args.seed, args.spacing,
-                          args.batch_size, device=resolve_device(args.device), flags=CLI_FLAGS, **text)
+                          args.batch_size, device=resolve_device(args.device), flags=CLI_FLAGS, eta=args.eta, **text)
     modality.check_request(run.spec, request, args.trajectory)
     out = args.out or modality.default_out(args.run)
     modality.check_out(out)
@@ -93,7 +96,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     refuse_overwrite(modality.outputs(out, request.n, request.labels) + trajectory, args.overwrite)
     if modality.gaussian and distributed.is_main_process():  # under torchrun rank 0 talks
         run.grid(request)  # a missing tuned plan is named before the line below
-        chosen = run.choice(args.sampler, args.steps, args.spacing, args.guidance)
+        chosen = run.choice(args.sampler, args.steps, args.spacing, args.guidance, args.eta)
         print(f"{PROG}: drawing {request.n} samples with {chosen.describe()}", file=sys.stderr)
     with distributed.session(str(request.device)) as world:  # under torchrun the ranks split the batches
         request = dataclasses.replace(request, device=world.device(str(request.device)))

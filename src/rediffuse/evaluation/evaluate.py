@@ -146,7 +146,7 @@ def sample_metrics(model: torch.nn.Module, images: Tensor, labels: Tensor | None
 
 def evaluate(run_dir: str | Path, *, metrics: Sequence[str] = METRICS, n: int = 10_000, sampler: str = "heun",
              steps: int = 18, seed: int = 0, guidance: float = 1.0, batch_size: int = 500, nll_n: int = 64,
-             device: str = "cpu", features: str = "auto") -> dict[str, Any]:
+             device: str = "cpu", features: str = "auto", eta: float | None = None) -> dict[str, Any]:
     """Evaluate a run: metrics for its samples and for held-out real data (the floor); writes RUN/eval/.
 
     Under torchrun the ranks split the sample batches (identical to one process); rank 0 writes the files.
@@ -177,11 +177,11 @@ def evaluate(run_dir: str | Path, *, metrics: Sequence[str] = METRICS, n: int = 
     report: dict[str, Any] = {"run": str(run_dir), "classifier": {"kind": kind,
                               "heldout_accuracy": meta.get("heldout_accuracy")},
                               "settings": {"n": n, "sampler": sampler, "steps": steps, "seed": seed,
-                                           "guidance": guidance}}
+                                           "guidance": guidance, "eta": eta}}
     sample_side = [m for m in metrics if m != "nll"]
     if sample_side:
         options = dict(sampler=sampler, steps=steps, seed=seed, batch_size=batch_size, device=device,
-                       guidance=guidance)
+                       guidance=guidance, **({} if eta is None else {"eta": eta}))
         x, cond = cached_samples(run_dir, denoiser, schedule, info.shape, n, info.num_classes, options,
                                  run_sampling(spec, sampler, steps))
         delivered = modality.deliver(info, x)
@@ -212,7 +212,8 @@ def markdown(report: dict[str, Any]) -> str:
     source = "FID's Inception-v3 (pool3)" if c["kind"] == "inception" else \
         f"the project's {c['kind']} classifier (held-out accuracy {c['heldout_accuracy']})"
     lines = [f"# Evaluation of {report['run']}", "",
-             f"{s['n']} samples, {s['sampler']} with {s['steps']} steps, guidance {s['guidance']}, seed {s['seed']}. "
+             f"{s['n']} samples, {s['sampler']} with {s['steps']} steps, guidance {s['guidance']}"
+             f"{'' if s.get('eta') is None else ', eta ' + format(s['eta'], 'g')}, seed {s['seed']}. "
              f"Features: {source}.", ""]
     rows = [("samples", "model samples"), ("samples_at_heldout_n", "model samples, first N_heldout"),
             ("heldout_real", "held-out real data (floor)")]

@@ -41,7 +41,8 @@ class GaussianModality(Modality):
                                 sampler=request.sampler or "heun", steps=request.steps or 20,
                                 spacing=request.spacing, seed=request.seed, batch_size=request.batch_size,
                                 cond=request.labels, device=request.device, sigmas=grid.sigmas, plan=grid.plan,
-                                callback=callback, progress=progress, world=world, **grid.options)
+                                callback=callback, progress=progress, world=world, **grid.options,
+                                **({} if request.eta is None else {"eta": request.eta}))
         samples = self.deliver(spec.data, generation.require_finite(x.cpu()))
         return Drawn(samples, request.labels)
 

@@ -9,6 +9,7 @@ Masked token diffusion has its own sampler, `sample_masked(model, z, steps, ...)
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 from torch import Tensor
@@ -57,6 +58,11 @@ def get(name: str) -> Sampler:
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
     return SAMPLERS[name]
+
+
+def takes_eta(name: str) -> bool:
+    """Whether the named sampler scales its fresh noise by an `eta` option."""
+    return name in SAMPLERS and "eta" in inspect.signature(SAMPLERS[name]).parameters
 
 
 def sample(denoiser: Callable[..., Tensor], x: Tensor, sigmas: Tensor, name: str = "heun", **options) -> Tensor:

@@ -17,7 +17,7 @@ class SamplingRequest:
     """One draw: n samples, sample i from its own (seed, i) generator, in batches of batch_size on device.
 
     Gaussian runs read sampler, steps (None: the run's defaults), spacing ('tuned': the run's saved plan),
-    labels (one class per sample, or None) and guidance; text runs read steps, order and the template
+    labels (one class per sample, or None), guidance and eta; text runs read steps, order and the template
     (prompt, or infill with its blank character, and length).
     """
 
@@ -30,6 +30,7 @@ class SamplingRequest:
     labels: Tensor | None = None
     guidance: float = 1.0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    eta: float | None = None  # the fresh-noise scale of ddim, euler-ancestral, dpmpp-2m-sde (None: theirs)
     order: str = "random"
     prompt: str | None = None
     infill: str | None = None

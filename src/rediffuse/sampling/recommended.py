@@ -8,24 +8,30 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from rediffuse.core.spec import ModelSpec
+from rediffuse.errors import UsageError
 from rediffuse.objectives.consistency import default_sampler
+from rediffuse.samplers import SAMPLERS, takes_eta
 
 
 @dataclass(frozen=True)
 class Choice:
-    """The sampler, steps, spacing and guidance of one draw, and which of them came from the recommendation."""
+    """The sampler, steps, spacing, guidance and noise scale eta (None: the sampler's own) of one draw, and which
+    of them came from the recommendation."""
 
     sampler: str
     steps: int
     spacing: str
     guidance: float
     recommended: tuple[str, ...] = ()
+    eta: float | None = None
 
     def describe(self) -> str:
         """One line: the settings, and which the run recommended."""
         text = f"{self.sampler}, {self.steps} steps" + (f", guidance {self.guidance:g}" if self.guidance != 1 else "")
         if self.spacing != "default":
             text += f", {self.spacing} spacing"
+        if self.eta is not None:
+            text += f", eta {self.eta:g}"
         if self.recommended:
             flags = "/".join(f"--{k}" for k in self.recommended)
             text += f" ({', '.join(self.recommended)}: the run's recommended sampling; {flags} to change)"
@@ -34,10 +40,10 @@ class Choice:
 
 def choose(spec: ModelSpec, recommended: Mapping[str, Any] | None, sampler: str | None = None,
            steps: int | None = None, spacing: str | None = None, guidance: float | None = None,
-           default_steps: int = 20) -> Choice:
-    """The settings of a draw: given values kept; the rest from the recommendation (its steps and spacing only
-    for its own sampler), else the default. A few-step student ignores a recommendation inherited from its
-    teacher."""
+           default_steps: int = 20, eta: float | None = None) -> Choice:
+    """The settings of a draw: given values kept; the rest from the recommendation (its steps, spacing and eta
+    only for its own sampler), else the default. A few-step student ignores a recommendation inherited from its
+    teacher. UsageError for an eta the sampler does not take."""
     advice = {} if spec.consistency or not recommended else dict(recommended)
     fallback_sampler, fallback_steps = default_sampler(spec, default_steps)
     taken: list[str] = []
@@ -55,4 +61,11 @@ def choose(spec: ModelSpec, recommended: Mapping[str, Any] | None, sampler: str 
     steps = pick("steps", steps, fallback_steps, own)
     spacing = pick("spacing", spacing, "default", own)
     scale = pick("guidance", guidance, 1.0, spec.data.num_classes is not None)
-    return Choice(str(chosen), int(steps), str(spacing), float(scale), tuple(taken))
+    noise = pick("eta", eta, None, own)
+    if noise is not None and not takes_eta(str(chosen)):
+        raise UsageError(f"--eta scales the fresh noise of {', '.join(n for n in SAMPLERS if takes_eta(n))}; "
+                         f"sampler {chosen!r} takes none: drop --eta or choose one of those")
+    if noise is not None and not 0 <= noise <= 1:
+        raise UsageError(f"--eta must be between 0 (no fresh noise) and 1 (the full posterior's), got {noise:g}")
+    return Choice(str(chosen), int(steps), str(spacing), float(scale), tuple(taken),
+                  None if noise is None else float(noise))

@@ -89,32 +89,33 @@ class Run:
         return getattr(self.denoiser, "schedule", None)
 
     def choice(self, sampler: str | None = None, steps: int | None = None, spacing: str | None = None,
-               guidance: float | None = None) -> Choice:
+               guidance: float | None = None, eta: float | None = None) -> Choice:
         """A Gaussian draw's settings: those given, then the run's recommended sampling, then its default."""
         return choose(self.spec, getattr(self.config, "sampling", None), sampler, steps, spacing, guidance,
-                      DEFAULT_STEPS)
+                      DEFAULT_STEPS, eta)
 
     def request(self, n: int | None = None, cond: int | Sequence[int] | Tensor | None = None,
                 sampler: str | None = None, steps: int | None = None, guidance: float | None = None, seed: int = 0,
                 spacing: str | None = None, batch_size: int = 1000, device: str | torch.device | None = None,
-                flags: tuple[str, str, str] = API_FLAGS, **text: Any) -> SamplingRequest:
+                flags: tuple[str, str, str] = API_FLAGS, eta: float | None = None, **text: Any) -> SamplingRequest:
         """A checked request with the run's defaults filled in: n (the modality's count), the labels (every
-        class in turn for a conditional model when cond is None), sampler, steps, spacing and guidance (`choice`);
+        class in turn for a conditional model when cond is None), sampler, steps, spacing, guidance and eta (`choice`);
         `text` holds order, prompt, infill, blank and length."""
         n = self.modality.default_n if n is None else n
         if n < 1 or batch_size < 1 or (steps is not None and steps < 1):
             raise UsageError(f"the number of samples, --steps and --batch-size must be >= 1, got {n}, {steps} "
                              f"and {batch_size}")
         if self.modality.gaussian:
-            chosen = self.choice(sampler, steps, spacing, guidance)
-            sampler, steps, spacing, guidance = chosen.sampler, chosen.steps, chosen.spacing, chosen.guidance
+            chosen = self.choice(sampler, steps, spacing, guidance, eta)
+            sampler, steps, spacing, guidance, eta = (chosen.sampler, chosen.steps, chosen.spacing, chosen.guidance,
+                                                      chosen.eta)
             labels = labels_for(n, cond, self.num_classes, guidance, flags)
         else:  # labels a text run cannot take are refused by its check_request
             labels = None if cond is None else torch.as_tensor(cond)
             spacing, guidance = spacing or "default", 1.0 if guidance is None else guidance
         where = self.device if device is None else pick_device(str(device))
         return SamplingRequest(n=n, sampler=sampler, steps=steps, spacing=spacing, seed=seed, batch_size=batch_size,
-                               labels=labels, guidance=guidance, device=where, **text)
+                               labels=labels, guidance=guidance, device=where, eta=eta, **text)
 
     def grid(self, request: SamplingRequest) -> Grid:
         """The levels of a Gaussian draw: the tuned plan of `spacing='tuned'`, a student's few-step grid, or
