@@ -70,8 +70,9 @@ SAMPLING: dict[str, dict[str, Any]] = {
     "mnist-fast": dict(sampler="euler-ancestral", steps=35, spacing="default", seed=0),  # stochastic: see results
     "shakespeare-char": dict(sampler="autoregressive", steps=256, seed=0),  # a token per step, key-value cached
     # the spectrogram route, 20 minutes: DPM-Solver++(2M) SDE with a quarter of the fresh noise, 18 steps, guidance
-    # 2 (36 NFE): the one setting of the session-24 sweep with both classifiers' FD within 5x their floors and the
-    # level near the recordings' (euler-ancestral: CNN FD 6.3x, RMS 0.84x; docs/results.md, issue 41)
+    # 2 (36 NFE): the one setting of the session-24 sweep with both classifiers' FD within 5x their floors on two
+    # training seeds (euler-ancestral: CNN FD 6.3x on one); the level varies about 20% between runs
+    # (docs/results.md, issue 41)
     "fsdd-fast": dict(sampler="dpmpp-2m-sde", steps=18, spacing="default", seed=0, guidance=2.0, eta=0.25),
     "fsdd-wave": dict(sampler="heun", steps=18, spacing="default", seed=0),
 }
