@@ -215,9 +215,8 @@ def check_sampling(values: Any) -> None:
     eta = values.get("eta", 0.0)
     need(isinstance(eta, (int, float)) and not isinstance(eta, bool) and 0 <= eta <= 1,
          f"sampling.eta must be a number between 0 and 1, got {eta!r}")
-    takers = ", ".join(n for n in samplers.SAMPLERS if samplers.takes_eta(n))
-    need("eta" not in values or samplers.takes_eta(sampler),
-         f"sampling.eta needs a sampler that takes it ({takers}), not {sampler!r}")
+    need("eta" not in values or sampler in samplers.TAKES_ETA,
+         f"sampling.eta needs a sampler that takes it ({', '.join(samplers.TAKES_ETA)}), not {sampler!r}")
 
 
 def resolve_device(name: str) -> torch.device:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-RECOMMENDED = ("sampler", "steps", "spacing", "guidance", "eta")  # what a run keeps of its preset's sampling (`sampling`)
+# what a run keeps of its preset's sampling (its `sampling` key)
+RECOMMENDED = ("sampler", "steps", "spacing", "guidance", "eta")
 
 PRESETS: dict[str, dict[str, Any]] = {
     # class-conditional UNet on scikit-learn's 8x8 digits (the demo): about 3 minutes on 2 quiet AVX2 cores

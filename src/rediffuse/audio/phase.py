@@ -25,19 +25,15 @@ from torch import Tensor
 HANN_LAMBDA = 0.25645  # lambda / n_fft^2 of the Gaussian closest to a Hann window (Průša et al. 2017, Table I)
 
 
-def _derivative(values: Tensor, dim: int) -> Tensor:
-    """Central differences along `dim` (one-sided at the ends)."""
-    return torch.gradient(values, dim=dim)[0]
-
-
 def phase_steps(magnitude: Tensor, n_fft: int, hop: int, floor: float = 1e-12) -> tuple[Tensor, Tensor]:
     """(the phase advance from each frame to the next, from each bin to the next), both [B, F, T] in radians,
     of STFT magnitudes [B, F, T] (Hann window of n_fft samples, hop samples between frames, torch.stft's phase)."""
     lam = HANN_LAMBDA * n_fft**2
     log_mag = torch.log(magnitude.to(torch.float64).clamp(min=floor))
     bins = torch.arange(magnitude.shape[1], dtype=torch.float64, device=magnitude.device)[:, None]
-    per_frame = hop * (n_fft / lam * _derivative(log_mag, 1) + 2.0 * math.pi * bins / n_fft)
-    per_bin = -lam / (n_fft * hop) * _derivative(log_mag, 2) + math.pi
+    along_freq, along_time = torch.gradient(log_mag, dim=(1, 2))  # central differences, one-sided at the ends
+    per_frame = hop * (n_fft / lam * along_freq + 2.0 * math.pi * bins / n_fft)
+    per_bin = -lam / (n_fft * hop) * along_time + math.pi
     return per_frame, per_bin
 
 

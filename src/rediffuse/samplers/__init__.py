@@ -60,9 +60,8 @@ def get(name: str) -> Sampler:
     return SAMPLERS[name]
 
 
-def takes_eta(name: str) -> bool:
-    """Whether the named sampler scales its fresh noise by an `eta` option."""
-    return name in SAMPLERS and "eta" in inspect.signature(SAMPLERS[name]).parameters
+# the samplers that scale their fresh noise by an `eta` option
+TAKES_ETA = tuple(name for name, fn in SAMPLERS.items() if "eta" in inspect.signature(fn).parameters)
 
 
 def sample(denoiser: Callable[..., Tensor], x: Tensor, sigmas: Tensor, name: str = "heun", **options) -> Tensor:

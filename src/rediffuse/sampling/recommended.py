@@ -10,7 +10,7 @@ from typing import Any, Mapping
 from rediffuse.core.spec import ModelSpec
 from rediffuse.errors import UsageError
 from rediffuse.objectives.consistency import default_sampler
-from rediffuse.samplers import SAMPLERS, takes_eta
+from rediffuse.samplers import TAKES_ETA
 
 
 @dataclass(frozen=True)
@@ -62,8 +62,8 @@ def choose(spec: ModelSpec, recommended: Mapping[str, Any] | None, sampler: str 
     spacing = pick("spacing", spacing, "default", own)
     scale = pick("guidance", guidance, 1.0, spec.data.num_classes is not None)
     noise = pick("eta", eta, None, own)
-    if noise is not None and not takes_eta(str(chosen)):
-        raise UsageError(f"--eta scales the fresh noise of {', '.join(n for n in SAMPLERS if takes_eta(n))}; "
+    if noise is not None and chosen not in TAKES_ETA:
+        raise UsageError(f"--eta scales the fresh noise of {', '.join(TAKES_ETA)}; "
                          f"sampler {chosen!r} takes none: drop --eta or choose one of those")
     if noise is not None and not 0 <= noise <= 1:
         raise UsageError(f"--eta must be between 0 (no fresh noise) and 1 (the full posterior's), got {noise:g}")
