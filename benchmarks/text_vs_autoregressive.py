@@ -138,8 +138,8 @@ def sample_one(run: Path, model: str, args: argparse.Namespace) -> tuple[list[st
 
 
 @torch.no_grad()
-def curve(run: Path, args: argparse.Namespace) -> list[tuple[float, float]]:
-    """(training minutes, held-out bits/char) of every checkpoint of a run, oldest first."""
+def curve(run: Path, args: argparse.Namespace) -> list[tuple[float, float, int]]:
+    """(training minutes, held-out bits/char, step) of every checkpoint of a run, oldest first."""
     heldout, points = None, []
     for folder in checkpoint.list_checkpoints(run):
         opened = runs.open(folder)
@@ -151,8 +151,9 @@ def curve(run: Path, args: argparse.Namespace) -> list[tuple[float, float]]:
         else:
             estimates = nelbo_estimates(model, heldout.tokens, args.block_length, draws=2, seed=args.seed)
         report = nelbo_report(estimates, heldout, args.block_length)
-        minutes = float(checkpoint.read_manifest(folder)["meta"].get("elapsed", 0.0)) / 60
-        points.append((minutes, report["nelbo_bits_per_char"]))
+        manifest = checkpoint.read_manifest(folder)
+        points.append((float(manifest["meta"].get("elapsed", 0.0)) / 60, report["nelbo_bits_per_char"],
+                       int(manifest["step"])))
     return points
 
 
@@ -185,7 +186,7 @@ def measure(args: argparse.Namespace, model: str) -> dict[str, Any]:
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     """The options that define a model's result (a saved result is reused only under the same ones)."""
     keys = ("data", "minutes", "steps", "dim", "depth", "heads", "block_length", "batch_size", "lr", "seed",
-            "samples", "rates", "pilot_minutes", "curve_minutes")
+            "samples", "rates", "pilot_minutes", "curve_minutes", "threads")
     return {k: getattr(args, k) for k in keys}
 
 
@@ -220,23 +221,27 @@ def table(rows: list[dict[str, Any]], real_entropy: float, args: argparse.Namesp
         f"{args.seed}; {args.samples} samples of {args.block_length} characters each.", "", *lines, "", *notes, ""])
 
 
-def plot_curves(rows: list[dict[str, Any]], path: Path) -> Path | None:
-    """Held-out bits/char against training minutes, one line per model (None without curves)."""
+def plot_curves(rows: list[dict[str, Any]], train_chars: int, args: argparse.Namespace, path: Path) -> Path | None:
+    """Held-out bits/char against training minutes and against epochs, one line per model (None without curves)."""
     if not any(r["curve"] for r in rows):
         return None
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for r in rows:
         if r["curve"]:
-            minutes, bits = zip(*r["curve"])
-            ax.plot(minutes, bits, marker="o", label=f"{label(r['objective'])} ({r['kind']})")
-    ax.set_xlabel("training minutes (this CPU, alone)")
-    ax.set_ylabel("held-out bits/char")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+            minutes, bits, steps = zip(*r["curve"])
+            epochs = [s * args.batch_size * args.block_length / train_chars for s in steps]
+            for ax, x in zip(axes, (minutes, epochs)):
+                ax.plot(x, bits, marker="o", label=f"{label(r['objective'])} ({r['kind']})")
+    axes[0].set_xlabel(f"training minutes (this CPU, {args.threads} thread(s) per model)")
+    axes[1].set_xlabel("epochs of the @train text (training windows x window length / its characters)")
+    axes[0].set_ylabel("held-out bits/char")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -272,18 +277,26 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         p.error("--minutes must be > 0, --steps and --samples >= 1")
     bad = [m for m in args.models if m not in ("autoregressive", "masked") and not
            (m.startswith("block") and m[5:].isdigit() and int(m[5:]) >= 1 and args.block_length % int(m[5:]) == 0)]
-    if bad or "autoregressive" not in args.models:
-        p.error(f"--models takes autoregressive (always, the reference), masked and blockN with N dividing "
-                f"--block-length {args.block_length}; got {' '.join(bad) or 'no autoregressive'}")
+    if bad:
+        p.error(f"--models takes autoregressive, masked and blockN with N dividing --block-length "
+                f"{args.block_length}; got {' '.join(bad)}")
     return args
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Run the benchmark; print and write the table; the results."""
+    """Run the benchmark; print and write the table (once the AR reference is measured); the results."""
     args = parse(argv)
     torch.set_num_threads(args.threads)
-    models = ["autoregressive"] + [m for m in args.models if m != "autoregressive"]
+    models = sorted(set(args.models), key=lambda m: (m != "autoregressive", args.models.index(m)))
     rows = [measure(args, model) for model in models]
+    if models[0] != "autoregressive":
+        saved = args.out / "autoregressive.json"
+        reference = json.loads(saved.read_text()) if saved.is_file() else None
+        if reference is None or reference.get("settings") != settings(args):
+            print(f"saved {', '.join(models)} in {args.out}; the table needs the AR reference: run --models "
+                  f"autoregressive with the same settings (alone or beside these)")
+            return {"settings": settings(args), "rows": rows}
+        rows.insert(0, reference)
     ar_run = Path(rows[0]["run"])
     for row in rows:
         row["gen_ppl"] = generative_perplexity(ar_run, row["texts"])
@@ -293,7 +306,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     atomic_write_text(args.out / "table.md", text)
     for row in rows:
         atomic_write_text(args.out / f"samples-{row['objective']}.txt", "\n=====\n".join(row["texts"][:SHOWN]) + "\n")
-    plot_curves(rows, args.out / "curves.png")
+    plot_curves(rows, len(load_text(f"{args.data}@train").tokens), args, args.out / "curves.png")
     results = {"settings": settings(args), "real_entropy_bits": real_entropy, "rows": rows}
     atomic_write_json(args.out / "results.json", results)
     print(text)

@@ -22,8 +22,13 @@ def test_text_benchmark_smoke(tmp_path, capsys):
     argv = ["--data", f"text:{path}", "--steps", "3", "--dim", "16", "--depth", "1", "--heads", "2",
             "--block-length", "16", "--batch-size", "4", "--samples", "3", "--out", str(out), "--threads", "1",
             "--models", "masked", "block4", "autoregressive", "--curve-minutes", "100"]
+    alone = bench.main(argv[:-5] + ["masked", "--curve-minutes", "100"])  # a model run beside the AR reference
+    assert "the table needs the AR reference" in capsys.readouterr().out and not (out / "table.md").exists()
+    masked_stamp = (out / "masked.json").stat().st_mtime_ns
     results = bench.main(argv)
     printed = capsys.readouterr().out
+    assert (out / "masked.json").stat().st_mtime_ns == masked_stamp
+    assert results["rows"][1]["texts"] == alone["rows"][0]["texts"]
     header = next(line for line in printed.splitlines() if line.startswith("| model"))
     assert [c.strip() for c in header.strip("|").split("|")] == list(bench.COLUMNS)
     assert printed.count("held-out ratio to AR") == 2 and "entropy(real)" in printed
@@ -38,6 +43,7 @@ def test_text_benchmark_smoke(tmp_path, capsys):
                     "entropy_bits"):
             assert math.isfinite(row[key]) and row[key] >= 0, key
         assert len(row["curve"]) == 1 and math.isfinite(row["curve"][0][1])  # the final checkpoint
+        assert row["curve"][0][2] == 3
     assert math.isfinite(results["real_entropy_bits"])
     assert (out / "table.md").read_text().strip() in printed and (out / "curves.png").stat().st_size > 0
     assert json.loads((out / "results.json").read_text())["rows"][0]["objective"] == "autoregressive"
