@@ -3,7 +3,7 @@
 from .energy import energy_distance
 from .inception_score import inception_score, modified_inception_score
 from .frechet import feature_stats, frechet_distance, frechet_from_stats
-from .levels import FLOOR_DB, Levels, frame_db, levels
+from rediffuse.audio.levels import FLOOR_DB, Levels, frame_db, levels
 from .kid import kernel_inception_distance, polynomial_kernel
 from .mmd import median_distance, mmd_rbf, rbf_kernel, unbiased_mmd2
 from .prdc import density_coverage, precision_recall, prdc
