@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,7 @@ def test_eval_of_an_audio_run_reports_accuracy_fd_is_and_the_floor(tmp_path, mon
     assert {"fd", "recall", "class_accuracy"} <= set(second["samples"]) and second["heldout_real"]["n"] == 30
     real = report["levels"]["heldout_real"]  # tones of amplitude 0.5 filling the 512 samples of the run's clips
     assert real["peak"] == pytest.approx(0.5, rel=0.01) and real["silence_db"] > -1
+    assert all(math.isfinite(report["levels"][k]["cpp_db"]) for k in ("samples", "heldout_real"))
     assert "Second opinion" in (run / "eval" / "eval.md").read_text()
     capsys.readouterr()
     assert main(["eval", str(run), "--metrics", "nll"]) == 2

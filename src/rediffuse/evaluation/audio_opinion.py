@@ -1,5 +1,5 @@
 """What `rediffuse eval` adds for spoken digits beside the project's classifier: a second classifier of another
-family fitted on clean `@train` recordings (`features.cepstral`), and the level and silence of the clips."""
+family fitted on clean `@train` recordings (`features.cepstral`), and the level, silence and voicing of the clips."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 from torch import Tensor
 
 from rediffuse.audio.spectral import centre_fit
+from rediffuse.audio.voicing import cpp
 from rediffuse.data.audio import load_fsdd
 from rediffuse.evaluation.features.cepstral import LENGTH, RATE, CepstralClassifier, train_cepstral
 from rediffuse.evaluation.metrics import frechet_distance, levels, prdc
@@ -51,7 +52,12 @@ def audio_report(path: str | Path, clips: Tensor, labels: Tensor | None) -> dict
               "samples_at_heldout_n": scores(model, clips[:n], None if labels is None else labels[:n], real),
               "heldout_real": scores(model, held_x, held_y, real)}
     real = centre_fit(held_x, clips.shape[-1]).unsqueeze(1)  # the recordings at the samples' length
-    return {"second": second, "levels": {"samples": levels(clips).to_dict(), "heldout_real": levels(real).to_dict()}}
+    return {"second": second, "levels": {"samples": figures(clips), "heldout_real": figures(real)}}
+
+
+def figures(clips: Tensor) -> dict[str, float]:
+    """The level and silence figures of 8 kHz clips and their median cepstral peak prominence (`cpp_db`)."""
+    return {**levels(clips).to_dict(), "cpp_db": float(cpp(clips, RATE).median())}
 
 
 def audio_markdown(report: dict[str, Any]) -> list[str]:
@@ -69,8 +75,10 @@ def audio_markdown(report: dict[str, Any]) -> list[str]:
                          + " |")
     if "levels" in report:
         lv = report["levels"]
-        lines += ["", "| clips | median RMS | median peak | quietest quarter of frames (dB below loudest) |",
-                  "|---|---|---|---|"]
+        lines += ["", "| clips | median RMS | median peak | quietest quarter of frames (dB below loudest) | "
+                      "median CPP (dB; voicing, noise about 3.4) |", "|---|---|---|---|---|"]
         for key, label in (("samples", "model samples"), ("heldout_real", "held-out recordings")):
-            lines.append(f"| {label} | {lv[key]['rms']:.4f} | {lv[key]['peak']:.3f} | {lv[key]['silence_db']:.1f} |")
+            cells = [f"{lv[key]['rms']:.4f}", f"{lv[key]['peak']:.3f}", f"{lv[key]['silence_db']:.1f}",
+                     f"{lv[key]['cpp_db']:.2f}" if "cpp_db" in lv[key] else "-"]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
