@@ -4,7 +4,8 @@ A model can only be as good as the representation it learns and the inverse that
 variant encodes FSDD's 300 held-out recordings (`@heldout`, 8 kHz, 8192 samples) and decodes them again; the
 clips are scored by the project's FSDD classifier and by the second classifier of another family
 (`rediffuse.evaluation.features.cepstral`, fitted on clean `@train` clips), each as class accuracy and FD over
-that classifier's real floor (the untouched held-out recordings), and by their level and silence, with the
+that classifier's real floor (the untouched held-out recordings), by their level and silence, and by their
+voicing (the cepstral peak prominence, `rediffuse.audio.voicing`: how far the pitch harmonics stand out), with the
 decoding cost per clip (alone on the machine, `--threads`). Variants (`--variants`):
 - `mel-gN` / `linear-gN`: 64 log-mel bands (mel inverted by non-negative least squares) or the 128 STFT bins
   below Nyquist, phase by N iterations of fast Griffin-Lim (Perraudin et al. 2013) from zero phase;
@@ -28,10 +29,9 @@ from typing import Any
 import torch
 
 from rediffuse.audio.codec import MelCodec
-from rediffuse.evaluation.audio_opinion import scores, second_classifier
+from rediffuse.evaluation.audio_opinion import figures, scores, second_classifier
 from rediffuse.evaluation.evaluate import classifier_inputs, sample_metrics
 from rediffuse.evaluation.features import extract_features, load_or_train_classifier, load_split
-from rediffuse.evaluation.metrics import levels
 from rediffuse.io import atomic_write_json, atomic_write_text
 
 VARIANTS = ("mel-g32", "mel-g128", "mel-p0", "mel-p32", "linear-g32", "linear-g128", "linear-p32", "mel-phase",
@@ -74,11 +74,11 @@ def decode(variant: str, clips: torch.Tensor, noise: float) -> tuple[torch.Tenso
 
 
 def row(name: str, clips: torch.Tensor, labels: torch.Tensor, judges: dict[str, Any], cost: float) -> dict[str, Any]:
-    """One variant's scores by both classifiers, its level and silence and its cost."""
+    """One variant's scores by both classifiers, its level, silence and voicing, and its cost."""
     first = sample_metrics(judges["cnn"], classifier_inputs(clips, "fsdd", 8000), labels, judges["cnn_real"],
                            ("fd", "acc"))
     second = scores(judges["second"], clips, labels, judges["second_real"])
-    return {"variant": name, "cnn": first, "second": second, "levels": levels(clips).to_dict(), "ms": 1e3 * cost}
+    return {"variant": name, "cnn": first, "second": second, "levels": figures(clips), "ms": 1e3 * cost}
 
 
 def table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
@@ -87,13 +87,14 @@ def table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     noise = f", image noise {args.image_noise:g}" if args.image_noise else ""
     lines = [f"FSDD @heldout (300 clips) through each codec{noise}; {args.threads} thread(s), alone.", "",
              "| variant | acc. (CNN) | FD / floor (CNN) | acc. (2nd) | FD / floor (2nd) | RMS | peak | silence (dB) "
-             "| decode ms/clip |", "|---|---|---|---|---|---|---|---|---|"]
+             "| CPP (dB) | decode ms/clip |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lv = r["levels"]
         lines.append(f"| {r['variant']} | {r['cnn']['class_accuracy']:.3f} | "
                      f"{r['cnn']['fd'] / real['cnn']['fd']:.2f} | "
                      f"{r['second']['class_accuracy']:.3f} | {r['second']['fd'] / real['second']['fd']:.2f} | "
-                     f"{lv['rms']:.4f} | {lv['peak']:.3f} | {lv['silence_db']:.0f} | {r['ms']:.1f} |")
+                     f"{lv['rms']:.4f} | {lv['peak']:.3f} | {lv['silence_db']:.0f} | {lv['cpp_db']:.2f} | "
+                     f"{r['ms']:.1f} |")
     return "\n".join(lines) + "\n"
 
 

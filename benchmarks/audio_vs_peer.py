@@ -51,9 +51,8 @@ import torch
 import rediffuse
 from rediffuse.config import TrainConfig
 from rediffuse.data.audio import load_audio, write_wav
-from rediffuse.evaluation.audio_opinion import SECOND, scores, second_classifier
+from rediffuse.evaluation.audio_opinion import SECOND, figures, scores, second_classifier
 from rediffuse.evaluation.evaluate import classifier_inputs, sample_metrics
-from rediffuse.evaluation.metrics import levels
 from rediffuse.evaluation.features import extract_features, load_or_train_classifier, load_split
 from rediffuse.io import atomic_write_json, atomic_write_text
 from rediffuse.presets import SAMPLING, preset
@@ -64,7 +63,7 @@ LABELS = {"ours": "ours (fsdd-fast, log-mel UNet + EDM)", "peer": "diffusers UNe
 BATCH, LR, WARMUP, EMA = 32, 1e-3, 200, 0.999
 COLUMNS = ("model", "params", "steps", "train clips/s", "NFE", "real-time factor", "class acc.", "FD", "FD / floor",
            "precision", "recall", "IS", "mIS", "acc. (2nd)", "FD / floor (2nd)", "recall (2nd)", "RMS", "peak",
-           "silence (dB)")
+           "silence (dB)", "CPP (dB)")
 
 
 def peer_network(length: int) -> torch.nn.Module:
@@ -177,7 +176,7 @@ def measure(args: argparse.Namespace, model: str, scorer: dict[str, Any]) -> dic
     spec = f"{args.data}@train"
     if model == "ours":
         values = preset("fsdd-fast")
-        values.update(data=spec, out=str(out), seed=args.seed, progress=False,
+        values.update(data=spec, out=str(out), seed=args.seed, progress=False, level_clips=args.level_clips,
                       minutes=None if args.steps else args.minutes, steps=args.steps or 10**9)
         started = time.perf_counter()
         result = train(TrainConfig.from_dict(values))
@@ -200,7 +199,7 @@ def measure(args: argparse.Namespace, model: str, scorer: dict[str, Any]) -> dic
     scores = sample_metrics(scorer["classifier"], classifier_inputs(x, "fsdd", 8000), cond, scorer["real"],
                             ("fd", "prdc", "acc", "is"))
     second = scores(scorer["second"], x, cond, scorer["second_real"])
-    row.update(model=model, nfe=nfe, rtf=rtf, scores=scores, second=second, levels=levels(x).to_dict(),
+    row.update(model=model, nfe=nfe, rtf=rtf, scores=scores, second=second, levels=figures(x),
                settings=settings(args))
     atomic_write_json(saved, row)
     return row
@@ -208,7 +207,7 @@ def measure(args: argparse.Namespace, model: str, scorer: dict[str, Any]) -> dic
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     """The options that define a result (a saved result is reused only under the same ones)."""
-    return {k: getattr(args, k) for k in ("data", "minutes", "steps", "samples", "peer_steps", "seed")}
+    return {k: getattr(args, k) for k in ("data", "minutes", "steps", "samples", "peer_steps", "seed", "level_clips")}
 
 
 def table(rows: list[dict[str, Any]], floor: dict[str, float], args: argparse.Namespace) -> str:
@@ -223,13 +222,13 @@ def table(rows: list[dict[str, Any]], floor: dict[str, float], args: argparse.Na
                  f"{r['rtf']:.1f}x", acc, f"{s['fd']:.2f}", f"{s['fd'] / floor['fd']:.1f}", f"{s['precision']:.3f}",
                  f"{s['recall']:.3f}", f"{s['inception_score']:.2f}", f"{s['modified_inception_score']:.2f}", acc2,
                  f"{s2['fd'] / f2['fd']:.1f}", f"{s2['recall']:.3f}", f"{lv['rms']:.4f}", f"{lv['peak']:.3f}",
-                 f"{lv['silence_db']:.0f}"]
+                 f"{lv['silence_db']:.0f}", f"{lv['cpp_db']:.2f}" if "cpp_db" in lv else "-"]
         lines.append("| " + " | ".join(cells) + " |")
     lv = floor["levels"]
     lines.append(f"| held-out real clips (floor) | | | | | | {floor['class_accuracy']:.3f} | {floor['fd']:.2f} | 1.0 | "
                  f"{floor['precision']:.3f} | {floor['recall']:.3f} | {floor['inception_score']:.2f} | "
                  f"{floor['modified_inception_score']:.2f} | {f2['class_accuracy']:.3f} | 1.0 | {f2['recall']:.3f} | "
-                 f"{lv['rms']:.4f} | {lv['peak']:.3f} | {lv['silence_db']:.0f} |")
+                 f"{lv['rms']:.4f} | {lv['peak']:.3f} | {lv['silence_db']:.0f} | {lv['cpp_db']:.2f} |")
     ours = rows[0]
     budget = f"{args.steps} steps" if args.steps else f"{args.minutes:g} minutes"
     return "\n".join([
@@ -238,7 +237,8 @@ def table(rows: list[dict[str, Any]], floor: dict[str, float], args: argparse.Na
         f"{args.samples} samples each, scored by the project's FSDD classifier and by a second one of another "
         f"family ({SECOND}, fitted on clean @train clips: held-out accuracy {f2['heldout_accuracy']:.3f}); "
         f"real-time factor over {args.rtf_clips} clips in one batch; silence: the quietest quarter of frames in dB "
-        "below the loudest (medians over clips).", "", *lines, "", "- ours: " + targets(ours, floor), ""])
+        "below the loudest; CPP: the cepstral peak prominence, how far the pitch harmonics stand out (white noise "
+        "about 3.4 dB; medians over clips).", "", *lines, "", "- ours: " + targets(ours, floor), ""])
 
 
 def targets(row: dict[str, Any], floor: dict[str, Any]) -> str:
@@ -268,6 +268,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--peer-steps", type=int, default=50, help="the peer's DDIM steps (default: 50)")
     p.add_argument("--rtf-clips", type=int, default=30, help="clips drawn to time sampling (default: 30)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--level-clips", type=int, default=200, help="clips ours draws after training to fit its level "
+                                                                 "gain (default: 200, as `rediffuse train`)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
     p.add_argument("--out", type=Path, default=Path("runs/audio-bench"))
     p.add_argument("--fresh", action="store_true", help="retrain both models even if results are saved")
@@ -293,7 +295,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = [measure(args, model, scorer) for model in MODELS]
     floor = sample_metrics(classifier, split.heldout_x, split.heldout_y, scorer["real"], ("fd", "prdc", "acc", "is"))
     floor["second"] = {**scores(second, held_x, held_y, second_real), "heldout_accuracy": second.heldout_accuracy}
-    floor["levels"] = levels(held_x).to_dict()
+    floor["levels"] = figures(held_x)
     text = table(rows, floor, args)
     print(text)
     atomic_write_text(args.out / "table.md", text)
