@@ -47,6 +47,10 @@ class ExactBlocks:
         seq = torch.cat([prefix, z, torch.full((len(z), rest), self.mask_id, dtype=z.dtype)], 1)
         return self.chain.posterior(seq)[:, prefix.shape[1]:prefix.shape[1] + z.shape[1]]
 
+    def denoise_after(self, done, z, cache: KVCache):
+        self.commit(done, cache)
+        return self.denoise(z, cache)
+
 
 @pytest.mark.parametrize("context", [6, 4])
 def test_the_block_sampler_with_exact_conditionals_reproduces_the_source(context):
@@ -61,6 +65,28 @@ def test_the_block_sampler_with_exact_conditionals_reproduces_the_source(context
     keep = want >= 5
     chi2 = float(((counts[keep] - want[keep]) ** 2 / want[keep]).sum())
     assert stats.chi2.sf(chi2, int(keep.sum()) - 1) > 1e-3
+
+
+def test_caching_finished_blocks_with_the_next_blocks_first_step_changes_nothing():
+    torch.manual_seed(0)
+    net = Transformer(vocab_size=6, dim=16, depth=2, heads=2, max_len=16).eval()
+    model = BlockLM(net, LOG_LINEAR, Vocabulary("char", "abcde"), block=4)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 5, (3, 16), generator=g)
+    z = torch.where(torch.rand(3, 4, generator=g) < 0.5, model.mask_id, x[:, 12:])
+    apart, fused = KVCache(), KVCache()
+    with torch.no_grad():
+        model.commit(x[:, :4], apart)
+        model.commit(x[:, :4], fused)
+        model.commit(x[:, 4:12], apart)  # two blocks at once, then the next block's first step
+        want = model.denoise(z, apart)
+        got = model.denoise_after(x[:, 4:12], z, fused)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert len(fused) == len(apart) == 12 and fused.next_position == apart.next_position == 12
+    assert not fused.recording and fused.keep is None
+    for i in range(2):
+        torch.testing.assert_close(fused.keys[i], apart.keys[i], atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(fused.values[i], apart.values[i], atol=1e-6, rtol=1e-6)
 
 
 def test_restart_points_keep_about_half_a_context_of_whole_blocks():

@@ -20,6 +20,7 @@ class KVCache:
 
     recording: bool = True
     next_position: int = 0
+    keep: int | None = None  # when recording, only the first `keep` tokens of a read join the cache (None: all)
     keys: dict[int, Tensor] = field(default_factory=dict)
     values: dict[int, Tensor] = field(default_factory=dict)
 
@@ -32,11 +33,15 @@ class KVCache:
         return (self.keys[i], self.values[i]) if i in self.keys else None
 
     def add(self, i: int, keys: Tensor, values: Tensor) -> None:
-        """Append new tokens' keys and values to layer i."""
+        """Append new tokens' keys and values (the first `keep` of them) to layer i."""
+        if self.keep is not None:
+            keys, values = keys[:, :, : self.keep], values[:, :, : self.keep]
         if i in self.keys:
             keys, values = torch.cat([self.keys[i], keys], 2), torch.cat([self.values[i], values], 2)
         self.keys[i], self.values[i] = keys, values
 
     def advance(self, positions: Tensor) -> None:
-        """Record that the tokens at `positions` were read: the next token goes after the last of them."""
+        """Record that the tokens at `positions` (the first `keep` of them) were read: the next token goes after the
+        last of them."""
+        positions = positions if self.keep is None else positions[: self.keep]
         self.next_position = max(self.next_position, int(positions.max()) + 1)

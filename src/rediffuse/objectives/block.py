@@ -80,6 +80,19 @@ class BlockLM(nn.Module):
         self.net(x, None, cache=cache, mask=owner[:, None] >= owner[None, :])
         cache.recording = False
 
+    def denoise_after(self, done: Tensor, z: Tensor, cache: KVCache) -> Tensor:
+        """`commit(done)` then `denoise(z)` in one pass: the clean whole blocks done [B, k L'] join the cache and
+        the block z [B, L'] after them is denoised (one model call per block saved when sampling)."""
+        k = done.shape[1]
+        owner = torch.arange(k + z.shape[1], device=z.device) // self.block
+        mask = owner[:, None] >= owner[None, :]  # clean blocks see the blocks up to theirs, z sees them all
+        cache.recording, cache.keep = True, k
+        try:
+            logits = self.net(torch.cat([done, z], 1), None, cache=cache, mask=mask)[:, k:]
+        finally:
+            cache.recording, cache.keep = False, None
+        return masked.subs_log_probs(logits.float(), z, self.mask_id)
+
     def nelbo(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """A one-draw estimate [B] of the block NELBO of windows x [B, L] in nats per token (rates U[0, 1])."""
         t = bd.block_times(len(x), bd.blocks_of(x.shape[1], self.block), generator, device=x.device)

@@ -3,9 +3,10 @@
 The template z [B, L] (masks where to fill; a prompt or any kept tokens stay) is cut into blocks of L' tokens,
 the last one padded with masks. Block b is filled by the masked sampler (`samplers.masked.sample_masked`: T
 ancestral or confidence-ordered steps, float64 draws) whose model reads the block through the cache of every
-finished block, then the finished block joins the cache: each block costs the steps that changed it plus one
-pass to cache it. A template's tokens after block b are not seen while b is filled: block diffusion conditions
-on the past only.
+finished block. A finished block joins the cache in the same pass as the next block's first step
+(`denoise_after`), so each block costs only the steps that changed it (one pass less per block than caching
+it on its own: at L' = 4 and a step per token, 4 calls per block instead of 5). A template's tokens after
+block b are not seen while b is filled: block diffusion conditions on the past only.
 
 Past the training context (`context` tokens) the cache is rebuilt from the latest finished blocks, about half a
 context of them, at positions from 0, so every block is filled with a view like the training windows' (they
@@ -32,7 +33,7 @@ class BlockModel(Protocol):
 
     def denoise(self, z: Tensor, cache: KVCache) -> Tensor: ...
 
-    def commit(self, x: Tensor, cache: KVCache) -> None: ...
+    def denoise_after(self, done: Tensor, z: Tensor, cache: KVCache) -> Tensor: ...
 
 
 def restart_point(done: int, block: int, context: int) -> int:
@@ -58,18 +59,24 @@ def sample_blocks(model: BlockModel, z: Tensor, steps: int | None = None, *, con
     pad = -length % block
     x = torch.cat([z, torch.full((batch, pad), mask_id, dtype=z.dtype, device=z.device)], 1)
     cache, start, counter = KVCache(), 0, [0]
+    cached = 0  # x[:, :cached] is in the cache (from `start`); later finished blocks join it with the next call
     for b in range(x.shape[1] // block):
         first = b * block
         if first - start + block > context:
             start, cache = restart_point(first, block, context), KVCache()
-            if first > start:
-                model.commit(x[:, start:first], cache)
+            cached = start
+
+        def denoise(part: Tensor, t: Tensor) -> Tensor:
+            nonlocal cached
+            if cached == first:
+                return model.denoise(part, cache)
+            done, cached = x[:, cached:first], first
+            return model.denoise_after(done, part, cache)
+
         hook = None if callback is None else _block_callback(callback, x, first, b, mask_id, counter)
-        x[:, first:first + block] = sample_masked(lambda part, t: model.denoise(part, cache),
-                                                  x[:, first:first + block], steps, schedule=model.schedule,
-                                                  mask_id=mask_id, generator=generator, order=order,
-                                                  time_agnostic=True, callback=hook)
-        model.commit(x[:, first:first + block], cache)
+        x[:, first:first + block] = sample_masked(denoise, x[:, first:first + block], steps,
+                                                  schedule=model.schedule, mask_id=mask_id, generator=generator,
+                                                  order=order, time_agnostic=True, callback=hook)
     return x[:, :length]
 
 
