@@ -1,9 +1,7 @@
-"""How loud clips are and how silent their pauses, the first things a listener hears, and the gain that matches
-one level to another (issue 41)."""
+"""How loud clips are and how silent their pauses: the first things a listener hears (issue 41)."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -43,12 +41,3 @@ def levels(clips: Tensor) -> Levels:
     return Levels(rms=float(x.square().mean(1).sqrt().median()), peak=float(x.abs().amax(1).median()),
                   silence_db=float(quietest_quarter.median()))
 
-
-def matching_gain(measured: Levels, rms: float, peak: float) -> float:
-    """The one gain that brings the median RMS and median peak of `measured` closest, in log amplitude, to `rms`
-    and `peak`: the geometric mean of the two ratios (both then miss by the same factor, the square root of the
-    crest factors' ratio)."""
-    if min(measured.rms, measured.peak, rms, peak) <= 0:
-        raise ValueError(f"levels must be positive to match, got RMS {measured.rms:g} and peak {measured.peak:g} "
-                         f"against {rms:g} and {peak:g}")
-    return math.sqrt(rms / measured.rms * peak / measured.peak)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tokenize
 import zipfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -16,7 +16,6 @@ import torch
 from torch import Tensor
 
 from rediffuse.audio.codec import MelCodec
-from rediffuse.audio.levels import levels
 from rediffuse.data import toy2d
 from rediffuse.data.audio import is_audio_spec, load_audio
 from rediffuse.data.images import load_images
@@ -164,8 +163,6 @@ def _load_audio(config: DataOptions) -> Data:
         return Data(audio.x, audio.labels, "audio", rate=audio.rate)
     codec = MelCodec(rate=audio.rate, length=config.clip_length, frequency=config.audio_representation)
     codec, images = codec.centred(torch.cat([codec.encode(part) for part in audio.x.split(256)]))
-    measured = levels(audio.x)  # the level `rediffuse.train.level` calibrates the run's samples to
-    codec = replace(codec, reference=(round(measured.rms, 6), round(measured.peak, 6)))
     return Data(images, audio.labels, "audio", rate=audio.rate, codec=codec.config())
 
 
