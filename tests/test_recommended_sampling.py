@@ -13,7 +13,7 @@ from rediffuse.config import TrainConfig
 from rediffuse.core.spec import DataInfo, ModelSpec
 from rediffuse.errors import ConfigError, UsageError
 from rediffuse.presets import PRESETS, RECOMMENDED, SAMPLING, preset
-from rediffuse.recommended import choose
+from rediffuse.sampling.recommended import choose
 from rediffuse.sampling.run import load
 from rediffuse.serve.server import Limits, describe_run
 
