@@ -40,4 +40,3 @@ def levels(clips: Tensor) -> Levels:
     quietest_quarter = frame_db(x).quantile(0.25, dim=1)
     return Levels(rms=float(x.square().mean(1).sqrt().median()), peak=float(x.abs().amax(1).median()),
                   silence_db=float(quietest_quarter.median()))
-
