@@ -21,15 +21,15 @@ def test_a_voice_stands_far_above_its_whisper_and_noise_brings_it_down():
     v = voice().view(1, -1)
     voiced = float(cpp(v, 8000))
     whispers = cpp(torch.cat([whispered(s) for s in range(4)]), 8000)
-    assert voiced > 10 and bool((whispers < 5).all()) and voiced - float(whispers.max()) > 7
+    assert voiced > 15 and bool((whispers < 7).all()) and voiced - float(whispers.max()) > 10
     noise = torch.randn(8192, generator=torch.Generator().manual_seed(9)).view(1, -1)
     noisy = [float(cpp(v + s * noise, 8000)) for s in (0.01, 0.03, 0.1)]
-    assert noisy[0] > noisy[1] > noisy[2] and noisy[2] < 6
+    assert noisy[0] > noisy[1] > noisy[2] and noisy[2] < 9
 
 
 def test_cpp_ignores_gain_and_pauses_and_a_silent_clip_is_zero():
     v = voice().view(1, -1)
-    assert torch.allclose(cpp(torch.cat([v, 0.1 * v, 4 * v]), 8000), cpp(v, 8000).expand(3), atol=1e-9)
+    assert torch.allclose(cpp(torch.cat([v, 0.1 * v, 4 * v]), 8000), cpp(v, 8000).expand(3), atol=1e-3)
     values, loud = frame_cpp(v, 8000)
     assert values.shape == loud.shape and bool((loud[0, :8] < -100).all())  # the leading pause is not counted
     assert float(cpp(torch.zeros(1, 8192), 8000).abs()) < 1e-9

@@ -5,16 +5,18 @@ the cepstrum turns into one peak at the pitch period; whispered or noise-excited
 have the spectral envelope of speech without the harmonics, which the levels and both classifiers do not see.
 
 Per frame (a Hann window of `frame` samples, hop frame / 4): the log power spectrum in dB (floored 120 dB under
-the clip's largest value), its power cepstrum in dB (10 log10 |FFT(dB spectrum)|^2) smoothed over 5 frames and 3
-quefrency bins (the smoothed CPP of Hillenbrand & Houde), a least-squares line over quefrencies from 1 ms to half
-the frame, and the largest excess of the cepstrum over that line at the periods of a 60-330 Hz pitch. A clip's CPP
-is the mean over its frames within 20 dB of its loudest frame (the voiced part of a spoken word, not the pauses).
-On the tests' synthetic voice it is 16.7 dB, whispered 3.1-3.7 dB; white noise gives about 3.4 dB.
+the clip's largest value), its power cepstrum in dB (10 log10 of the squared inverse FFT of the dB spectrum, lags
+in samples) smoothed over 5 frames and 3 lags (the smoothed CPP of Hillenbrand & Houde), a least-squares line
+over lags from 1 ms to half the frame, and the largest excess of the cepstrum over that line at the periods of a
+60-330 Hz pitch. A clip's CPP is the mean over its frames within 20 dB of its loudest frame (the voiced part of a
+spoken word, not the pauses). On the tests' synthetic voice it is 20.3 dB, whispered 5.5-5.7 dB; white noise
+gives about 5.8 dB.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 PITCH_HZ = (60.0, 330.0)  # the pitch range searched (Praat's default for CPP)
@@ -23,17 +25,13 @@ FLOOR_DB = 120.0  # spectrum values further below the clip's largest are raised 
 
 
 def smoothed(cepstrum: Tensor, time: int, quefrency: int) -> Tensor:
-    """A moving average [N, frames, Q] over `time` frames and `quefrency` bins (odd widths, edges shortened)."""
+    """A moving average [N, frames, Q] over `time` frames and `quefrency` bins (odd widths, shortened at the edges)."""
     x = cepstrum
     for dim, width in ((1, time), (2, quefrency)):
-        if width > 1:
-            kernel = torch.ones(width, dtype=x.dtype)
-            total = torch.nn.functional.conv1d(x.movedim(dim, -1).reshape(-1, 1, x.shape[dim]), kernel.view(1, 1, -1),
-                                               padding=width // 2)
-            count = torch.nn.functional.conv1d(torch.ones(1, 1, x.shape[dim], dtype=x.dtype), kernel.view(1, 1, -1),
-                                               padding=width // 2)
-            moved = x.movedim(dim, -1)
-            x = (total / count).reshape(moved.shape).movedim(-1, dim)
+        moved = x.movedim(dim, -1)
+        flat = F.avg_pool1d(moved.reshape(-1, 1, moved.shape[-1]), width, stride=1, padding=width // 2,
+                            count_include_pad=False)
+        x = flat.reshape(moved.shape).movedim(-1, dim)
     return x
 
 
@@ -50,8 +48,8 @@ def frame_cpp(clips: Tensor, rate: int, frame: int = 512, time: int = 5, quefren
     loud = 10 * torch.log10(energy.clamp(min=1e-30) / energy.amax(1, keepdim=True).clamp(min=1e-30))
     floor = power.amax(dim=(1, 2), keepdim=True).clamp(min=1e-30) * 10 ** (-FLOOR_DB / 10)
     spectrum_db = 10 * torch.log10(torch.maximum(power, floor))  # relative to the clip: no gain changes it
-    cepstrum = 10 * torch.log10(torch.fft.rfft(spectrum_db, dim=-1).abs().square().clamp(min=1e-20))
-    cepstrum = smoothed(cepstrum, time, quefrency)
+    real_cepstrum = torch.fft.irfft(spectrum_db, n=frame, dim=-1)[..., : frame // 2 + 1]  # index = lag in samples
+    cepstrum = smoothed(10 * torch.log10(real_cepstrum.square().clamp(min=1e-20)), time, quefrency)
     q = torch.arange(cepstrum.shape[-1], dtype=torch.float64)  # quefrency in samples
     fit = (q >= rate / 1000) & (q <= frame // 2)
     design = torch.stack([q[fit], torch.ones_like(q[fit])], 1)

@@ -76,7 +76,7 @@ def audio_markdown(report: dict[str, Any]) -> list[str]:
     if "levels" in report:
         lv = report["levels"]
         lines += ["", "| clips | median RMS | median peak | quietest quarter of frames (dB below loudest) | "
-                      "median CPP (dB; voicing, noise about 3.4) |", "|---|---|---|---|---|"]
+                      "median CPP (dB; voicing, noise about 5.8) |", "|---|---|---|---|---|"]
         for key, label in (("samples", "model samples"), ("heldout_real", "held-out recordings")):
             cells = [f"{lv[key]['rms']:.4f}", f"{lv[key]['peak']:.3f}", f"{lv[key]['silence_db']:.1f}",
                      f"{lv[key]['cpp_db']:.2f}" if "cpp_db" in lv[key] else "-"]
