@@ -73,19 +73,23 @@ class BlockLM(nn.Module):
         cache.recording = False
         return masked.subs_log_probs(self.net(z, None, cache=cache).float(), z, self.mask_id)
 
+    def up_to_own_block(self, length: int, device: torch.device) -> Tensor:
+        """[length, length] attention mask (True: may attend) of whole blocks: each token sees its block and
+        the blocks before it."""
+        owner = torch.arange(length, device=device) // self.block
+        return owner[:, None] >= owner[None, :]
+
     def commit(self, x: Tensor, cache: KVCache) -> None:
         """Add the clean tokens x [B, k L'] (whole blocks, each seeing the blocks before it) to the cache."""
         cache.recording = True
-        owner = torch.arange(x.shape[1], device=x.device) // self.block
-        self.net(x, None, cache=cache, mask=owner[:, None] >= owner[None, :])
+        self.net(x, None, cache=cache, mask=self.up_to_own_block(x.shape[1], x.device))
         cache.recording = False
 
     def denoise_after(self, done: Tensor, z: Tensor, cache: KVCache) -> Tensor:
         """`commit(done)` then `denoise(z)` in one pass: the clean whole blocks done [B, k L'] join the cache and
         the block z [B, L'] after them is denoised (one model call per block saved when sampling)."""
         k = done.shape[1]
-        owner = torch.arange(k + z.shape[1], device=z.device) // self.block
-        mask = owner[:, None] >= owner[None, :]  # clean blocks see the blocks up to theirs, z sees them all
+        mask = self.up_to_own_block(k + z.shape[1], z.device)  # z, the last block, sees every clean block
         cache.recording, cache.keep = True, k
         try:
             logits = self.net(torch.cat([done, z], 1), None, cache=cache, mask=mask)[:, k:]
