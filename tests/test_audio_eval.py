@@ -70,6 +70,12 @@ def test_eval_of_an_audio_run_reports_accuracy_fd_is_and_the_floor(tmp_path, mon
     real = report["levels"]["heldout_real"]  # tones of amplitude 0.5 filling the 512 samples of the run's clips
     assert real["peak"] == pytest.approx(0.5, rel=0.01) and real["silence_db"] > -1
     assert all(math.isfinite(report["levels"][k]["cpp_db"]) for k in ("samples", "heldout_real"))
+    match = report["level_match"]  # per-clip distributions: the tones all have RMS 0.5 / sqrt(2)
+    samples_rms = report["levels"]["samples"]["rms"]
+    assert match["rms"]["quantiles"]["50%"] == pytest.approx(samples_rms / (0.5 / math.sqrt(2)), rel=0.02)
+    assert set(match) == {"rms", "peak"} and match["rms"]["ratio_se"] > 0
+    assert match["peak"]["spread"] is None  # every real tone peaks at 0.5: no spread to compare with
+    assert "geometric-mean ratio" in (run / "eval" / "eval.md").read_text()
     assert "Second opinion" in (run / "eval" / "eval.md").read_text()
     capsys.readouterr()
     assert main(["eval", str(run), "--metrics", "nll"]) == 2

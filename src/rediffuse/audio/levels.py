@@ -34,9 +34,18 @@ def frame_db(clips: Tensor, frame: int = FRAME) -> Tensor:
     return (10.0 * torch.log10(ratio.clamp(min=1e-300))).clamp(min=FLOOR_DB)
 
 
+def clip_rms(clips: Tensor) -> Tensor:
+    """Each clip's root-mean-square amplitude [N] (float64) of clips [N, 1, L] or [N, L]."""
+    return clips.reshape(len(clips), -1).double().square().mean(1).sqrt()
+
+
+def clip_peak(clips: Tensor) -> Tensor:
+    """Each clip's peak |sample| [N] (float64) of clips [N, 1, L] or [N, L]."""
+    return clips.reshape(len(clips), -1).double().abs().amax(1)
+
+
 def levels(clips: Tensor) -> Levels:
     """The level and silence figures of clips [N, 1, L] or [N, L]."""
-    x = clips.reshape(len(clips), -1).double()
-    quietest_quarter = frame_db(x).quantile(0.25, dim=1)
-    return Levels(rms=float(x.square().mean(1).sqrt().median()), peak=float(x.abs().amax(1).median()),
+    quietest_quarter = frame_db(clips.reshape(len(clips), -1)).quantile(0.25, dim=1)
+    return Levels(rms=float(clip_rms(clips).median()), peak=float(clip_peak(clips).median()),
                   silence_db=float(quietest_quarter.median()))

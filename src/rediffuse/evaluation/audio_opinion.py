@@ -12,7 +12,7 @@ from rediffuse.audio.spectral import centre_fit
 from rediffuse.audio.voicing import cpp
 from rediffuse.data.audio import load_fsdd
 from rediffuse.evaluation.features.cepstral import LENGTH, RATE, CepstralClassifier, train_cepstral
-from rediffuse.evaluation.metrics import frechet_distance, levels, prdc
+from rediffuse.evaluation.metrics import clip_peak, clip_rms, frechet_distance, level_match, levels, prdc
 
 SECOND = "logistic regression on MFCC statistics"
 
@@ -52,7 +52,10 @@ def audio_report(path: str | Path, clips: Tensor, labels: Tensor | None) -> dict
               "samples_at_heldout_n": scores(model, clips[:n], None if labels is None else labels[:n], real),
               "heldout_real": scores(model, held_x, held_y, real)}
     real = centre_fit(held_x, clips.shape[-1]).unsqueeze(1)  # the recordings at the samples' length
-    return {"second": second, "levels": {"samples": figures(clips), "heldout_real": figures(real)}}
+    matches = {name: level_match(per_clip(clips), per_clip(real)).to_dict()
+               for name, per_clip in (("rms", clip_rms), ("peak", clip_peak))}
+    return {"second": second, "levels": {"samples": figures(clips), "heldout_real": figures(real)},
+            "level_match": matches}
 
 
 def figures(clips: Tensor) -> dict[str, float]:
@@ -81,4 +84,19 @@ def audio_markdown(report: dict[str, Any]) -> list[str]:
             cells = [f"{lv[key]['rms']:.4f}", f"{lv[key]['peak']:.3f}", f"{lv[key]['silence_db']:.1f}",
                      f"{lv[key]['cpp_db']:.2f}" if "cpp_db" in lv[key] else "-"]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if "level_match" in report:
+        lines += match_markdown(report["level_match"])
+    return lines
+
+
+def match_markdown(matches: dict[str, dict[str, Any]]) -> list[str]:
+    """Markdown lines for the per-clip level distributions of samples against the held-out recordings."""
+    names = list(next(iter(matches.values()))["quantiles"])
+    lines = ["", "Per-clip levels, samples / held-out recordings (logs compared: a gain is a shift):", "",
+             "| level | geometric-mean ratio (+- s.e.) | spread of logs | transport distance | "
+             + " | ".join(f"{q} quantile" for q in names) + " |", "|---|---|---|---|" + "---|" * len(names)]
+    for name, m in matches.items():
+        cells = [f"{m['ratio']:.3f} +- {m['ratio'] * m['ratio_se']:.3f}", "-" if m["spread"] is None else f"{m['spread']:.3f}",
+                 f"{m['distance']:.3f}"] + [f"{m['quantiles'][q]:.3f}" for q in names]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
