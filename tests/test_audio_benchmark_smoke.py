@@ -27,6 +27,8 @@ def test_audio_benchmark_smoke(tmp_path):
         saved = json.loads((tmp_path / f"{row['model']}.json").read_text())
         assert saved["settings"] == results["settings"] and saved["model"] == row["model"]
         assert len(list((tmp_path / row["model"]).glob("sample-*.wav"))) == 10
+        assert set(row["level_match"]) == {"rms", "peak"} and row["level_match"]["rms"]["ratio"] > 0
     assert 0 <= results["rows"][0]["scores"]["class_accuracy"] <= 1
     assert module.main(argv)["rows"] == results["rows"]  # the second call reuses the saved results
     assert (tmp_path / "table.md").read_text().count("\n| ") >= 3
+    assert "per-clip level off by" in (tmp_path / "table.md").read_text()

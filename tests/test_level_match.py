@@ -74,3 +74,15 @@ def test_real_levels_without_spread_leave_the_spread_ratio_undefined():
 def test_too_few_clips_is_a_clear_error():
     with pytest.raises(ValueError, match="at least 2 clips"):
         level_match(torch.ones(1), torch.ones(5))
+
+
+def test_the_level_error_is_the_largest_miss_in_location_or_width():
+    from rediffuse.evaluation.audio_opinion import level_error, level_matches
+
+    real = lognormal(400, -3.5, 1.0, 3).reshape(-1, 1) * torch.linspace(-1, 1, 64).sin()  # RMS and peak scale
+    louder = level_matches(1.08 * real, real)
+    assert level_error(louder) == pytest.approx(0.08, rel=1e-9)
+    centre = real.abs().amax(-1).log().mean()
+    logs = real.abs().amax(-1).log()
+    wider = real * ((centre + 1.2 * (logs - centre)) - logs).exp()[:, None]  # every clip's logs 1.2x as spread
+    assert level_error(level_matches(wider, real)) == pytest.approx(0.2, rel=1e-9)

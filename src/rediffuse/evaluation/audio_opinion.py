@@ -52,10 +52,20 @@ def audio_report(path: str | Path, clips: Tensor, labels: Tensor | None) -> dict
               "samples_at_heldout_n": scores(model, clips[:n], None if labels is None else labels[:n], real),
               "heldout_real": scores(model, held_x, held_y, real)}
     real = centre_fit(held_x, clips.shape[-1]).unsqueeze(1)  # the recordings at the samples' length
-    matches = {name: level_match(per_clip(clips), per_clip(real)).to_dict()
-               for name, per_clip in (("rms", clip_rms), ("peak", clip_peak))}
     return {"second": second, "levels": {"samples": figures(clips), "heldout_real": figures(real)},
-            "level_match": matches}
+            "level_match": level_matches(clips, real)}
+
+
+def level_matches(clips: Tensor, real: Tensor) -> dict[str, dict[str, Any]]:
+    """The per-clip RMS and peak distributions of clips against real clips (`metrics.level_match`), JSON-ready."""
+    return {name: level_match(per_clip(clips), per_clip(real)).to_dict()
+            for name, per_clip in (("rms", clip_rms), ("peak", clip_peak))}
+
+
+def level_error(matches: dict[str, dict[str, Any]]) -> float:
+    """The largest relative miss of the level distributions: |geometric-mean ratio - 1| or |spread ratio - 1|
+    over RMS and peak (issue 41's "within 10%" read for the whole distribution, its location and its width)."""
+    return max(max(abs(m["ratio"] - 1), abs((m["spread"] or 1.0) - 1)) for m in matches.values())
 
 
 def figures(clips: Tensor) -> dict[str, float]:
