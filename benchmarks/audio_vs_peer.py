@@ -176,7 +176,7 @@ def measure(args: argparse.Namespace, model: str, scorer: dict[str, Any]) -> dic
     spec = f"{args.data}@train"
     if model == "ours":
         values = preset("fsdd-fast")
-        values.update(data=spec, out=str(out), seed=args.seed, progress=False,
+        values.update(data=spec, out=str(out), seed=args.seed, progress=False, level_clips=args.level_clips,
                       minutes=None if args.steps else args.minutes, steps=args.steps or 10**9)
         started = time.perf_counter()
         result = train(TrainConfig.from_dict(values))
@@ -207,7 +207,7 @@ def measure(args: argparse.Namespace, model: str, scorer: dict[str, Any]) -> dic
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     """The options that define a result (a saved result is reused only under the same ones)."""
-    return {k: getattr(args, k) for k in ("data", "minutes", "steps", "samples", "peer_steps", "seed")}
+    return {k: getattr(args, k) for k in ("data", "minutes", "steps", "samples", "peer_steps", "seed", "level_clips")}
 
 
 def table(rows: list[dict[str, Any]], floor: dict[str, float], args: argparse.Namespace) -> str:
@@ -269,6 +269,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--peer-steps", type=int, default=50, help="the peer's DDIM steps (default: 50)")
     p.add_argument("--rtf-clips", type=int, default=30, help="clips drawn to time sampling (default: 30)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--level-clips", type=int, default=preset("fsdd-fast").get("level_clips", 500),
+                   help="clips our run draws after training to fit its level gain (default: the preset's)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
     p.add_argument("--out", type=Path, default=Path("runs/audio-bench"))
     p.add_argument("--fresh", action="store_true", help="retrain both models even if results are saved")

@@ -19,7 +19,7 @@ def test_audio_benchmark_smoke(tmp_path):
     pytest.importorskip("diffusers")
     module = load_script(SCRIPT)
     argv = ["--data", f"fsdd:{FSDD}", "--steps", "2", "--samples", "10", "--rtf-clips", "2", "--peer-steps", "2",
-            "--out", str(tmp_path), "--threads", "1"]
+            "--level-clips", "4", "--out", str(tmp_path), "--threads", "1"]
     results = module.main(argv)
     assert [row["model"] for row in results["rows"]] == ["ours", "peer"]
     for row in results["rows"]:

@@ -169,7 +169,7 @@ def test_a_mel_run_trains_a_2d_unet_samples_wavs_and_keeps_its_codec(tmp_path, c
     net = {"channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1, "patch_size": 4, "mid_attention": False}
     assert main(["train", "--data", f"fsdd:{recordings}@train", "--audio-representation", "mel", "--conditional",
                  "--clip-length", "4096", "--steps", "2", "--batch-size", "2", "--out", str(run), "--no-progress",
-                 "--net-kwargs", json.dumps(net)]) == 0
+                 "--level-clips", "4", "--net-kwargs", json.dumps(net)]) == 0
     model = json.loads(next(run.glob("ckpt-*/manifest.json")).read_text())["meta"]["model"]
     assert model["net"] == "unet" and model["data"]["shape"] == [1, 64, 32]  # 64 mels x 4096 / 128 frames
     assert model["net_config"]["image_width"] == 32 and model["data"]["codec"]["length"] == 4096
@@ -193,7 +193,7 @@ def test_a_linear_run_learns_stft_images_and_samples_clips(tmp_path):
     net = {"channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1, "patch_size": 4, "mid_attention": False}
     assert main(["train", "--data", f"fsdd:{recordings}@train", "--audio-representation", "linear", "--steps", "1",
                  "--clip-length", "4096", "--batch-size", "2", "--out", str(run), "--no-progress",
-                 "--net-kwargs", json.dumps(net)]) == 0
+                 "--level-clips", "0", "--net-kwargs", json.dumps(net)]) == 0
     model = json.loads(next(run.glob("ckpt-*/manifest.json")).read_text())["meta"]["model"]
     assert model["data"]["shape"] == [1, 128, 32] and model["data"]["codec"]["frequency"] == "linear"
     assert main(["sample", str(run), "-n", "1", "--steps", "2", "--out", str(tmp_path / "clips")]) == 0

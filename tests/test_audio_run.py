@@ -90,9 +90,12 @@ def test_fsdd_wave_preset_trains_and_samples_with_its_scaled_noise_levels(tmp_pa
 def test_fsdd_fast_preset_learns_log_mel_images_and_samples_clips(tmp_path, recordings, capsys):
     run = tmp_path / "run"
     assert main(["train", "--preset", "fsdd-fast", "--data", f"fsdd:{recordings}@train", "--out", str(run),
-                 "--steps", "2", "--batch-size", "4", "--no-progress"]) == 0
+                 "--steps", "2", "--batch-size", "4", "--no-progress", "--level-clips", "2"]) == 0
     config = json.loads((run / "config.json").read_text())
     assert (config["net"], config["audio_representation"], config["minutes"]) == ("unet", "mel", 20.0)
+    manifest = json.loads(next(run.glob("ckpt-*/manifest.json")).read_text())
+    codec = manifest["meta"]["model"]["data"]["codec"]
+    assert codec["gain"] != 1.0 and len(codec["reference"]) == 2  # calibrated on 2 clips drawn as recommended
     out = tmp_path / "s"
     assert main(["sample", str(run), "-n", "2", "--steps", "2", "--class", "1", "--out", str(out)]) == 0
     with np.load(out / "samples.npz") as arrays:

@@ -121,7 +121,7 @@ def test_an_audio_region_is_redrawn_and_the_rest_of_the_clip_kept(tmp_path, caps
                                                  "patch_size": 4, "mid_attention": False}
     assert main(["train", "--data", f"fsdd:{recordings}@train", "--conditional", "--clip-length", str(length),
                  "--audio-representation", route, "--steps", "2", "--batch-size", "2", "--out", str(run_dir),
-                 "--no-progress", "--net-kwargs", __import__("json").dumps(net)]) == 0
+                 "--no-progress", "--level-clips", "0", "--net-kwargs", __import__("json").dumps(net)]) == 0
     clip = tone(300, 8000, length)
     sf.write(tmp_path / "in.wav", clip, 8000, subtype="FLOAT")
     region = f"0.01:{length / 8000 / 2:.4f}"

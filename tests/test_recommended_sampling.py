@@ -13,7 +13,7 @@ from rediffuse.config import TrainConfig
 from rediffuse.core.spec import DataInfo, ModelSpec
 from rediffuse.errors import ConfigError, UsageError
 from rediffuse.presets import PRESETS, RECOMMENDED, SAMPLING, preset
-from rediffuse.sampling.recommended import choose
+from rediffuse.recommended import choose
 from rediffuse.sampling.run import load
 from rediffuse.serve.server import Limits, describe_run
 
@@ -59,7 +59,7 @@ def test_eta_comes_with_its_own_sampler_and_only_a_sampler_that_takes_it():
 
 def test_presets_carry_their_measured_sampling_and_bad_tables_are_named():
     assert preset("fsdd-fast")["sampling"] == {k: v for k, v in SAMPLING["fsdd-fast"].items() if k in RECOMMENDED}
-    assert "eta" in preset("fsdd-fast")["sampling"] and "seed" not in preset("fsdd-fast")["sampling"]
+    assert "guidance" in preset("fsdd-fast")["sampling"] and "seed" not in preset("fsdd-fast")["sampling"]
     assert "sampling" not in preset("shakespeare-char")  # a text run samples with its own defaults
     assert "sampling" not in PRESETS["fsdd-fast"]  # the table itself is not changed
     for bad, message in (({"sampler": "nope"}, "unknown sampling.sampler 'nope'"),

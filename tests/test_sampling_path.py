@@ -125,7 +125,7 @@ def test_run_sample_equals_the_sample_command_for_a_log_mel_audio_run(tmp_path):
     assert main(["train", "--data", f"fsdd:{recordings}@train", "--conditional", "--clip-length", "4096",
                  "--audio-representation", "mel", "--steps", "2", "--batch-size", "2", "--out", str(out),
                  "--net-kwargs", '{"channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1, "patch_size": 4, '
-                                 '"mid_attention": false}', *QUIET]) == 0
+                                 '"mid_attention": false}', "--level-clips", "0", *QUIET]) == 0
     cli = _cli_npz(out, tmp_path, "clips", "-n", "3", "--steps", "2", "--seed", "4")
     run = rediffuse.load(out, device="cpu")
     clips = run.sample(3, steps=2, seed=4)

@@ -15,8 +15,8 @@ __version__ = "0.2.0.dev0"
 # The modules and packages reachable as attributes, lowest layer first (docs/architecture.md).
 SUBMODULES = (
     "errors", "io", "core", "truth", "audio", "presets", "foreign", "checkpoint", "viz", "distributed", "data",
-    "nets", "samplers", "modalities", "objectives", "config", "runs", "train", "tuning", "evaluation", "sampling",
-    "api", "cli",
+    "nets", "samplers", "modalities", "objectives", "config", "runs", "recommended", "train", "tuning", "evaluation",
+    "sampling", "api", "cli",
 )
 # Where the modules of version 0.2 went (rediffuse.schedules is rediffuse.core.schedules): the old attribute
 # paths keep working for one release; import the new paths in new code.

@@ -11,6 +11,12 @@ hear and the evaluation classifies.
 The floor sits far below speech (1e-9, 130 dB to +1; runs before issue 41 kept 1e-5 and 90 dB in their spec):
 a model's small error at the -1 of silence then decodes to sound about 100 dB below the speech rather than the
 60 dB hiss the 1e-5 floor gave (FSDD clips with 0.01 of noise added to their images: -103 dB against -65 dB).
+
+The level a trained model's clips come out at moves with the sampler: with fresh noise at every step
+(euler-ancestral) an imperfect denoiser loses the loud parts, 0.81-0.84x the recordings' geometric-mean RMS on
+fsdd-fast (issue 41). New runs store their training clips' geometric-mean RMS and peak (`reference`); after
+training, `rediffuse.train.level` draws clips the way the run recommends and stores the gain that brings them to
+that level (`gain`, applied to every decoded waveform).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rediffuse.audio.levels import matching_gain
 from rediffuse.audio.phase import pghi
 from rediffuse.audio.spectral import griffin_lim, mel_filterbank, mel_to_power, stft_power
 
@@ -45,6 +52,8 @@ class MelCodec:
     iters: int = 32  # Griffin-Lim iterations when decoding
     phase: str = "zero"  # Griffin-Lim's first phase: "zero", or "pghi" (heap integration of the magnitude)
     offset: float = 0.0  # subtracted from every image value: new runs take their training images' mean
+    gain: float = 1.0  # on the decoded waveform: the level calibration a run fits after training (`calibrated`)
+    reference: tuple[float, float] | None = None  # the training clips' geometric-mean RMS and peak: the level
 
     def __post_init__(self) -> None:
         if self.length % self.hop:
@@ -75,6 +84,13 @@ class MelCodec:
         mean = round(float(images.double().mean()) + self.offset, 4)
         return replace(self, offset=mean), images - (mean - self.offset)
 
+    def calibrated(self, measured: tuple[float, float]) -> MelCodec:
+        """This codec with the gain that brings clips it decoded, whose geometric-mean (RMS, peak) were `measured`,
+        to the reference level (unchanged without a reference)."""
+        if self.reference is None:
+            return self
+        return replace(self, gain=round(self.gain * matching_gain(measured, self.reference), 6))
+
     def config(self) -> dict[str, Any]:
         """The codec as JSON (what a run's spec stores)."""
         return {"kind": "mel", **asdict(self)}
@@ -104,7 +120,7 @@ class MelCodec:
         """Waveforms [N, 1, L] in [-1, 1] of images [N, 1, rows, frames] (phase by fast Griffin-Lim)."""
         magnitude = self.power(images).sqrt()
         start = pghi(magnitude, self.n_fft, self.hop) if self.phase == "pghi" else None
-        x = griffin_lim(magnitude, self.n_fft, self.hop, self.length, self.iters, phase=start)
+        x = griffin_lim(magnitude, self.n_fft, self.hop, self.length, self.iters, phase=start) * self.gain
         return x.clamp(-1.0, 1.0).unsqueeze(1)
 
 
@@ -113,6 +129,8 @@ def codec_from_config(config: dict[str, Any] | None) -> MelCodec | None:
     if not config:
         return None
     values = {k: v for k, v in config.items() if k != "kind"}
+    if values.get("reference") is not None:
+        values["reference"] = tuple(values["reference"])
     return MelCodec(**values)
 
 

@@ -1,7 +1,9 @@
-"""How loud clips are and how silent their pauses: the first things a listener hears (issue 41)."""
+"""How loud clips are and how silent their pauses, the first things a listener hears, and the gain that matches
+one level to another (issue 41)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -49,3 +51,23 @@ def levels(clips: Tensor) -> Levels:
     quietest_quarter = frame_db(clips.reshape(len(clips), -1)).quantile(0.25, dim=1)
     return Levels(rms=float(clip_rms(clips).median()), peak=float(clip_peak(clips).median()),
                   silence_db=float(quietest_quarter.median()))
+
+
+def geometric_levels(clips: Tensor) -> tuple[float, float]:
+    """Geometric means over clips of each clip's RMS and peak |sample| (silent clips left out): per-clip levels of
+    speech spread over a factor of ten and more, and their logs' mean moves far less between draws than a median."""
+    rms, peak = clip_rms(clips), clip_peak(clips)
+    heard = peak > 0
+    if not bool(heard.any()):
+        raise ValueError("every clip is silent: no level to measure")
+    return float(rms[heard].log().mean().exp()), float(peak[heard].log().mean().exp())
+
+
+def matching_gain(measured: tuple[float, float], reference: tuple[float, float]) -> float:
+    """The one gain that brings a (RMS, peak) level closest, in log amplitude, to a reference (RMS, peak): the
+    geometric mean of the two ratios (both then miss by the same factor, the square root of the crest factors'
+    ratio)."""
+    if min(*measured, *reference) <= 0:
+        raise ValueError(f"levels must be positive to match, got RMS {measured[0]:g} and peak {measured[1]:g} "
+                         f"against {reference[0]:g} and {reference[1]:g}")
+    return math.sqrt(reference[0] / measured[0] * reference[1] / measured[1])

@@ -13,7 +13,7 @@ from rediffuse.evaluation.evaluate import METRICS, evaluate
 from rediffuse.evaluation.tables.report import evaluate_table
 from rediffuse.evaluation.text import evaluate_text
 from rediffuse.errors import UsageError
-from rediffuse.sampling.recommended import choose
+from rediffuse.recommended import choose
 from rediffuse.distributed import DEVICE_HELP
 
 

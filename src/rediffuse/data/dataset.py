@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tokenize
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from rediffuse.audio.codec import MelCodec
+from rediffuse.audio.levels import geometric_levels
 from rediffuse.data import toy2d
 from rediffuse.data.audio import is_audio_spec, load_audio
 from rediffuse.data.images import load_images
@@ -163,6 +164,8 @@ def _load_audio(config: DataOptions) -> Data:
         return Data(audio.x, audio.labels, "audio", rate=audio.rate)
     codec = MelCodec(rate=audio.rate, length=config.clip_length, frequency=config.audio_representation)
     codec, images = codec.centred(torch.cat([codec.encode(part) for part in audio.x.split(256)]))
+    rms, peak = geometric_levels(audio.x)  # the level `rediffuse.train.level` calibrates the run's samples to
+    codec = replace(codec, reference=(round(rms, 6), round(peak, 6)))
     return Data(images, audio.labels, "audio", rate=audio.rate, codec=codec.config())
 
 

@@ -38,6 +38,9 @@ class AudioKeys:
     audio_representation: str = opt("waveform", "audio data: what the model learns, waveform (a 1-D UNet), "
                                                 "mel (log-mel images for a 2-D UNet, decoded by Griffin-Lim) or "
                                                 "linear (log-magnitude images of the STFT bins, twice the rows)")
+    level_clips: int = opt(500, "a log-mel audio run: clips drawn after training, with the recommended sampling, "
+                                "to fit the waveform gain that brings their geometric-mean RMS and peak to the "
+                                "training clips' (0: none)")
 
 
 class Audio(GaussianModality):
@@ -56,6 +59,8 @@ class Audio(GaussianModality):
         need(config.audio_representation in REPRESENTATIONS, f"unknown audio_representation "
              f"{config.audio_representation!r}; choose one of {', '.join(REPRESENTATIONS)}")
         need_positive_ints(config, ("clip_length", "sample_rate"))
+        need(isinstance(config.level_clips, int) and config.level_clips >= 0,
+             f"level_clips must be an integer >= 0, got {config.level_clips!r}")
 
     def default_net(self, shape: Sequence[int], codec: dict | None) -> str:
         """A 1-D UNet over waveforms; a 2-D UNet over log-mel images."""

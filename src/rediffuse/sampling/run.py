@@ -31,7 +31,7 @@ from rediffuse.runs import OpenRun, open as open_run
 from rediffuse.samplers import generation
 from rediffuse.samplers.inversion import SOLVERS, invert
 from rediffuse.samplers.request import EDIT_METHODS, EditRequest, Grid, OnStep, SamplingRequest, Step
-from rediffuse.sampling.recommended import Choice, choose
+from rediffuse.recommended import Choice, choose
 from rediffuse.sampling.stream import stream
 from rediffuse.tuning.grids import load_plan
 

@@ -38,6 +38,7 @@ from rediffuse.train.batches import StepBatches, step_seed
 from rediffuse.train.clock import Clock, Now
 from rediffuse.train.lock import run_lock
 from rediffuse.train.monitor import BadSteps, Log, StopRequest
+from rediffuse.train.level import calibrated
 from rediffuse.train.state import (TrainState, check_resumable, new_state, restore_state, resume_point, save_state,
                                    step_unless)
 
@@ -146,6 +147,7 @@ def _train(config: TrainConfig, resume: bool, world: World, clock: Now | None, g
     path = ck.path if ck is not None and state.step == first_step else checkpoint.checkpoint_dir(out, state.step)
     if world.is_main:
         if ck is None or state.step != first_step:
+            state.spec = calibrated(state.spec, objective.model(state.spec, state.ema.module), config, device)
             save_state(out, state, config)
         if (out / "log.jsonl").exists():
             viz.loss_curve_png(out / "loss.png", out / "log.jsonl")

@@ -1,0 +1,49 @@
+"""After a log-mel audio run trains: clips drawn the way the run recommends, and the waveform gain that brings
+their geometric-mean RMS and peak to the training clips' (issue 41). The level a model's clips come out at moves
+with the sampler (more fresh noise, quieter) and with the training seed, so each run measures its own; the mean of
+the logs of n clips' levels has a standard error of about 1.15 / sqrt(n) on FSDD (3.6% at 1,000 clips)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from torch import nn
+
+from rediffuse import modalities
+from rediffuse.audio.codec import MelCodec, codec_from_config
+from rediffuse.audio.levels import geometric_levels
+from rediffuse.core.spec import ModelSpec
+from rediffuse.objectives.consistency import run_grid
+from rediffuse.samplers.request import SamplingRequest
+from rediffuse.recommended import choose
+
+SEED = 1 << 20  # the calibration's draws start here, apart from the seeds `sample` and `eval` use by default
+BATCH = 100
+
+
+def with_codec(spec: ModelSpec, codec: MelCodec) -> ModelSpec:
+    """spec with its data's codec replaced."""
+    return spec.replace(data=dataclasses.replace(spec.data, codec=codec.config()))
+
+
+def calibrated(spec: ModelSpec, model: nn.Module, config: Any, device: torch.device) -> ModelSpec:
+    """spec with its codec's gain fitted to `config.level_clips` clips drawn with the run's recommended sampling
+    (every class in turn); unchanged for a run without a codec, without a reference level, or with no clips."""
+    codec = codec_from_config(spec.data.codec) if spec.data.kind == "audio" else None
+    n = int(getattr(config, "level_clips", 0))
+    if codec is None or codec.reference is None or n < 1:
+        return spec
+    codec = dataclasses.replace(codec, gain=1.0)
+    spec = with_codec(spec, codec)
+    chosen = choose(spec, config.sampling)
+    classes = spec.data.num_classes
+    request = SamplingRequest(n=n, sampler=chosen.sampler, steps=chosen.steps, seed=SEED + int(config.seed),
+                              spacing="default" if chosen.spacing == "tuned" else chosen.spacing,
+                              batch_size=min(n, BATCH), labels=None if not classes else torch.arange(n) % classes,
+                              guidance=chosen.guidance, device=device, eta=chosen.eta)
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        grid = run_grid(spec, request.sampler, request.steps)
+        clips = modalities.of(spec).draw(model, spec, request, grid).samples
+    return with_codec(spec, codec.calibrated(geometric_levels(clips)))
