@@ -69,15 +69,17 @@ def test_the_codec_gain_scales_the_decoded_waveform_and_survives_json():
     assert plain.calibrated(measured) == plain  # no reference, nothing to match
 
 
-def test_a_trained_log_mel_run_draws_at_its_training_clips_level(tmp_path):
+def test_a_trained_log_mel_run_draws_at_its_training_clips_level(tmp_path, capsys):
     recordings = tmp_path / "recordings"
     write_fsdd(recordings, digits=range(2), speakers=("ann",), indices=range(6), n=700)
     out = tmp_path / "run"
     config = TrainConfig(data=f"fsdd:{recordings}@train", out=str(out), conditional=True, clip_length=2048,
                          audio_representation="mel", steps=3, batch_size=4, warmup_steps=1, log_every=1,
-                         level_clips=6, seed=2, progress=False, net_kwargs=MEL_NET,
+                         level_clips=6, seed=2, progress=True, net_kwargs=MEL_NET,
                          sampling={"sampler": "euler", "steps": 4})
     train(config)
+    told = capsys.readouterr().err
+    assert "level: drawing 6 clips (euler, 4 steps" in told and "level: gain" in told
     run = rediffuse.load(out, device="cpu")
     codec = codec_from_config(run.spec.data.codec)
     real = rediffuse.data.audio.load_audio(f"fsdd:{recordings}@train", length=2048, rate=8000).x

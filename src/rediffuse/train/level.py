@@ -6,6 +6,7 @@ the logs of n clips' levels has a standard error of about 1.15 / sqrt(n) on FSDD
 from __future__ import annotations
 
 import dataclasses
+import sys
 from typing import Any
 
 import torch
@@ -43,7 +44,14 @@ def calibrated(spec: ModelSpec, model: nn.Module, config: Any, device: torch.dev
                               spacing="default" if chosen.spacing == "tuned" else chosen.spacing,
                               batch_size=min(n, BATCH), labels=None if not classes else torch.arange(n) % classes,
                               guidance=chosen.guidance, device=device, eta=chosen.eta)
+    if getattr(config, "progress", False):
+        print(f"level: drawing {n} clips ({chosen.describe()}) to fit the waveform gain (level_clips=0 skips it)",
+              file=sys.stderr)
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         grid = run_grid(spec, request.sampler, request.steps)
         clips = modalities.of(spec).draw(model, spec, request, grid).samples
-    return with_codec(spec, codec.calibrated(geometric_levels(clips)))
+    fitted = codec.calibrated(geometric_levels(clips))
+    if getattr(config, "progress", False):
+        print(f"level: gain {fitted.gain:g} brings the clips to the training clips' geometric-mean RMS and peak",
+              file=sys.stderr)
+    return with_codec(spec, fitted)
