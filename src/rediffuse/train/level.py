@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -29,10 +29,12 @@ def with_codec(spec: ModelSpec, codec: MelCodec) -> ModelSpec:
     return spec.replace(data=dataclasses.replace(spec.data, codec=codec.config()))
 
 
-def calibrated(spec: ModelSpec, model: nn.Module, config: Any, device: torch.device) -> ModelSpec:
-    """spec with its codec's gain fitted to `config.level_clips` clips drawn with the run's recommended sampling
-    (every class in turn); unchanged for a run without a codec, without a reference level, or with no clips."""
-    codec = codec_from_config(spec.data.codec) if spec.data.kind == "audio" else None
+def calibrated(spec: Any, model_of: Callable[[], nn.Module], config: Any, device: torch.device) -> Any:
+    """spec with its codec's gain fitted to `config.level_clips` clips drawn by the model (`model_of()`) with the
+    run's recommended sampling (every class in turn); unchanged for a run without a codec, without a reference
+    level, or with no clips (and for an objective whose spec is not a ModelSpec)."""
+    audio = isinstance(spec, ModelSpec) and spec.data.kind == "audio"
+    codec = codec_from_config(spec.data.codec) if audio else None
     n = int(getattr(config, "level_clips", 0))
     if codec is None or codec.reference is None or n < 1:
         return spec
@@ -49,7 +51,7 @@ def calibrated(spec: ModelSpec, model: nn.Module, config: Any, device: torch.dev
               file=sys.stderr)
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         grid = run_grid(spec, request.sampler, request.steps)
-        clips = modalities.of(spec).draw(model, spec, request, grid).samples
+        clips = modalities.of(spec).draw(model_of(), spec, request, grid).samples
     fitted = codec.calibrated(geometric_levels(clips))
     if getattr(config, "progress", False):
         print(f"level: gain {fitted.gain:g} brings the clips to the training clips' geometric-mean RMS and peak",

@@ -147,7 +147,7 @@ def _train(config: TrainConfig, resume: bool, world: World, clock: Now | None, g
     path = ck.path if ck is not None and state.step == first_step else checkpoint.checkpoint_dir(out, state.step)
     if world.is_main:
         if ck is None or state.step != first_step:
-            state.spec = calibrated(state.spec, objective.model(state.spec, state.ema.module), config, device)
+            state.spec = calibrated(state.spec, lambda: objective.model(state.spec, state.ema.module), config, device)
             save_state(out, state, config)
         if (out / "log.jsonl").exists():
             viz.loss_curve_png(out / "loss.png", out / "log.jsonl")
