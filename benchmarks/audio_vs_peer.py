@@ -196,10 +196,10 @@ def measure(args: argparse.Namespace, model: str, scorer: dict[str, Any]) -> dic
     out.mkdir(parents=True, exist_ok=True)
     for i in range(min(10, len(x))):
         write_wav(out / f"sample-{i:04d}.wav", x[i].numpy(), 8000)
-    scores = sample_metrics(scorer["classifier"], classifier_inputs(x, "fsdd", 8000), cond, scorer["real"],
-                            ("fd", "prdc", "acc", "is"))
+    cnn = sample_metrics(scorer["classifier"], classifier_inputs(x, "fsdd", 8000), cond, scorer["real"],
+                         ("fd", "prdc", "acc", "is"))
     second = scores(scorer["second"], x, cond, scorer["second_real"])
-    row.update(model=model, nfe=nfe, rtf=rtf, scores=scores, second=second, levels=figures(x),
+    row.update(model=model, nfe=nfe, rtf=rtf, scores=cnn, second=second, levels=figures(x),
                level_match=level_matches(x, scorer["heldout_clips"]), settings=settings(args))
     atomic_write_json(saved, row)
     return row
