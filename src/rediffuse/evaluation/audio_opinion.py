@@ -106,7 +106,8 @@ def match_markdown(matches: dict[str, dict[str, Any]]) -> list[str]:
              "| level | geometric-mean ratio (+- s.e.) | spread of logs | transport distance | "
              + " | ".join(f"{q} quantile" for q in names) + " |", "|---|---|---|---|" + "---|" * len(names)]
     for name, m in matches.items():
-        cells = [f"{m['ratio']:.3f} +- {m['ratio'] * m['ratio_se']:.3f}", "-" if m["spread"] is None else f"{m['spread']:.3f}",
-                 f"{m['distance']:.3f}"] + [f"{m['quantiles'][q]:.3f}" for q in names]
+        spread = "-" if m["spread"] is None else f"{m['spread']:.3f}"
+        cells = [f"{m['ratio']:.3f} +- {m['ratio'] * m['ratio_se']:.3f}", spread, f"{m['distance']:.3f}"]
+        cells += [f"{m['quantiles'][q]:.3f}" for q in names]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
