@@ -23,10 +23,11 @@ another family that cannot have learned to forgive artefacts (`rediffuse.evaluat
 regression on MFCC statistics fitted on clean `@train` clips): its accuracy, FD / its floor and recall. The
 level (median RMS and peak) and silence (the quietest quarter of frames in dB below the loudest) of the clips
 sit beside the held-out recordings', and ours' per-clip RMS and peak distributions are compared with theirs on
-the log scale (geometric-mean ratio, spread, quantiles: `evaluation.metrics.level_match`). Training clips/s is steps x batch over the training wall time; the
-real-time factor is seconds of audio generated per second of wall time when drawing `--rtf-clips` clips in one
-batch. Targets (issue 41, 20 minutes): class accuracy >= 0.85 on both classifiers, FD <= 5 x each floor, RMS
-and peak within 10% of the recordings', silence <= -80 dB, sampling >= 10x faster than real time.
+the log scale (geometric-mean ratio, spread, quantiles: `evaluation.metrics.level_match`). Training clips/s is
+steps x batch over the training wall time; the real-time factor is seconds of audio generated per second of wall
+time when drawing `--rtf-clips` clips in one batch. Targets (issue 41, 20 minutes): class accuracy >= 0.85 on
+both classifiers, FD <= 5 x each floor, per-clip RMS and peak within 10% of the recordings' (geometric mean and
+spread), silence <= -80 dB, sampling >= 10x faster than real time.
 
 Each model's results go atomically to OUT/<model>.json; a rerun with the same settings reuses them (`--fresh`
 starts over). OUT/table.md and OUT/results.json hold the outcome; OUT/<model>/ the run and its WAVs.

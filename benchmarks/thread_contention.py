@@ -127,7 +127,8 @@ def table(args: argparse.Namespace, cells: dict[tuple[str, str], list[float]]) -
     best_idle = max(statistics.median(cells[(spec, "idle")]) for spec in args.policies)
     lines = [f"`{args.preset}` on {platform.processor() or platform.machine()} ({os.cpu_count()} CPUs), "
              f"{args.steps} steps per cell, {args.rounds} rounds, medians of the log windows:", "",
-             "| threads | OMP_WAIT_POLICY or GOMP_SPINCOUNT | idle images/s | loaded images/s | loaded / idle | idle / best idle |",
+             "| threads | OMP_WAIT_POLICY or GOMP_SPINCOUNT | idle images/s | loaded images/s | loaded / idle "
+             "| idle / best idle |",
              "|---|---|---|---|---|---|"]
     for spec in args.policies:
         threads, policy = spec.split(":")

@@ -165,8 +165,9 @@ def train_peer(data: str, minutes: float, seed: int = 0) -> tuple[Any, Any, dict
     wall = time.perf_counter() - started
     ema.copy_to(unet.parameters())
     params = sum(p.numel() for p in unet.parameters())
-    return unet.eval(), scheduler, {"steps": step, "train_wall_s": wall, "images_per_s": step * cfg["batch_size"] / wall,
-                                    "params": params, "final_loss": float(loss.detach())}
+    return unet.eval(), scheduler, {"steps": step, "train_wall_s": wall,
+                                    "images_per_s": step * cfg["batch_size"] / wall, "params": params,
+                                    "final_loss": float(loss.detach())}
 
 
 @torch.no_grad()
@@ -195,8 +196,8 @@ def sample_peer(unet: Any, train_scheduler: Any, n: int, steps: int, batch_size:
 
 def _row(name: str, r: dict[str, Any]) -> str:
     rate = f"{r['images_per_s']:.0f}" if "images_per_s" in r else "-"
-    return (f"| {name} | {r['minutes']:g} | {r.get('steps', '-')} | {rate} | {r['sampler']}, {r['sample_steps']} steps | "
-            f"{r['accuracy']:.3f} | {r['fd']:.3f} | {r['fd_ratio']:.2f} |")
+    return (f"| {name} | {r['minutes']:g} | {r.get('steps', '-')} | {rate} | "
+            f"{r['sampler']}, {r['sample_steps']} steps | {r['accuracy']:.3f} | {r['fd']:.3f} | {r['fd_ratio']:.2f} |")
 
 
 def table(results: list[tuple[str, dict[str, Any]]], floor: float) -> str:

@@ -245,8 +245,9 @@ def main() -> None:
     import diffusers  # the peer: `pip install -e .[bench]`
 
     torch.set_num_threads(args.threads)
-    header = (f"torch {torch.__version__}, diffusers {diffusers.__version__}, {platform.processor() or platform.machine()}"
-              f" ({os.cpu_count()} CPUs), {args.threads} threads, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, "
+    header = (f"torch {torch.__version__}, diffusers {diffusers.__version__}, "
+              f"{platform.processor() or platform.machine()} ({os.cpu_count()} CPUs), {args.threads} threads, "
+              f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, "
               f"batch {args.batch_size}, AdamW lr {args.lr}, eps-MSE, unconditional; {args.steps} timed steps per "
               f"model in {args.rounds} alternating blocks after {args.warmup} warm-up steps")
     print(header, flush=True)

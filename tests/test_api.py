@@ -56,7 +56,8 @@ def test_pretrained_folder_is_self_contained_and_samples_the_same(fitted, tmp_pa
     for run in (rediffuse.from_pretrained(folder), rediffuse.load(folder)):
         assert torch.equal(run.sample(4, cond=1, steps=3, seed=2), fitted.sample(4, cond=1, steps=3, seed=2))
     out = tmp_path / "p.png"
-    assert main(["sample", str(folder), "-n", "4", "--class", "1", "--steps", "3", "--seed", "2", "--out", str(out)]) == 0
+    assert main(["sample", str(folder), "-n", "4", "--class", "1", "--steps", "3", "--seed", "2",
+                 "--out", str(out)]) == 0
     with np.load(tmp_path / "p.npz") as arrays:
         assert np.array_equal(arrays["samples"], fitted.sample(4, cond=1, steps=3, seed=2).numpy())
 

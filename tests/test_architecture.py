@@ -1,5 +1,5 @@
 """The package's shape, read from its source: the import graph (function-local imports included), layer rules,
-module sizes, and `import rediffuse` giving its version and lazy subpackages."""
+module sizes and line widths, and `import rediffuse` giving its version and lazy subpackages."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ import rediffuse
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "rediffuse"
 MAX_LINES = 450
+MAX_WIDTH = 120
+ROOT = SRC.parent
 
 
 def module_name(path: Path, root: Path = SRC) -> str:
@@ -142,6 +144,13 @@ def test_layers_import_only_downwards(layer, forbidden):
 def test_no_module_over_the_line_limit():
     long = {module_name(p): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert long == {}
+
+
+def test_no_source_line_over_the_width_limit():
+    wide = [f"{p.relative_to(ROOT)}:{i}" for folder in ("src", "tests", "benchmarks")
+            for p in sorted((ROOT / folder).rglob("*.py"))
+            for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if len(line) > MAX_WIDTH]
+    assert wide == []
 
 
 def test_version_and_lazy_subpackages():

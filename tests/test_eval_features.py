@@ -41,7 +41,8 @@ def folder_run(tmp_path_factory):
 def test_a_classifier_trained_on_the_runs_own_labels_scores_it_and_is_cached(folder_run, tmp_path, monkeypatch,
                                                                              capsys):
     monkeypatch.setenv("REDIFFUSE_CACHE", str(tmp_path / "cache"))
-    flags = ["eval", str(folder_run), "--features", "classifier", "-n", "20", "--steps", "2", "--metrics", "fd,acc,prdc"]
+    flags = ["eval", str(folder_run), "--features", "classifier", "-n", "20", "--steps", "2",
+             "--metrics", "fd,acc,prdc"]
     assert main(flags) == 0
     report = json.loads((folder_run / "eval" / "eval.json").read_text())
     assert report["classifier"]["kind"] == "labelled" and report["classifier"]["heldout_accuracy"] >= 0.9

@@ -10,8 +10,9 @@ from scipy.stats import norm
 
 from rediffuse.truth import analytic
 from rediffuse.core import schedules
-from rediffuse.evaluation.likelihood import (bits_from_log_prob, bits_per_dim, dequantize, discretized_gaussian_log_prob,
-                                  log_likelihood, ode_likelihood, to_levels, vlb_bits_per_dim)
+from rediffuse.evaluation.likelihood import (bits_from_log_prob, bits_per_dim, dequantize,
+                                             discretized_gaussian_log_prob, log_likelihood, ode_likelihood, to_levels,
+                                             vlb_bits_per_dim)
 from rediffuse.evaluation.likelihood.ode import draw_probes, exact_divergence, hutchinson_divergence, resolve_prior_std
 from rediffuse.evaluation.likelihood.vlb import log_normal_mass, posterior_terms
 

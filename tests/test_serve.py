@@ -171,7 +171,8 @@ def test_an_image_of_the_latest_generation_is_edited_under_a_mask(server):
                             ("mask=" + "f" * 16 + "&n=3", "unknown parameter 'n'")]:
         status, body = request(server, "/api/edit?run=2&sample=0&steps=4&" + query)
         assert status == 400 and fragment in json.loads(body)["error"], query
-    assert json.loads(request(server, "/api/edit?run=0&mask=ff")[1])["error"].startswith("the page edits image and audio runs")
+    error = json.loads(request(server, "/api/edit?run=0&mask=ff")[1])["error"]
+    assert error.startswith("the page edits image and audio runs")
     for method in ("replace", "smc"):
         status, body = request(server, f"/api/edit?run=2&sample=1&steps=4&method={method}&mask=ff000000000000ff")
         found = events(body)

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from rediffuse.audio.spectral import hz_to_mel, log_mel, log_mel_image, mel_filterbank, mel_to_hz, spectrogram_db, stft_power
+from rediffuse.audio.spectral import (hz_to_mel, log_mel, log_mel_image, mel_filterbank, mel_to_hz, spectrogram_db,
+                                      stft_power)
 
 
 def test_htk_mel_scale_and_its_inverse():
@@ -40,7 +41,8 @@ def test_a_tone_lands_in_the_band_whose_centre_is_nearest():
 def test_stft_power_of_a_constant_is_the_hann_windows_own_spectrum():
     p = stft_power(torch.ones(1, 2048, dtype=torch.float64))[0, :, 2:-2]  # frames away from the padded ends
     # the periodic Hann window's DFT is N/2 at bin 0, -N/4 at bin 1 and 0 beyond
-    assert torch.allclose(p[0], torch.full_like(p[0], 256.0**2)) and torch.allclose(p[1], torch.full_like(p[1], 128.0**2))
+    assert torch.allclose(p[0], torch.full_like(p[0], 256.0**2))
+    assert torch.allclose(p[1], torch.full_like(p[1], 128.0**2))
     assert p[2:].max() < 1e-12
 
 

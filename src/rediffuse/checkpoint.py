@@ -6,7 +6,8 @@ the model, the schedule, the training config, ...) and the size and sha256 of ev
 is written to a temporary file in the same folder, flushed, fsynced and renamed into place, and the folder
 is fsynced after each rename, so a crash (even a power cut) leaves either the old state or a folder without
 a manifest, which `latest` skips and `load` refuses. A checkpoint is complete only when its manifest is valid
-and every file's size and sha256 match it; selection (`latest`), resume and pruning all use that definition. Tensors holding NaN or infinity are refused at save.
+and every file's size and sha256 match it; selection (`latest`), resume and pruning all use that definition.
+Tensors holding NaN or infinity are refused at save.
 
 Loading never runs code: safetensors and JSON only; pickled files (.pt, .pkl, ...) are refused.
 """

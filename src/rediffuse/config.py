@@ -49,8 +49,8 @@ class TrainConfig(ConsistencyKeys, BlockKeys, MaskedKeys, GaussianKeys, TableKey
                                "either with @train or @heldout)")
     out: str = opt("runs/run", "run folder for checkpoints, logs and pictures")
     objective: str = opt("gaussian", "what is learned: gaussian (denoising diffusion), masked (masked "
-                                        "token diffusion of text), block (block diffusion of text), autoregressive (the "
-                                        "causal text baseline), table (rows of a table) or "
+                                        "token diffusion of text), block (block diffusion of text), "
+                                        "autoregressive (the causal text baseline), table (rows of a table) or "
                                         "consistency (few-step tuning of a Gaussian run: `rediffuse distill`)")
     net: str = opt("auto", "network: mlp, unet, unet1d, transformer, or auto (mlp for points, unet for "
                             "images, unet1d for audio, transformer for text)")
@@ -113,7 +113,8 @@ class TrainConfig(ConsistencyKeys, BlockKeys, MaskedKeys, GaussianKeys, TableKey
         check(self)
 
 
-KEY_GROUPS = (GaussianKeys, ConsistencyKeys, MaskedKeys, BlockKeys, PointKeys, ImageKeys, AudioKeys, TextKeys, TableKeys)
+KEY_GROUPS = (GaussianKeys, ConsistencyKeys, MaskedKeys, BlockKeys, PointKeys, ImageKeys, AudioKeys, TextKeys,
+              TableKeys)
 
 
 def key_groups() -> list[tuple[str, list[dataclasses.Field]]]:

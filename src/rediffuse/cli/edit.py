@@ -70,7 +70,8 @@ def add_parsers(verbs: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder (edits.npz, edits.png)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=cmd_edit)
-    q = verbs.add_parser("invert", parents=[common], help="map inputs to noise along the ODE (points, images, waveform audio)",
+    q = verbs.add_parser("invert", parents=[common],
+                         help="map inputs to noise along the ODE (points, images, waveform audio)",
                          description="DDIM (Euler) or Heun inversion: the noise that sampling with the same "
                                      "solver and steps maps back to the input; prints the round trip's error.")
     q.add_argument("run", type=Path, metavar="RUN", help="run folder")

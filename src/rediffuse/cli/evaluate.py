@@ -21,10 +21,11 @@ def add_parser(verbs: Any, common: argparse.ArgumentParser) -> None:
     """Register `eval` on the `rediffuse` sub-command parser."""
     p = verbs.add_parser("eval", parents=[common],
                          help="measure a trained run (images, audio: FD, PR, accuracy, IS; text: held-out NELBO)",
-                         description="Images and spoken digits: Frechet distance and precision/recall on the project's classifier "
-                                     "features, class accuracy, IS and modified IS, and (images) bits/dim; also for held-out real data "
-                                     "(the floor). Text: the held-out NELBO in bits/char with its standard "
-                                     "error. Writes RUN/eval/eval.json and eval.md.")
+                         description="Images and spoken digits: Frechet distance and precision/recall on the "
+                                     "project's classifier features, class accuracy, IS and modified IS, and "
+                                     "(images) bits/dim; also for held-out real data (the floor). Text: the "
+                                     "held-out NELBO in bits/char with its standard error. Writes "
+                                     "RUN/eval/eval.json and eval.md.")
     p.add_argument("run", type=Path, metavar="RUN", help="run folder")
     p.add_argument("--metrics", default=None,
                    help=f"comma list from {','.join(METRICS)} (images; default all; audio without nll) or nelbo (text; "

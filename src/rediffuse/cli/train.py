@@ -49,8 +49,8 @@ def _float_or_auto(text: str) -> float | str:
         raise argparse.ArgumentTypeError(f"expected 'auto' or a finite number, got {text!r}") from None
 
 
-FLAG_TYPES: dict[str, Callable[[str], Any]] = {"str": str, "str | None": str, "int": int, "int | None": int, "float": finite_float,
-                                               "float | None": finite_float, "dict": _json_table,
+FLAG_TYPES: dict[str, Callable[[str], Any]] = {"str": str, "str | None": str, "int": int, "int | None": int,
+                                               "float": finite_float, "float | None": finite_float, "dict": _json_table,
                                                "float | str": _float_or_auto}
 
 

@@ -33,6 +33,6 @@ def validate(config: Config) -> None:
     config.check()
 
 
-__all__ = ["OBJECTIVES", "Autoregressive", "Batch", "Block", "BlockLM", "CausalLM", "Consistency", "Draws", "Gaussian", "Masked",
-           "MaskedLM", "NoDraws", "Objective", "StepDraws", "StepGenerators", "TableObjective", "get",
+__all__ = ["OBJECTIVES", "Autoregressive", "Batch", "Block", "BlockLM", "CausalLM", "Consistency", "Draws", "Gaussian",
+           "Masked", "MaskedLM", "NoDraws", "Objective", "StepDraws", "StepGenerators", "TableObjective", "get",
            "validate"]

@@ -71,6 +71,6 @@ def sample(denoiser: Callable[..., Tensor], x: Tensor, sigmas: Tensor, name: str
 
 __all__ = ["SAMPLERS", "STOCHASTIC", "WARM_STARTED", "GAUSSIAN_FIRST_STEP", "TWO_EVAL_SAMPLERS", "FirstStep",
            "History", "Plan", "get", "sample", "ancestral_step", "categorical", "masked_template", "sample_masked",
-           "noise_like", "sample_consistency", "sample_ddim", "sample_ddpm", "sample_dpmpp_2m", "sample_dpmpp_2m_sde", "sample_dpmpp_2s",
-           "sample_dpmpp_3m", "sample_euler", "sample_euler_ancestral", "sample_euler_maruyama", "sample_heun",
-           "sample_ipndm", "sample_lms", "sample_unipc_bh1", "sample_unipc_bh2"]
+           "noise_like", "sample_consistency", "sample_ddim", "sample_ddpm", "sample_dpmpp_2m", "sample_dpmpp_2m_sde",
+           "sample_dpmpp_2s", "sample_dpmpp_3m", "sample_euler", "sample_euler_ancestral", "sample_euler_maruyama",
+           "sample_heun", "sample_ipndm", "sample_lms", "sample_unipc_bh1", "sample_unipc_bh2"]

@@ -3,10 +3,11 @@ server-sent events.
 
 Routes (nothing else is served, and no path maps to a file): `/` the page (from the package), `/api/runs` the runs
 given on the command line, `/api/generate?run=...` one generation's frames, `/api/edit?run=...&mask=...` an edit
-of one image of that run's latest generation (inpainting under a mask drawn on the page, or SDEdit). Safe by default: it listens on
-127.0.0.1, reads no file but the runs it was given, bounds every request (`Limits`), runs one generation at a time
-(a second is refused with 409 and a message), stops a generation whose client has gone (at its next step), and
-answers malformed requests with a 4xx and a one-line JSON message, never a traceback.
+of one image of that run's latest generation (inpainting under a mask drawn on the page, or SDEdit).
+Safe by default: it listens on 127.0.0.1, reads no file but the runs it was given, bounds every request
+(`Limits`), runs one generation at a time (a second is refused with 409 and a message), stops a generation
+whose client has gone (at its next step), and answers malformed requests with a 4xx and a one-line JSON
+message, never a traceback.
 """
 
 from __future__ import annotations

@@ -49,8 +49,8 @@ def with_fitted_jump(plan: SamplingPlan, denoiser: Callable[..., Tensor], pool: 
 
 
 def with_learned_coefficients(plan: SamplingPlan, denoiser: Callable[..., Tensor], pool: Tensor, ref: Tensor, *,
-                              iters: int, batch: int, cond: Tensor | None = None,
-                              log: Log | None = None, progress: Callable[[int, int], None] | None = None) -> SamplingPlan:
+                              iters: int, batch: int, cond: Tensor | None = None, log: Log | None = None,
+                              progress: Callable[[int, int], None] | None = None) -> SamplingPlan:
     """The iPNDM plan with per-step coefficients fitted to the pool (the fixed ones where no fit beats them)."""
     check_options(plan.sampler, plan.teleport, plan.warm_start, coefficients=True)
     table, fixed, learned = fit_coefficients(denoiser, pool, ref, plan.sigmas, teleport=plan.teleport,

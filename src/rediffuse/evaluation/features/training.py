@@ -21,7 +21,8 @@ from rediffuse.audio.spectral import log_mel_image
 from rediffuse.threads import cpu_threads
 from rediffuse.evaluation.features.classifier import CONFIGS, ClassifierConfig, DigitClassifier, accuracy
 
-KINDS = ("digits", "mnist", "fsdd", "labelled")  # labelled: any run's own labelled images (`eval --features classifier`)
+# labelled: any run's own labelled images (`eval --features classifier`)
+KINDS = ("digits", "mnist", "fsdd", "labelled")
 # Held-out accuracy a trained classifier must reach before its features are trusted for metrics.
 REQUIRED_ACCURACY = {"digits": 0.97, "mnist": 0.98, "fsdd": 0.95, "labelled": 0.0}
 FSDD_RATE = 8000  # the spoken-digit classifier hears 8 kHz clips
