@@ -46,14 +46,15 @@ def calibrated(spec: Any, model_of: Callable[[], nn.Module], config: Any, device
                               spacing="default" if chosen.spacing == "tuned" else chosen.spacing,
                               batch_size=min(n, BATCH), labels=None if not classes else torch.arange(n) % classes,
                               guidance=chosen.guidance, device=device, eta=chosen.eta)
-    if getattr(config, "progress", False):
+    tell = bool(getattr(config, "progress", False))
+    if tell:
         print(f"level: drawing {n} clips ({chosen.describe()}) to fit the waveform gain (level_clips=0 skips it)",
               file=sys.stderr)
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         grid = run_grid(spec, request.sampler, request.steps)
         clips = modalities.of(spec).draw(model_of(), spec, request, grid).samples
     fitted = codec.calibrated(geometric_levels(clips))
-    if getattr(config, "progress", False):
+    if tell:
         print(f"level: gain {fitted.gain:g} brings the clips to the training clips' geometric-mean RMS and peak",
               file=sys.stderr)
     return with_codec(spec, fitted)
